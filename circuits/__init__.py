@@ -1,0 +1,1 @@
+"""Model-agnostic causal tools for TransformerBridge models (never imports `induction`)."""

@@ -1,0 +1,1 @@
+"""Find, score and causally test induction heads in TransformerLens models."""
