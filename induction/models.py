@@ -239,6 +239,7 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TransformerBridge:
 
 
 def is_checkpoint_dir(path: Path) -> bool:
+    """A directory holding our config.json + model.safetensors (not a Hugging Face model)."""
     return (path / WEIGHTS_FILE).exists() and (path / CONFIG_FILE).exists() and _is_native_config(path)
 
 
@@ -312,15 +313,16 @@ def load_model(
         model = load_checkpoint(ckpt_dir)
         _attach_info(model, spec_str, "run", step, ckpt_dir, run_dir=path)
         return model
-    if path.is_dir() and is_checkpoint_dir(path):
+    if path.is_dir() and (path / CONFIG_FILE).exists():
+        config = read_json(path / CONFIG_FILE, "model config")
+        if isinstance(config, dict) and "model_type" in config:
+            return _load_huggingface(spec_str, revision or _as_revision(checkpoint), local=True)
         if checkpoint is not None:
             raise ModelLoadError(f"{path} is a single checkpoint; --checkpoint applies to run directories")
         model = load_checkpoint(path)
         meta = _read_meta(path)
         _attach_info(model, spec_str, "checkpoint", meta.get("step"), path)
         return model
-    if path.is_dir() and (path / CONFIG_FILE).exists():
-        return _load_huggingface(spec_str, revision or _as_revision(checkpoint), local=True)
     if path.exists() and not path.is_dir():
         raise ModelLoadError(f"{spec_str} is a file; MODEL must be a run, checkpoint or Hugging Face directory")
     if path.is_dir():

@@ -1,0 +1,5 @@
+import sys
+
+from induction.cli import main
+
+sys.exit(main())

@@ -1,0 +1,200 @@
+"""Figures, built from the same report objects as the tables, in one paper style.
+
+Style: Okabe-Ito colour-blind-safe palette, a sequential (viridis) / diverging (RdBu) colour scale
+for heatmaps, 12 pt text at a column width of ~3.4 in (500 px at 150 dpi), labelled axes with units.
+`save_figure(fig, path)` writes .html always, and .png/.svg/.pdf through kaleido when it can; when it
+cannot, it raises `PlotExportError` saying how to enable it (HTML still works).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    from induction.report import ScanReport
+
+# Okabe & Ito (2008), colour-blind safe.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+FONT = dict(family="Helvetica, Arial, sans-serif", size=12, color="#222")
+COLUMN_WIDTH_PX = 500
+STATIC_FORMATS = (".png", ".svg", ".pdf")
+FIGURE_FORMATS = (".html", *STATIC_FORMATS)
+
+SCORE_LABELS = {
+    "prefix_matching": "prefix-matching score",
+    "copying": "copying score",
+    "copying_ov": "OV copying (eigenvalue) score",
+    "previous_token": "previous-token score",
+    "duplicate_token": "duplicate-token score",
+}
+SIGNED_SCORES = {"copying", "copying_ov"}
+
+
+class PlotExportError(RuntimeError):
+    """A figure format that cannot be written on this machine (message says how to enable it)."""
+
+
+def paper_layout(fig: go.Figure, width: int = COLUMN_WIDTH_PX, height: int = 380, title: str | None = None) -> go.Figure:
+    """Apply the shared paper style in place and return the figure."""
+    fig.update_layout(
+        template="simple_white", font=FONT, width=width, height=height,
+        margin=dict(l=60, r=20, t=50 if title else 20, b=55),
+        title=dict(text=title, x=0.02, xanchor="left", font=dict(size=13)) if title else None,
+        colorway=list(PALETTE), legend=dict(font=dict(size=11)),
+    )
+    return fig
+
+
+def head_heatmap(values: np.ndarray, label: str, signed: bool = False, title: str | None = None,
+                 marks: np.ndarray | None = None, zrange: tuple[float, float] | None = None) -> go.Figure:
+    """A layer x head heatmap of one per-head quantity; `marks` outlines selected heads."""
+    n_layers, n_heads = values.shape
+    if zrange is None:
+        zrange = (-1.0, 1.0) if signed else (0.0, 1.0)
+    text = [[f"{values[layer, h]:.2f}" for h in range(n_heads)] for layer in range(n_layers)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=values, x=list(range(n_heads)), y=list(range(n_layers)), zmin=zrange[0], zmax=zrange[1],
+            colorscale="RdBu" if signed else "Viridis", reversescale=signed,
+            colorbar=dict(title=dict(text=label, side="right"), thickness=12),
+            text=text, texttemplate="%{text}", textfont=dict(size=10),
+            hovertemplate="L%{y}H%{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    if marks is not None:
+        for layer, h in zip(*np.nonzero(marks)):
+            fig.add_shape(type="rect", x0=h - 0.5, x1=h + 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                          line=dict(color="#000", width=2.5))
+    fig.update_xaxes(title_text="head", dtick=1)
+    fig.update_yaxes(title_text="layer", dtick=1, autorange="reversed")
+    return paper_layout(fig, width=max(COLUMN_WIDTH_PX, 60 * n_heads + 160), height=max(260, 45 * n_layers + 140), title=title)
+
+
+def plot_scan(report: "ScanReport", kind: str = "heatmap") -> go.Figure:
+    """Scan figures: `heatmap` (prefix-matching and copying side by side, induction heads outlined),
+    `scatter` (prefix-matching vs copying, Olsson et al. 2022), or any single score name."""
+    s = report.scores
+    marks = s.is_induction.numpy()
+    name = f"{Path(str(report.model)).name or report.model}"
+    if kind in SCORE_LABELS:
+        values = getattr(s, kind).numpy()
+        return head_heatmap(values, SCORE_LABELS[kind], signed=kind in SIGNED_SCORES, marks=marks,
+                            title=f"{SCORE_LABELS[kind]} — {name}")
+    if kind == "scatter":
+        return prefix_copying_scatter(s, title=f"Induction heads — {name}")
+    if kind != "heatmap":
+        raise ValueError(f"unknown scan plot {kind!r}; choose heatmap, scatter or one of {', '.join(SCORE_LABELS)}")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("prefix matching", "copying"), horizontal_spacing=0.14)
+    for col, (score, signed) in enumerate((("prefix_matching", False), ("copying", True)), start=1):
+        values = getattr(s, score).numpy()
+        fig.add_trace(
+            go.Heatmap(
+                z=values, x=list(range(s.n_heads)), y=list(range(s.n_layers)),
+                zmin=-1.0 if signed else 0.0, zmax=1.0, colorscale="RdBu" if signed else "Viridis",
+                reversescale=signed, text=np.round(values, 2), texttemplate="%{text}", textfont=dict(size=10),
+                colorbar=dict(x=0.43 if col == 1 else 1.0, thickness=10, len=0.9),
+                hovertemplate="L%{y}H%{x}: %{z:.3f}<extra></extra>",
+            ),
+            row=1, col=col,
+        )
+        for layer, h in zip(*np.nonzero(marks)):
+            fig.add_shape(type="rect", x0=h - 0.5, x1=h + 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                          line=dict(color="#000", width=2.5), row=1, col=col)
+        fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
+        fig.update_yaxes(title_text="layer" if col == 1 else None, dtick=1, autorange="reversed", row=1, col=col)
+    width = max(2 * COLUMN_WIDTH_PX - 100, 120 * s.n_heads + 260)
+    return paper_layout(fig, width=width, height=max(280, 45 * s.n_layers + 150),
+                        title=f"Head scores — {name} (induction heads outlined)")
+
+
+def prefix_copying_scatter(s: Any, title: str | None = None) -> go.Figure:
+    """Prefix-matching vs copying per head, coloured by layer, with the detector's thresholds."""
+    fig = go.Figure()
+    for layer in range(s.n_layers):
+        fig.add_trace(
+            go.Scatter(
+                x=s.prefix_matching[layer].numpy(), y=s.copying[layer].numpy(), mode="markers",
+                name=f"layer {layer}", marker=dict(size=9, color=PALETTE[layer % len(PALETTE)],
+                                                   line=dict(width=0.5, color="#333")),
+                text=[f"L{layer}H{h}" for h in range(s.n_heads)],
+                hovertemplate="%{text}: prefix %{x:.3f}, copying %{y:.3f}<extra></extra>",
+            )
+        )
+    cfg = s.config
+    fig.add_shape(type="rect", x0=cfg.prefix_threshold, x1=1.02, y0=cfg.copying_threshold, y1=1.02,
+                  fillcolor="rgba(0,158,115,0.10)", line=dict(width=0), layer="below")
+    fig.update_xaxes(title_text="prefix-matching score (attention fraction)", range=[-0.02, 1.02])
+    fig.update_yaxes(title_text="copying score", range=[-1.05, 1.05])
+    return paper_layout(fig, title=title)
+
+
+def save_figure(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
+    """Write `fig` to .html (always works) or .png/.svg/.pdf (needs kaleido + Chrome/Chromium).
+
+    Written to a temporary file and renamed, so a failed export leaves nothing behind.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        raise PlotExportError(f"cannot write a figure to {path.name}: use one of {', '.join(FIGURE_FORMATS)}")
+    if not path.parent.exists():
+        raise PlotExportError(f"cannot write {path}: directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        if suffix == ".html":
+            fig.write_html(tmp, include_plotlyjs="cdn" if os.environ.get("INDUCTION_PLOTLY_CDN") else True,
+                           full_html=True)
+        else:
+            _write_static(fig, tmp, suffix)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def static_export_problem() -> str | None:
+    """None when .png/.svg/.pdf export works here, else what is missing and how to enable it."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return "static figures need kaleido: `pip install kaleido` (HTML works without it)"
+    if _find_chrome() is None:
+        return ("static figures need a Chrome/Chromium binary for kaleido: `apt-get install chromium` "
+                "(or set BROWSER_PATH); HTML works without it")
+    return None
+
+
+def _find_chrome() -> str | None:
+    import shutil
+
+    env = os.environ.get("BROWSER_PATH")
+    if env and Path(env).exists():
+        return env
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _write_static(fig: go.Figure, tmp: str, suffix: str) -> None:
+    problem = static_export_problem()
+    if problem:
+        raise PlotExportError(f"cannot write {suffix} figure: {problem}")
+    chrome = _find_chrome()
+    if chrome and not os.environ.get("BROWSER_PATH"):
+        os.environ["BROWSER_PATH"] = chrome
+    try:
+        fig.write_image(tmp, format=suffix.lstrip("."), scale=2 if suffix == ".png" else 1)
+    except Exception as exc:  # kaleido/choreographer raise assorted errors when Chrome fails
+        raise PlotExportError(f"static export to {suffix} failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                              "HTML works: use a .html path") from None

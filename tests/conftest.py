@@ -1,0 +1,31 @@
+"""Test configuration: offline, seeded, and the hand-built model as fixtures."""
+
+from __future__ import annotations
+
+import os
+
+# Any test that would touch the network fails loudly instead.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def handbuilt_dir(tmp_path_factory):
+    """The hand-built induction model (tests/helpers.py) saved as a checkpoint directory."""
+    from helpers import build_induction_model
+
+    from induction.models import save_checkpoint
+
+    path = tmp_path_factory.mktemp("handbuilt") / "model"
+    save_checkpoint(build_induction_model(), path, {"bos_token_id": 0})
+    return path

@@ -1,0 +1,92 @@
+"""The `induction` CLI in-process: the scan report on the hand-built model, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import ROLES
+
+from induction.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_scan_json_flags_exactly_the_induction_head(handbuilt_dir, tmp_path, capsys):
+    out_file = tmp_path / "scan.json"
+    code, _, err = run_cli(capsys, "scan", handbuilt_dir, "--format", "json", "--out", out_file, "-q", "--prompts", "32")
+    assert code == 0, err
+    report = json.loads(out_file.read_text())
+    flagged = [(h["layer"], h["head"]) for h in report["heads"] if h["is_induction"]]
+    assert flagged == [ROLES.induction]
+    by_prev = max(report["heads"], key=lambda h: h["previous_token"])
+    by_dup = max(report["heads"], key=lambda h: h["duplicate_token"])
+    assert (by_prev["layer"], by_prev["head"]) == ROLES.previous_token
+    assert (by_dup["layer"], by_dup["head"]) == ROLES.duplicate_token
+    assert report["icl_score"] < -1.0  # the hand-built model predicts repeats
+    prov = report["provenance"]
+    assert prov["seed"] == 0 and "transformer-lens" in prov["versions"] and prov["runtime_s"] > 0
+    assert prov["settings"]["detector"]["prompts"]["n_prompts"] == 32
+    for key in ("layer", "head", "prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token", "is_induction"):
+        assert key in report["heads"][0]
+
+
+def test_scan_table_csv_markdown_agree(handbuilt_dir, capsys):
+    rows = {}
+    for fmt in ("csv", "markdown", "table"):
+        code, out, err = run_cli(capsys, "scan", handbuilt_dir, "--format", fmt, "-q", "--prompts", "8", "--no-icl", "--bootstrap", "0")
+        assert code == 0, err
+        rows[fmt] = out
+    csv_lines = rows["csv"].strip().splitlines()
+    assert csv_lines[0].startswith("layer,head,prefix_matching,copying")
+    first = csv_lines[1].split(",")
+    assert (int(first[0]), int(first[1])) == ROLES.induction  # induction heads sorted first
+    assert "| 1 | 0 | 1.000 | 1.000 |" in rows["markdown"]
+    assert "induction heads: L1H0" in rows["table"]
+
+
+def test_scan_writes_html_heatmap(handbuilt_dir, tmp_path, capsys):
+    plot = tmp_path / "heads.html"
+    code, _, err = run_cli(capsys, "scan", handbuilt_dir, "-q", "--prompts", "8", "--no-icl", "--plot", plot)
+    assert code == 0, err
+    html = plot.read_text()
+    assert "plotly" in html.lower() and "prefix matching" in html
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["scan", "{tmp}/missing"], "does not exist"),
+        (["scan", "{tmp}/corrupt"], "corrupt"),
+        (["scan", "{tmp}/badconfig"], "config.json"),
+        (["scan", "{model}", "--seq-len", "1000"], "exceeds the model's context"),
+        (["scan", "{model}", "--bogus"], "unrecognized arguments"),
+        (["scan", "{model}", "--format", "xml"], "invalid choice"),
+        (["scan", "{model}", "--plot", "{tmp}/x.gif"], "use one of"),
+        (["scan", "{model}", "--out", "{tmp}/nodir/x.json"], "does not exist"),
+        (["scan", "{model}", "--text", "{tmp}/t.txt"], "no tokenizer"),
+        (["scan", "{model}", "--prompts", "0"], "n_prompts must be >= 1"),
+        (["scan", "{model}", "--prefix-threshold", "2"], "prefix_threshold must be in"),
+        (["scan", "{model}", "--checkpoint", "5"], "single checkpoint"),
+        (["nosuchcommand"], "invalid choice"),
+    ],
+)
+def test_bad_input_gives_one_line_error(handbuilt_dir, tmp_path, capsys, argv, message):
+    import shutil
+
+    shutil.copytree(handbuilt_dir, tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "model.safetensors").write_bytes(b"garbage")
+    shutil.copytree(handbuilt_dir, tmp_path / "badconfig")
+    (tmp_path / "badconfig" / "config.json").write_text('{"d_model": "big"}')
+    (tmp_path / "t.txt").write_text("some text")
+    argv = [a.format(tmp=tmp_path, model=handbuilt_dir) for a in argv] + ["-q"] * (argv[0] == "scan")
+    code, out, err = run_cli(capsys, *argv)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message in lines[0] and "Traceback" not in err
+    assert not (tmp_path / "x.gif").exists()

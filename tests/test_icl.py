@@ -1,0 +1,54 @@
+"""The ICL score against an independent computation and known cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import assert_close, build_induction_model, save_tiny_hf_gpt2
+
+from induction.icl import ICLDataError, icl_positions, icl_score
+from induction.models import boot_native, load_model, native_config
+
+
+def test_positions_follow_olsson_and_scale():
+    assert icl_positions(512) == (50, 500)
+    assert icl_positions(128) == (12, 125)
+    early, late = icl_positions(8)
+    assert 1 <= early < late <= 7
+
+
+def test_icl_score_matches_direct_cross_entropy():
+    model = build_induction_model()
+    tokens = torch.randint(1, 24, (5, 48))
+    tokens[:, 0] = 0
+    res = icl_score(model, tokens=tokens, n_bootstrap=0)
+    early, late = icl_positions(48)
+    with torch.no_grad():
+        logp = model(tokens).log_softmax(-1)
+    expect = [(-logp[b, late - 1, tokens[b, late]] + logp[b, early - 1, tokens[b, early]]).item() for b in range(5)]
+    assert_close(res.score, sum(expect) / 5, atol=1e-5)
+    assert (res.early_pos, res.late_pos) == (early, late)
+
+
+def test_handbuilt_learns_in_context_and_random_model_does_not():
+    good = icl_score(build_induction_model(), n_sequences=32, n_bootstrap=200)
+    assert good.score < -2.0 and good.ci[1] < 0  # the induction head predicts repeats
+    flat = boot_native(native_config(n_layers=1, d_model=32, n_ctx=48, d_vocab=24, seed=0))
+    for p in flat.parameters():
+        p.data.zero_()  # uniform predictions: the same loss everywhere
+    res = icl_score(flat, n_sequences=8, n_bootstrap=0)
+    assert abs(res.score) < 1e-6 and abs(res.late_loss - math.log(24)) < 1e-5
+
+
+def test_text_file_needs_a_tokenizer_and_is_windowed(tmp_path):
+    with pytest.raises(ICLDataError, match="no tokenizer"):
+        icl_score(build_induction_model(), text=tmp_path / "t.txt")
+    save_tiny_hf_gpt2(tmp_path / "gpt2")
+    model = load_model(tmp_path / "gpt2")
+    (tmp_path / "t.txt").write_text(" ".join(f"w{i % 50}" for i in range(1000)))
+    res = icl_score(model, text=tmp_path / "t.txt", n_sequences=4, seq_len=32, n_bootstrap=0)
+    assert res.n_sequences == 4 and res.seq_len == 32 and "text file" in res.data
+    with pytest.raises(ICLDataError, match="exceeds the model's context"):
+        icl_score(model, text=tmp_path / "t.txt", seq_len=100)
