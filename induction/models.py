@@ -31,6 +31,8 @@ from safetensors.torch import load_file, save_file
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
+from induction.fileio import current_umask, write_json_atomic
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
@@ -152,43 +154,20 @@ def save_checkpoint(
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
-        _write_json(tmp / CONFIG_FILE, native_config_of(model))
-        _write_json(tmp / META_FILE, dict(meta or {}))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        write_json_atomic(tmp / CONFIG_FILE, native_config_of(model))
+        write_json_atomic(tmp / META_FILE, dict(meta or {}))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
+        if directory.exists():  # swap: the old checkpoint stays whole until the new one is in place
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            os.replace(directory, old / "ck")
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON to `path` through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, default=_json_default)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-_write_json = write_json_atomic
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, torch.dtype):
-        return str(obj).replace("torch.", "")
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -9,13 +9,14 @@ cannot, it raises `PlotExportError` saying how to enable it (HTML still works).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from induction.fileio import atomic_path
 
 if TYPE_CHECKING:
     from induction.report import ScanReport
@@ -146,18 +147,11 @@ def save_figure(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
         raise PlotExportError(f"cannot write a figure to {path.name}: use one of {', '.join(FIGURE_FORMATS)}")
     if not path.parent.exists():
         raise PlotExportError(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=suffix) as tmp:
         if suffix == ".html":
-            fig.write_html(tmp, include_plotlyjs="cdn" if os.environ.get("INDUCTION_PLOTLY_CDN") else True,
-                           full_html=True)
+            fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
         else:
-            _write_static(fig, tmp, suffix)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            _write_static(fig, str(tmp), suffix)
     return path
 
 

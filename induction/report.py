@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
 
+from induction.fileio import json_default
 from induction.icl import ICLScore
 from induction.scores import SCORE_NAMES, HeadScores
 
@@ -155,7 +156,7 @@ def _cell(value: Any) -> str:
 def format_report(report: Report, fmt: str = "table", width: int | None = None) -> str:
     """Render a report as table (rich), json, csv or markdown."""
     if fmt == "json":
-        return json.dumps(report.to_json(), indent=2, default=_json_default) + "\n"
+        return json.dumps(report.to_json(), indent=2, default=json_default) + "\n"
     rows = report.rows()
     cols = list(report.columns)
     if fmt == "csv":
@@ -192,11 +193,3 @@ def _rich_table(report: Report, rows: list[dict[str, Any]], cols: list[str], wid
     for line in report.summary():
         console.print(line, highlight=False, soft_wrap=True)
     return buf.getvalue()
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)

@@ -102,26 +102,13 @@ def emit(report: Any, args: argparse.Namespace) -> None:
     """Print the report in args.format, or write it to args.out (atomically)."""
     text = format_report(report, args.format)
     if args.out:
+        from induction.fileio import write_text_atomic
+
         write_text_atomic(Path(args.out), text)
         if not args.quiet:
             print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    import tempfile
-
-    if not path.parent.exists():
-        raise CLIError(f"induction: error: cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_plot_path(args: argparse.Namespace) -> None:

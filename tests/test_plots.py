@@ -1,0 +1,49 @@
+"""Figures: built from the report objects, exported to HTML always and to SVG where Chromium exists."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import ROLES, build_induction_model
+
+from induction import plots
+from induction.prompts import RepeatedTokensConfig
+from induction.report import ScanReport
+from induction.scores import ScoreConfig, score_heads
+
+
+@pytest.fixture(scope="module")
+def report():
+    scores = score_heads(build_induction_model(), ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8), n_bootstrap=0))
+    return ScanReport(model="handbuilt", checkpoint=None, scores=scores, icl=None)
+
+
+def test_heatmap_shows_the_report_numbers(report):
+    fig = report.plot("heatmap")
+    prefix, copying = fig.data[0], fig.data[1]
+    assert (prefix.z == report.scores.prefix_matching.numpy()).all()
+    assert (copying.z == report.scores.copying.numpy()).all()
+    outlined = {(round((s.y0 + s.y1) / 2), round((s.x0 + s.x1) / 2)) for s in fig.layout.shapes}
+    assert outlined == {ROLES.induction}  # only the induction head is outlined (in both panels)
+
+
+def test_scatter_places_each_head_at_its_scores(report):
+    fig = report.plot("scatter")
+    layer1 = fig.data[1]
+    assert list(layer1.x) == report.scores.prefix_matching[1].tolist()
+    assert list(layer1.y) == report.scores.copying[1].tolist()
+
+
+def test_html_always_and_clear_error_without_chromium(report, tmp_path, monkeypatch):
+    plots.save_figure(report.plot(), tmp_path / "f.html")
+    assert "prefix matching" in (tmp_path / "f.html").read_text()
+    monkeypatch.setattr(plots, "_find_chrome", lambda: None)
+    with pytest.raises(plots.PlotExportError, match="apt-get install chromium"):
+        plots.save_figure(report.plot(), tmp_path / "f.svg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.html"]  # nothing half-written
+
+
+@pytest.mark.skipif(plots.static_export_problem() is not None, reason="no Chromium for kaleido on this machine")
+def test_svg_export_contains_the_figure(report, tmp_path):
+    plots.save_figure(report.plot("scatter"), tmp_path / "f.svg")
+    svg = (tmp_path / "f.svg").read_text()
+    assert svg.startswith("<svg") and "prefix-matching score" in svg
