@@ -56,8 +56,8 @@ def composition_baseline(
     the mean over `n_samples` pairs of heads with i.i.d. standard normal `W_Q, W_K, W_V`
     (`[d_model, d_head]`) and `W_O` (`[d_head, d_model]`), drawn from
     `torch.Generator().manual_seed(seed)`. Elhage et al. 2021 subtract such a baseline: a score
-    is only meaningful above what unrelated subspaces give by chance (about `sqrt(d_head /
-    d_model)`, not zero).
+    is only meaningful above what unrelated subspaces give by chance, about `1 / sqrt(d_model)`
+    (`||A B||_F ~ ||A||_F ||B||_F / sqrt(d_model)` for random `A`, `B`), not zero.
 
     Args:
         d_model: Residual stream width.
