@@ -1,0 +1,197 @@
+"""Benchmark: exact head patching against TransformerLens, and attribution patching against exact.
+
+In one process, on the same inputs:
+1. TL's `patching.get_act_patch_attn_head_out_all_pos` vs `circuits.patch_heads`
+   (asserts max |difference| <= 1e-5, reports the speed ratio);
+2. `circuits.attribute_heads` vs `circuits.patch_heads` (speed ratio, and the Spearman rank
+   correlation of the attribution estimate with the exact effect `patch - baseline`).
+
+The task is induction on repeated random tokens: clean prompts are `[x, x]`, corrupted ones
+`[x', x]` (the first half resampled, so nothing earlier predicts the second half); the metric is
+the mean log-probability of the next token over the second half.
+
+Timings interleave the methods (one repeat of each in turn, after warm-up runs) and report
+medians, so a machine shared with other jobs slows all of them alike.
+
+Usage:
+    python scripts/bench_patching.py                      # a random 4-layer x 8-head model
+    python scripts/bench_patching.py --model runs/toy     # a model `induction.load_model` reads
+"""
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+# TL's patching loop draws a progress bar; tqdm reads this when it is imported (below).
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch  # noqa: E402
+from transformer_lens import patching as tl_patching  # noqa: E402
+from transformer_lens.config import TransformerBridgeConfig  # noqa: E402
+from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
+
+import circuits  # noqa: E402
+
+
+def random_model(seed: int) -> TransformerBridge:
+    """The default subject: 4 layers x 8 heads, d_model 128, attention-only, randomly initialised."""
+    cfg = TransformerBridgeConfig(
+        d_model=128,
+        d_head=16,
+        n_heads=8,
+        n_layers=4,
+        n_ctx=128,
+        d_vocab=128,
+        attn_only=True,
+        normalization_type=None,
+        seed=seed,
+    )
+    return TransformerBridge.boot_native(cfg).eval()
+
+
+def load(spec: str) -> TransformerBridge:
+    try:
+        from induction import load_model
+    except ImportError as err:  # circuits stands alone; loading saved models is induction's job
+        raise SystemExit(f"--model needs the induction package: {err}") from None
+    return load_model(spec).eval()
+
+
+def induction_task(
+    model: TransformerBridge, batch: int, pos: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Clean `[bos?, x, x]`, corrupted `[bos?, x', x]`, and the second-half next-token metric."""
+    generator = torch.Generator().manual_seed(seed)
+    bos = getattr(getattr(model, "induction_info", None), "bos_token_id", None)
+    vocab = [t for t in range(model.cfg.d_vocab) if t != bos]
+    half = (pos - (bos is not None)) // 2
+
+    def draw() -> torch.Tensor:
+        return torch.tensor(vocab)[torch.randint(len(vocab), (batch, half), generator=generator)]
+
+    x, x_other = draw(), draw()
+    prefix = torch.full((batch, 1), bos) if bos is not None else torch.empty(batch, 0, dtype=torch.long)
+    clean = torch.cat([prefix, x, x], dim=1)
+    corrupted = torch.cat([prefix, x_other, x], dim=1)
+    start = prefix.shape[1] + half  # first position of the second half
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        logprobs = logits[:, start:-1].log_softmax(-1)
+        return logprobs.gather(-1, clean[:, start + 1 :, None]).mean()
+
+    return clean, corrupted, metric
+
+
+def average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..n-1 of the flattened values, tied values sharing their mean rank."""
+    values = x.flatten().double()
+    order = values.argsort()
+    ranks = torch.empty_like(values)
+    ranks[order] = torch.arange(len(values), dtype=torch.float64)
+    _, group, counts = values.unique(return_inverse=True, return_counts=True)
+    sums = torch.zeros(len(counts), dtype=torch.float64).index_add_(0, group, ranks)
+    return (sums / counts)[group]
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the (tie-averaged) ranks."""
+    ra, rb = (r - r.mean() for r in (average_ranks(a), average_ranks(b)))
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a MODEL spec for induction.load_model (default: random 4L x 8H)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--pos", type=int, default=64, help="sequence length")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats (median reported)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", dest="json_out", help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    model = load(args.model) if args.model else random_model(args.seed)
+    clean, corrupted, metric = induction_task(model, args.batch, args.pos, args.seed)
+
+    def transformer_lens_patching() -> torch.Tensor:
+        with torch.no_grad():
+            _, clean_cache = model.run_with_cache(
+                clean, names_filter=lambda name: name.endswith("attn.hook_z")
+            )
+        return tl_patching.get_act_patch_attn_head_out_all_pos(model, corrupted, clean_cache, metric)
+
+    def exact() -> torch.Tensor:
+        return circuits.patch_heads(model, clean, corrupted, metric)
+
+    def attribution() -> torch.Tensor:
+        return circuits.attribute_heads(model, clean, corrupted, metric)
+
+    reference, patched, estimate = transformer_lens_patching(), exact(), attribution()
+    max_diff = float((patched - reference).abs().max())
+    assert max_diff <= 1e-5, f"circuits.patch_heads differs from TransformerLens by {max_diff:.2e}"
+    with torch.no_grad():
+        baseline = float(metric(model(corrupted)))
+    correlation = spearman(estimate, patched - baseline)
+
+    times = interleaved_medians(
+        {"transformer_lens": transformer_lens_patching, "patch_heads": exact, "attribute_heads": attribution},
+        args.repeats,
+        args.warmup,
+    )
+    results = {
+        "model": args.model or "random 4L x 8H d_model 128 attn-only",
+        "n_layers": int(model.cfg.n_layers),
+        "n_heads": int(model.cfg.n_heads),
+        "d_model": int(model.cfg.d_model),
+        "batch": args.batch,
+        "pos": int(clean.shape[1]),
+        "seconds": times,
+        "speedup_patch_vs_transformer_lens": times["transformer_lens"] / times["patch_heads"],
+        "speedup_attribution_vs_patch": times["patch_heads"] / times["attribute_heads"],
+        "max_abs_diff_vs_transformer_lens": max_diff,
+        "spearman_attribution_vs_patch": correlation,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "torch": torch.__version__,
+            "transformer_lens": importlib.metadata.version("transformer-lens"),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
+    m = results["machine"]
+    print(f"model: {results['model']} ({results['n_layers']}L x {results['n_heads']}H, d_model {results['d_model']}), batch {args.batch}, pos {results['pos']}")
+    print(f"machine: {m['cpu_count']} cores, {m['torch_threads']} torch threads, load {m['load_average_1min']}, torch {m['torch']}, transformer-lens {m['transformer_lens']}")
+    for name, seconds in times.items():
+        print(f"  {name:<18} {seconds * 1e3:9.1f} ms (median of {args.repeats})")
+    print(f"patch_heads vs TL get_act_patch_attn_head_out_all_pos: {results['speedup_patch_vs_transformer_lens']:.2f}x faster, max |diff| {max_diff:.1e}")
+    print(f"attribute_heads vs patch_heads: {results['speedup_attribution_vs_patch']:.1f}x faster, Spearman {correlation:.3f}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
