@@ -91,10 +91,10 @@ def native_config(
     Defaults: a 2-layer attention-only transformer, d_model 64, 4 heads of d_head 16, context 128,
     vocabulary 128 (token 0 is BOS); the setting in which induction heads form within ~1k steps.
     """
-    if d_model % n_heads:
-        raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+    if "d_head" not in overrides and d_model % n_heads:
+        raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}), or give d_head")
     cfg: dict[str, Any] = dict(
-        d_model=d_model, d_head=d_model // n_heads, n_heads=n_heads, n_layers=n_layers,
+        d_model=d_model, d_head=overrides.pop("d_head", d_model // n_heads), n_heads=n_heads, n_layers=n_layers,
         n_ctx=n_ctx, d_vocab=d_vocab, attn_only=attn_only,
         normalization_type=normalization_type, act_fn="gelu", seed=seed,
     )

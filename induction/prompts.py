@@ -32,9 +32,11 @@ class RepeatedTokensConfig:
     Attributes:
         n_prompts: number of prompts (the unit of the bootstrap confidence intervals).
         seq_len: tokens per prompt, BOS included; None means min(model context, 256).
-        min_period: shortest segment; None means max(3, body // 8) where body = seq_len - BOS.
-            Periods of 1 or 2 would let a previous-token head score as prefix-matching.
-        max_period: longest segment; None means body // 2 (at least two occurrences of each token).
+        min_period: shortest segment; None means max(3, min(body // 8, max_period - 5)) where
+            body = seq_len - BOS. Periods of 1 or 2 would let a previous-token head score as
+            prefix-matching; the cap keeps >= 6 distinct periods when the vocabulary is small.
+        max_period: longest segment; None means min(body // 2, usable tokens): at least two
+            occurrences of each token, and distinct tokens within a segment.
         exclude_top: with a frequency table, drop this many most frequent tokens (Olsson et al.
             avoid very common tokens, whose embeddings are atypical).
         exclude_bottom: with a frequency table, drop this many least frequent tokens (under-trained).
@@ -121,9 +123,10 @@ def repeated_random_tokens(
     seq_len = resolve_seq_len(cfg, n_ctx)
     body = seq_len - (bos_token_id is not None)
     allowed = allowed_tokens(d_vocab, bos_token_id, token_freqs, cfg.exclude_top, cfg.exclude_bottom, special_ids)
-    min_p = cfg.min_period if cfg.min_period is not None else max(3, body // 8)
-    max_p = cfg.max_period if cfg.max_period is not None else body // 2
-    max_p = min(max_p, allowed.numel()) if cfg.max_period is None else max_p
+    max_p = cfg.max_period if cfg.max_period is not None else min(body // 2, allowed.numel())
+    # Default shortest period: body/8, but low enough that at least ~6 distinct periods are drawn
+    # (a small vocabulary caps max_p), so no single fixed offset lines up with most prompts.
+    min_p = cfg.min_period if cfg.min_period is not None else max(3, min(body // 8, max_p - 5))
     if not 2 <= min_p <= max_p:
         raise PromptError(
             f"no valid repeat period: need 2 <= min_period ({min_p}) <= max_period ({max_p}) "

@@ -144,3 +144,11 @@ def test_scores_are_reproducible_and_seed_dependent(handbuilt):
 def test_threshold_validation_names_allowed_values():
     with pytest.raises(ValueError, match=r"prefix_threshold must be in \[0, 1\]"):
         ScoreConfig(prefix_threshold=1.5)
+
+
+@pytest.mark.parametrize("d_vocab, n_ctx, bos", [(24, 48, 0), (24, 48, None), (10, 64, 0), (60, 20, None)])
+def test_detector_is_robust_to_vocabulary_context_and_bos(d_vocab, n_ctx, bos):
+    model = build_induction_model(d_vocab=d_vocab, n_ctx=n_ctx, bos_token_id=bos)
+    s = score_heads(model, ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=32), n_bootstrap=0))
+    assert s.induction_heads() == [ROLES.induction]
+    assert s.prefix_matching[ROLES.fixed_offset] < 0.3
