@@ -74,7 +74,8 @@ def composition_baseline(
         return torch.randn(n_samples, *shape, generator=generator, dtype=torch.float64)
 
     W_V_src, W_O_src = draw(d_model, d_head), draw(d_head, d_model)
-    W_Q, W_K, W_V, W_O = draw(d_model, d_head), draw(d_model, d_head), draw(d_model, d_head), draw(d_head, d_model)
+    W_Q, W_K, W_V = draw(d_model, d_head), draw(d_model, d_head), draw(d_model, d_head)
+    W_O = draw(d_head, d_model)
     scores = _pair_scores(W_V_src, W_O_src, W_Q, W_K, W_V, W_O)
     return {mode: float(scores[mode].mean()) for mode in MODES}
 
@@ -109,7 +110,8 @@ def composition_scores(
 
     Returns:
         `{"q", "k", "v"}` to `[layer_dst, head_dst, layer_src, head_src]` tensors; entries with
-        `layer_src >= layer_dst` are NaN.
+        `layer_src >= layer_dst` are NaN, and so are pairs where one of the matrices is zero
+        (a head with `W_O = 0`, say), for which the ratio is undefined.
     """
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     with torch.no_grad():
@@ -117,7 +119,8 @@ def composition_scores(
         W_K = _per_query_head(model.W_K.detach().double(), n_heads)
         W_V = _per_query_head(model.W_V.detach().double(), n_heads)
         W_O = model.W_O.detach().double()
-    out = {mode: torch.full((n_layers, n_heads, n_layers, n_heads), float("nan"), dtype=torch.float64) for mode in MODES}
+    shape = (n_layers, n_heads, n_layers, n_heads)
+    out = {mode: torch.full(shape, float("nan"), dtype=torch.float64) for mode in MODES}
     for dst in range(1, n_layers):
         # Destination heads [head_dst, 1, 1] against source heads [layer_src < dst, head_src].
         scores = _pair_scores(

@@ -12,21 +12,23 @@ intervened run. This module holds what they share:
 - `sweep_head_z`, the engine behind ablation and activation patching: many intervened runs,
   each replacing some heads' `hook_z`, batched several to a forward.
 
-How `sweep_head_z` runs an intervention on layer `l` (measured on TL 4.3, see `resume_check`):
-`model(resid, start_at_layer=l)` still executes blocks `0..l-1` internally and discards their
-output, so it saves nothing. Instead the engine caches the unintervened run, and because
-`hook_attn_out` is affine in `hook_z` (`sum_h z_h W_O[h] + b_O`), a change of head `h`'s z changes
-the residual after layer `l`'s attention by exactly `(z_new - z_old)_h W_O[l, h]`. It adds that
-to the cached `resid_mid`, finishes block `l` (its MLP, if any) and runs blocks `l+1..` on the
-result, so neither the layers below nor layer `l`'s attention is recomputed. Before taking this
-path it checks, on the cached run, that the shortcut reproduces the model (`resume_check`); where
-it does not (a post-attention norm, a block that needs extra inputs, a soft-capped unembedding),
-it falls back to full forwards with a `hook_z` hook, still batched.
+How `sweep_head_z` runs an intervention on layer `l`. In TL 4.3, `model(resid,
+start_at_layer=l)` feeds `resid` in as embeddings, still executes blocks `0..l-1` and only then
+swaps `resid` back in at block `l`, so it saves nothing (measured on 4 layers, batch 8 x 64
+tokens, one thread: 14.6 ms against 14.0 ms for a full forward; calling `blocks[3:]` directly,
+2.4 ms). Instead the engine caches the unintervened run and uses that `hook_attn_out` is affine
+in `hook_z` (`sum_h z_h W_O[h] + b_O`): a change of head `h`'s z moves the residual after layer
+`l`'s attention by exactly `(z_new - z_old)_h W_O[l, h]`. It adds that to the cached `resid_mid`,
+finishes block `l` (its MLP, if any) and calls blocks `l+1..` on the result, so neither the
+layers below nor layer `l`'s attention is recomputed. Before taking this path it checks on the
+cached run that the shortcut reproduces the model (`resume_check`); where it does not (a
+post-attention norm, a block that needs more than the residual, a soft-capped unembedding), it
+falls back to full forwards with a `hook_z` hook, still several runs to a forward.
 """
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-import warnings
 
 import torch
 from jaxtyping import Float, Int
@@ -300,7 +302,7 @@ def _freeze_pattern_hooks(
 
 @dataclass(frozen=True)
 class ZEdit:
-    """Replace head `head` of layer `layer`'s `hook_z` by the source value, at `pos` or everywhere."""
+    """Give head `head` of layer `layer` its source `hook_z`, at position `pos` or everywhere."""
 
     layer: int
     head: int
@@ -379,11 +381,15 @@ def sweep_head_z(
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted)
     baseline = float(apply_metric(metric, logits))
     resumed = bool(runs) and resume and single_layer and resume_check(model, cache, logits, layers)
-    patterns = {layer: cache[pattern_name(layer)] for layer in range(n_layers)} if freeze_patterns else {}
+    patterns = (
+        {layer: cache[pattern_name(layer)] for layer in range(n_layers)} if freeze_patterns else {}
+    )
     sources = {layer: source_z(layer).to(cache[z_name(layer)].dtype) for layer in layers}
 
     # Resumed runs share their layer within a forward; full reruns can mix anything.
-    order = sorted(range(len(runs)), key=lambda i: runs[i][0].layer) if resumed else list(range(len(runs)))
+    order = list(range(len(runs)))
+    if resumed:
+        order.sort(key=lambda i: runs[i][0].layer)
     chunks: list[list[int]] = []
     for i in order:
         if chunks and len(chunks[-1]) < chunk and (

@@ -47,6 +47,11 @@ def patch_heads(
     Returns:
         `[layer, head_index]` (or `[layer, head_index, pos]`) tensor of metric values.
     """
+    if clean_tokens.shape != corrupted_tokens.shape:
+        raise ValueError(
+            f"clean and corrupted tokens must have the same shape, got "
+            f"{tuple(clean_tokens.shape)} and {tuple(corrupted_tokens.shape)}"
+        )
     n_layers, n_heads = n_layers_heads(model)
     n_pos = corrupted_tokens.shape[1]
     with torch.no_grad():

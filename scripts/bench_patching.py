@@ -105,7 +105,10 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int
+) -> dict[str, float]:
+    """Median seconds of each function; every repeat runs each once, in turn, after `warmup`."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -120,7 +123,9 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warm
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="a MODEL spec for induction.load_model (default: random 4L x 8H)")
+    parser.add_argument(
+        "--model", help="a MODEL spec for induction.load_model (default: random 4L x 8H)"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--pos", type=int, default=64, help="sequence length")
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats (median reported)")
@@ -154,7 +159,11 @@ def main(argv: list[str] | None = None) -> dict:
     correlation = spearman(estimate, patched - baseline)
 
     times = interleaved_medians(
-        {"transformer_lens": transformer_lens_patching, "patch_heads": exact, "attribute_heads": attribution},
+        {
+            "transformer_lens": transformer_lens_patching,
+            "patch_heads": exact,
+            "attribute_heads": attribution,
+        },
         args.repeats,
         args.warmup,
     )
@@ -181,12 +190,24 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     m = results["machine"]
-    print(f"model: {results['model']} ({results['n_layers']}L x {results['n_heads']}H, d_model {results['d_model']}), batch {args.batch}, pos {results['pos']}")
-    print(f"machine: {m['cpu_count']} cores, {m['torch_threads']} torch threads, load {m['load_average_1min']}, torch {m['torch']}, transformer-lens {m['transformer_lens']}")
+    print(
+        f"model: {results['model']} ({results['n_layers']}L x {results['n_heads']}H, "
+        f"d_model {results['d_model']}), batch {args.batch}, pos {results['pos']}"
+    )
+    print(
+        f"machine: {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
+        f"load {m['load_average_1min']}, torch {m['torch']}, transformer-lens {m['transformer_lens']}"
+    )
     for name, seconds in times.items():
         print(f"  {name:<18} {seconds * 1e3:9.1f} ms (median of {args.repeats})")
-    print(f"patch_heads vs TL get_act_patch_attn_head_out_all_pos: {results['speedup_patch_vs_transformer_lens']:.2f}x faster, max |diff| {max_diff:.1e}")
-    print(f"attribute_heads vs patch_heads: {results['speedup_attribution_vs_patch']:.1f}x faster, Spearman {correlation:.3f}")
+    print(
+        "patch_heads vs TL get_act_patch_attn_head_out_all_pos: "
+        f"{results['speedup_patch_vs_transformer_lens']:.2f}x faster, max |diff| {max_diff:.1e}"
+    )
+    print(
+        f"attribute_heads vs patch_heads: {results['speedup_attribution_vs_patch']:.1f}x faster, "
+        f"Spearman {correlation:.3f}"
+    )
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=2)

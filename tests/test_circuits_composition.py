@@ -33,7 +33,9 @@ def test_scores_equal_a_slow_factored_matrix_loop():
     expected = slow_scores(model)
     actual = circuits.composition_scores(model, subtract_baseline=False)
     for mode in "qkv":
-        torch.testing.assert_close(actual[mode], expected[mode].float(), atol=1e-6, rtol=1e-5, equal_nan=True)
+        torch.testing.assert_close(
+            actual[mode], expected[mode].float(), atol=1e-6, rtol=1e-5, equal_nan=True
+        )
         # Earlier-to-later pairs only: 3 layers of 4 heads give (0+1+2) * 16 pairs.
         assert int((~torch.isnan(actual[mode])).sum()) == 48
 

@@ -135,3 +135,19 @@ def test_training_mode_is_refused():
     model = native_model().train()
     with pytest.raises(ValueError, match="eval"):
         circuits.patch_heads(model, tokens(seed=1), tokens(seed=2), logit_diff)
+
+
+def test_library_code_prints_nothing_unless_asked(capsys):
+    model = native_model()
+    clean, corrupted = tokens(seed=1), tokens(seed=2)
+    quiet = circuits.patch_heads(model, clean, corrupted, logit_diff)
+    assert capsys.readouterr() == ("", "")
+    loud = circuits.patch_heads(model, clean, corrupted, logit_diff, progress=True)
+    assert "intervened forwards" in capsys.readouterr().err
+    torch.testing.assert_close(loud, quiet, atol=0, rtol=0)
+
+
+def test_clean_and_corrupted_must_match_in_shape():
+    model = native_model()
+    with pytest.raises((ValueError, TypeError), match="shape|batch|pos"):
+        circuits.patch_heads(model, tokens(pos=12), tokens(pos=10), logit_diff)
