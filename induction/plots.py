@@ -192,3 +192,81 @@ def _write_static(fig: go.Figure, tmp: str, suffix: str) -> None:
     except Exception as exc:  # kaleido/choreographer raise assorted errors when Chrome fails
         raise PlotExportError(f"static export to {suffix} failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                               "HTML works: use a .html path") from None
+
+
+# ---- few-shot (induction.fewshot) ----------------------------------------------------------------
+
+LABEL_VARIANT_NAMES = {
+    "gold": "gold labels", "random": "random labels", "flipped": "flipped labels",
+    "unrelated": "unrelated labels", "random_inputs": "random inputs", "random_label_space": "random label space",
+}
+
+
+def plot_fewshot(report: Any) -> go.Figure:
+    """Accuracy vs number of demonstrations k, one line per label variant (`FewShotReport`).
+
+    Solid: agreement with the in-context answer (95% bootstrap CI as error bars); dotted, for
+    manipulated labels: agreement with the gold label, in the same colour.
+    """
+    fig = go.Figure()
+    for i, variant in enumerate(report.labels):
+        points = sorted((s for s in report.shots if s.labels == variant), key=lambda s: s.k)
+        colour = PALETTE[i % len(PALETTE)]
+        ks = [s.k for s in points]
+        acc = [s.accuracy for s in points]
+        hi = [(s.accuracy_ci[1] - s.accuracy) if s.accuracy_ci else 0.0 for s in points]
+        lo = [(s.accuracy - s.accuracy_ci[0]) if s.accuracy_ci else 0.0 for s in points]
+        fig.add_trace(go.Scatter(
+            x=ks, y=acc, mode="lines+markers", name=LABEL_VARIANT_NAMES.get(variant, variant),
+            line=dict(color=colour, width=2), marker=dict(size=7),
+            error_y=dict(type="data", array=hi, arrayminus=lo, thickness=1.2, width=3),
+            hovertemplate="k=%{x}: %{y:.3f}<extra>" + variant + "</extra>",
+        ))
+        if variant != "gold":
+            fig.add_trace(go.Scatter(
+                x=ks, y=[s.accuracy_gold for s in points], mode="lines", name=f"{variant}: vs gold",
+                line=dict(color=colour, width=1.5, dash="dot"), showlegend=True,
+                hovertemplate="k=%{x}: %{y:.3f}<extra>" + variant + " vs gold</extra>",
+            ))
+    ks = sorted({s.k for s in report.shots})
+    fig.update_xaxes(title_text="demonstrations in the prompt (k)", tickvals=ks,
+                     type="log" if len(ks) > 3 and min(ks) >= 1 else "linear")
+    fig.update_yaxes(title_text="top-1 accuracy", range=[-0.03, 1.03])
+    name = Path(str(report.model)).name or report.model
+    return paper_layout(fig, title=f"Few-shot {report.task} — {name}")
+
+
+def plot_fewshot_ablation(ablation: Any) -> go.Figure:
+    """Accuracy unablated, with the top prefix-matching heads ablated, and with each layer-matched
+    random head set ablated (`FewShotAblation`), 95% bootstrap CIs as error bars."""
+    top = ", ".join(f"L{l}H{h}" for l, h in ablation.top.heads)
+    bars = [("unablated", ablation.baseline), (f"top heads ({top})", ablation.top)]
+    fig = go.Figure()
+    for i, (label, res) in enumerate(bars):
+        ci = res.accuracy_ci or (res.accuracy, res.accuracy)
+        fig.add_trace(go.Bar(
+            x=[label], y=[res.accuracy], marker_color=PALETTE[i], name=label, showlegend=False,
+            error_y=dict(type="data", array=[ci[1] - res.accuracy], arrayminus=[res.accuracy - ci[0]]),
+        ))
+    ci = ablation.random_accuracy_ci or (ablation.random_accuracy, ablation.random_accuracy)
+    fig.add_trace(go.Bar(
+        x=["layer-matched random"], y=[ablation.random_accuracy], marker_color=PALETTE[2], showlegend=False,
+        error_y=dict(type="data", array=[ci[1] - ablation.random_accuracy], arrayminus=[ablation.random_accuracy - ci[0]]),
+    ))
+    fig.add_trace(go.Scatter(
+        x=["layer-matched random"] * len(ablation.random), y=[r.accuracy for r in ablation.random], mode="markers",
+        marker=dict(color="#000", size=5, opacity=0.6), name="random draws", showlegend=False,
+        hovertext=[", ".join(f"L{l}H{h}" for l, h in r.heads) for r in ablation.random],
+    ))
+    fig.update_yaxes(title_text="top-1 accuracy", range=[0, 1.05])
+    cfg = ablation.config
+    return paper_layout(fig, title=f"Ablating heads: {cfg.task}, k={cfg.k} ({ablation.method} ablation)")
+
+
+def plot_effects(report: Any) -> go.Figure:
+    """Layer x head heatmap of each head's effect (value - baseline) from an ablation/patching report."""
+    effects = report.effects.numpy()
+    bound = float(np.nanmax(np.abs(effects))) or 1.0
+    what = "ablating" if report.command == "ablate" else "patching"
+    return head_heatmap(effects, f"Δ {report.metric}", signed=True, zrange=(-bound, bound),
+                        title=f"Effect of {what} each head on {report.metric} ({report.method})")
