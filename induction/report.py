@@ -188,7 +188,8 @@ def _rich_table(report: Report, rows: list[dict[str, Any]], cols: list[str], wid
         style = "bold green" if row.get("is_induction") else None
         table.add_row(*(_cell(row.get(c)) for c in cols), style=style)
     buf = io.StringIO()
-    console = Console(file=buf, width=width or 160, force_terminal=False, color_system=None)
+    tty = sys.stdout.isatty()  # colour (induction heads in bold green) only on a terminal
+    console = Console(file=buf, width=width or 160, force_terminal=tty, color_system="standard" if tty else None)
     console.print(table)
     for line in report.summary():
         console.print(line, highlight=False, soft_wrap=True)

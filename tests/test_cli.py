@@ -90,3 +90,28 @@ def test_bad_input_gives_one_line_error(handbuilt_dir, tmp_path, capsys, argv, m
     assert len(lines) == 1, err
     assert message in lines[0] and "Traceback" not in err
     assert not (tmp_path / "x.gif").exists()
+
+
+def test_scan_huggingface_directory_with_text_and_frequency_exclusion(tmp_path, capsys):
+    from helpers import save_tiny_hf_gpt2
+
+    save_tiny_hf_gpt2(tmp_path / "gpt2")
+    (tmp_path / "t.txt").write_text(" ".join(f"w{(i * 7) % 50}" for i in range(2000)))
+    (tmp_path / "freqs.json").write_text(json.dumps([1000] * 10 + [10] * 50))  # tokens 0-9 most frequent
+    out = tmp_path / "r.json"
+    code, _, err = run_cli(capsys, "scan", tmp_path / "gpt2", "--text", tmp_path / "t.txt", "--format", "json",
+                           "--out", out, "-q", "--prompts", "8", "--freqs", tmp_path / "freqs.json",
+                           "--exclude-top", "10", "--seq-len", "48", "--bootstrap", "0")
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert "text file t.txt" in report["icl"]["data"] and len(report["heads"]) == 8
+    assert report["provenance"]["settings"]["detector"]["prompts"]["exclude_top"] == 10
+    from induction.models import load_model
+    from induction.prompts import RepeatedTokensConfig
+    from induction.scores import build_prompts
+    import torch
+
+    model = load_model(tmp_path / "gpt2")
+    prompts = build_prompts(model, RepeatedTokensConfig(n_prompts=8, exclude_top=10, seq_len=48),
+                            torch.tensor([1000.0] * 10 + [10.0] * 50))
+    assert set(prompts.tokens[:, 1:].flatten().tolist()).isdisjoint(range(10))

@@ -31,6 +31,10 @@ def add_scan_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prefix-threshold", type=float, default=0.4, help="induction head: prefix-matching >= this (default: 0.4)")
     g.add_argument("--copying-threshold", type=float, default=0.5, help="induction head: copying >= this (default: 0.5)")
     g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0: none; default: 1000)")
+    g.add_argument("--freqs", metavar="FILE", help="token frequency table (JSON list, one count per token id) "
+                                                   "for --exclude-top/--exclude-bottom")
+    g.add_argument("--exclude-top", type=int, default=0, help="with --freqs: drop the N most frequent tokens from prompts")
+    g.add_argument("--exclude-bottom", type=int, default=0, help="with --freqs: drop the N least frequent tokens")
     g = p.add_argument_group("ICL score")
     g.add_argument("--text", metavar="FILE", help="text file for the ICL score (models with a tokenizer)")
     g.add_argument("--icl-sequences", type=int, default=64, help="sequences for the ICL score (default: 64)")
@@ -42,7 +46,8 @@ def score_config_from_args(args: argparse.Namespace):
     from induction.scores import ScoreConfig
 
     prompts = RepeatedTokensConfig(n_prompts=args.prompts, seq_len=args.seq_len, min_period=args.min_period,
-                                   max_period=args.max_period, seed=args.seed)
+                                   max_period=args.max_period, exclude_top=args.exclude_top,
+                                   exclude_bottom=args.exclude_bottom, seed=args.seed)
     return ScoreConfig(prompts=prompts, batch_size=args.batch_size, prefix_threshold=args.prefix_threshold,
                        copying_threshold=args.copying_threshold, n_bootstrap=args.bootstrap)
 
@@ -68,7 +73,7 @@ def scan_model(model, args: argparse.Namespace, start: float):
 
     torch.manual_seed(args.seed)
     cfg = score_config_from_args(args)
-    scores = score_heads(model, cfg, progress=not args.quiet)
+    scores = score_heads(model, cfg, token_freqs=read_freqs(args.freqs), progress=not args.quiet)
     icl = None
     if not args.no_icl:
         icl = icl_score(model, n_sequences=args.icl_sequences, seed=args.seed, text=args.text,
@@ -78,3 +83,23 @@ def scan_model(model, args: argparse.Namespace, start: float):
                                                                               if k in ("early_pos", "late_pos", "n_sequences", "seq_len", "data")}}
     prov = provenance(info.spec, info.checkpoint, args.seed, settings, time.perf_counter() - start)
     return ScanReport(model=info.spec, checkpoint=info.checkpoint, scores=scores, icl=icl, provenance=prov)
+
+
+def read_freqs(path: str | None):
+    """A token frequency table from a JSON list of counts (None when no file is given)."""
+    if path is None:
+        return None
+    import json
+    from pathlib import Path
+
+    import torch
+
+    try:
+        counts = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--freqs {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--freqs {path} is not a JSON list of counts ({str(exc).splitlines()[0]})") from None
+    if not isinstance(counts, list) or not all(isinstance(c, (int, float)) for c in counts):
+        raise ValueError(f"--freqs {path} must hold a JSON list of numbers, one per token id")
+    return torch.tensor(counts, dtype=torch.float)
