@@ -41,7 +41,8 @@ def patch_heads(
         corrupted_tokens: Tokens of the corrupted run, the run that is patched; same shape.
         metric: Logits `[batch, pos, d_vocab]` to a 0-d tensor.
         per_position: Patch one position at a time (`[layer, head_index, pos]` result).
-        runs_per_forward: Patched runs stacked into one forward (default `n_heads`).
+        runs_per_forward: Patched runs stacked into one forward (default: as many as
+            keep a forward's attention patterns near 2**20 entries).
         progress: Show a progress bar.
 
     Returns:

@@ -39,13 +39,15 @@ from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
 import circuits  # noqa: E402
 
 
-def random_model(seed: int) -> TransformerBridge:
+def random_model(
+    seed: int, n_layers: int = 4, n_heads: int = 8, d_model: int = 128
+) -> TransformerBridge:
     """The default subject: 4 layers x 8 heads, d_model 128, attention-only, randomly initialised."""
     cfg = TransformerBridgeConfig(
-        d_model=128,
-        d_head=16,
-        n_heads=8,
-        n_layers=4,
+        d_model=d_model,
+        d_head=d_model // n_heads,
+        n_heads=n_heads,
+        n_layers=n_layers,
         n_ctx=128,
         d_vocab=128,
         attn_only=True,
@@ -126,8 +128,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--model", help="a MODEL spec for induction.load_model (default: random 4L x 8H)"
     )
+    parser.add_argument("--layers", type=int, default=4, help="random model: layers")
+    parser.add_argument("--heads", type=int, default=8, help="random model: heads per layer")
+    parser.add_argument("--d-model", type=int, default=128, help="random model: d_model")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--pos", type=int, default=64, help="sequence length")
+    parser.add_argument(
+        "--pos", type=int, default=64, help="sequence length (at most 128 on the random model)"
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -135,7 +142,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    model = load(args.model) if args.model else random_model(args.seed)
+    model = (
+        load(args.model)
+        if args.model
+        else random_model(args.seed, args.layers, args.heads, args.d_model)
+    )
     clean, corrupted, metric = induction_task(model, args.batch, args.pos, args.seed)
 
     def transformer_lens_patching() -> torch.Tensor:
@@ -168,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.warmup,
     )
     results = {
-        "model": args.model or "random 4L x 8H d_model 128 attn-only",
+        "model": args.model or "random attention-only",
         "n_layers": int(model.cfg.n_layers),
         "n_heads": int(model.cfg.n_heads),
         "d_model": int(model.cfg.d_model),
