@@ -179,6 +179,9 @@ def ablate_head_set(
 ) -> float:
     """`metric` with all of `heads` ablated together, in one forward (methods as `ablate_heads`).
 
+    `metric` is called twice: on the unablated run, then on the ablated run (last), so a metric
+    that records per-prompt values can read the ablated ones from its last call.
+
     Args:
         model: A TransformerBridge in eval mode.
         tokens: The prompts.
