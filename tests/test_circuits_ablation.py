@@ -204,3 +204,19 @@ def test_unknown_method_names_the_allowed_ones():
     with pytest.raises((ValueError, TypeError)) as raised:
         circuits.ablate_heads(model, tokens(), logit_diff, method="mode")
     assert "resample" in str(raised.value)
+
+
+def test_ablate_head_set_scores_the_ablated_run_last():
+    """induction.fewshot reads per-prompt values from the metric's last call."""
+    model = native_model()
+    toks = tokens()
+    calls = []
+
+    def recording(logits):
+        calls.append(logit_diff(logits).item())
+        return logit_diff(logits)
+
+    value = circuits.ablate_head_set(model, toks, recording, [(0, 1), (1, 3)])
+    assert len(calls) == 2
+    assert calls[0] == pytest.approx(logit_diff(model(toks)).item(), abs=1e-6)
+    assert calls[-1] == value != pytest.approx(calls[0])
