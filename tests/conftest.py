@@ -12,6 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# The test models are tiny: one thread is faster than two (no oversubscription) and deterministic.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
