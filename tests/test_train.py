@@ -1,0 +1,238 @@
+"""Training runs: reproducible bit for bit, resumable to the same bits, written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from induction.data import ToyDataConfig
+from induction.models import MANIFEST_FILE, load_model, read_manifest, run_checkpoints
+from induction.train import RESUME_DIR, RunExistsError, TrainConfig, train
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    """A run that takes about a second: 2 layers of 4 heads, d_model 32, context 32, 24 steps."""
+    base = dict(d_model=32, n_ctx=32, d_vocab=32, batch_size=4, steps=24, n_log_checkpoints=5, checkpoint_every=10)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(dict(run_checkpoints(run))[step] / "model.safetensors"))
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same checkpoints (steps, tokens, losses) with bit-identical weights and meta."""
+    ma, mb = read_manifest(a), read_manifest(b)
+    assert ma["checkpoints"] == mb["checkpoints"]
+    for step, ckpt in run_checkpoints(a):
+        wa, wb = weights(a, step), weights(b, step)
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            assert torch.equal(wa[key], wb[key]), f"step {step}: {key} differs"
+        assert (ckpt / "meta.json").read_text() == (b / ckpt.relative_to(a) / "meta.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """The uninterrupted tiny run the other tests compare with."""
+    return train(tiny_config(), tmp_path_factory.mktemp("ref") / "run", progress=False)
+
+
+# ---- config -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"n_layers": 0}, "n_layers must be a positive integer"),
+        ({"d_model": 30}, "must be divisible by n_heads"),
+        ({"lr": -1.0}, "lr must be a positive number or None"),
+        ({"warmup_steps": -5}, "warmup_steps must be >= 0 or None"),
+        ({"betas": (0.9, 1.5)}, r"betas must be two numbers in \[0, 1\)"),
+        ({"grad_clip": 0.0}, "grad_clip must be > 0 or None"),
+        ({"checkpoint_every": -1}, r"checkpoint_every must be >= 0 \(0: off\)"),
+        ({"data": ToyDataConfig(d_vocab=16, seq_len=32)}, r"data.d_vocab \(16\) must equal d_vocab \(32\)"),
+        ({"data": ToyDataConfig(d_vocab=32, seq_len=64)}, r"exceeds the context n_ctx \(32\)"),
+    ],
+)
+def test_config_validation_names_the_allowed_values(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)
+
+
+def test_config_defaults_and_round_trip():
+    cfg = TrainConfig()
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_ctx, cfg.d_vocab, cfg.attn_only) == (2, 64, 4, 128, 128, True)
+    assert cfg.data == ToyDataConfig(d_vocab=128, seq_len=128)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    gpt2 = TrainConfig(attn_only=False)
+    assert gpt2.model_config()["normalization_type"] == "LN" and gpt2.model_config()["d_mlp"] == 256
+    assert (gpt2.resolved_lr, gpt2.resolved_warmup_steps) == (3e-3, 400)
+    assert gpt2.lr_at(0) == pytest.approx(3e-3 / 400) and gpt2.lr_at(399) == gpt2.lr_at(5000) == 3e-3
+    # A small vocabulary caps the segment length (segments hold distinct tokens).
+    assert TrainConfig(d_vocab=16).data.resolved_max_segment == 15
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"layers": 2})
+
+
+def test_checkpoint_schedule_is_log_spaced_plus_every_n_plus_final():
+    cfg = TrainConfig(steps=1000, n_log_checkpoints=4, checkpoint_every=300)
+    assert cfg.checkpoint_steps() == [0, 1, 10, 100, 300, 600, 900, 1000]
+    assert TrainConfig(steps=7, n_log_checkpoints=0, checkpoint_every=0).checkpoint_steps() == [0, 7]
+    default = TrainConfig().checkpoint_steps()
+    assert default[0] == 0 and default[-1] == 1000 and default == sorted(set(default))
+    assert sum(s < 100 for s in default) >= 10  # the early plateau is resolved on a log axis
+
+
+# ---- reproducibility and resume -----------------------------------------------------------------
+
+def test_same_seed_gives_bit_identical_checkpoints(reference_run, tmp_path):
+    again = train(tiny_config(), tmp_path / "again", progress=False)
+    assert_same_run(reference_run, again)
+    other = train(tiny_config(seed=1), tmp_path / "other", progress=False)
+    assert not torch.equal(weights(reference_run, 24)["embed.weight"], weights(other, 24)["embed.weight"])
+
+
+@pytest.mark.parametrize("stop_after", [7, 10])  # between checkpoints, and exactly on one
+def test_killed_and_resumed_run_equals_uninterrupted_run(reference_run, tmp_path, stop_after):
+    run = tmp_path / "run"
+    train(tiny_config(), run, progress=False, stop_after=stop_after)
+    manifest = read_manifest(run)
+    assert not manifest["complete"] and manifest["checkpoints"][-1]["step"] <= stop_after
+    saved = {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
+    train(tiny_config(), run, resume=True, progress=False)
+    assert_same_run(reference_run, run)
+    assert read_manifest(run)["complete"]
+    for path, data in saved.items():  # nothing already saved is lost or changed
+        assert path.read_bytes() == data, path
+    assert [p.name for p in (run / RESUME_DIR).iterdir()] == ["step_000024"]
+
+
+def test_resume_in_slices_and_resume_of_finished_run(reference_run, tmp_path):
+    run = tmp_path / "run"
+    for stop in (3, 3, 12, 19):  # a repeated stop resumes and stops at once
+        train(tiny_config(), run, resume=True, progress=False, stop_after=stop)
+    train(tiny_config(), run, resume=True, progress=False)
+    assert_same_run(reference_run, run)
+    before = (run / MANIFEST_FILE).read_text()
+    train(tiny_config(), run, resume=True, progress=False)  # finished: nothing to do
+    assert (run / MANIFEST_FILE).read_text() == before
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_the_config(reference_run, tmp_path):
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        train(tiny_config(), reference_run, progress=False)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("mine")
+    with pytest.raises(RunExistsError, match="not empty"):
+        train(tiny_config(), tmp_path / "junk", progress=False)
+    with pytest.raises(ValueError, match="differs in lr, seed"):
+        train(tiny_config(seed=3, lr=0.5), reference_run, resume=True, progress=False)
+
+
+# ---- atomic writes ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target, fail_on_call", [("induction.models.save_file", 4), ("induction.train.save_file", 3)])
+def test_failure_mid_save_leaves_only_whole_checkpoints_and_resumes(reference_run, tmp_path, monkeypatch, target, fail_on_call):
+    """An exception while writing checkpoint weights (models) or resume state (train) mid-run."""
+    import importlib
+
+    module_name, attr = target.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    real = getattr(module, attr)
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == fail_on_call:
+            real(*args, **kwargs)  # half-written file, then the crash
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, attr, flaky)
+    run = tmp_path / "run"
+    with pytest.raises(OSError, match="disk full"):
+        train(tiny_config(), run, progress=False)
+    listed = {c["path"] for c in read_manifest(run)["checkpoints"]}
+    assert len(listed) == fail_on_call - 1
+    on_disk = sorted((run / "checkpoints").iterdir())
+    assert all(not p.name.startswith(".") for p in on_disk), "temporary directory left behind"
+    for path in on_disk:
+        assert {f.name for f in path.iterdir()} == {"config.json", "model.safetensors", "meta.json"}
+    for entry in read_manifest(run)["checkpoints"]:
+        load_model(run, checkpoint=entry["step"])  # every listed checkpoint loads
+    monkeypatch.setattr(module, attr, real)
+    train(tiny_config(), run, resume=True, progress=False)
+    assert_same_run(reference_run, run)
+
+
+# ---- the run directory --------------------------------------------------------------------------
+
+def test_manifest_round_trips_through_load_model(reference_run):
+    cfg = tiny_config()
+    manifest = read_manifest(reference_run)
+    assert manifest["format_version"] == 1 and manifest["complete"]
+    assert TrainConfig.from_dict(manifest["train_config"]) == cfg
+    assert manifest["data"] == cfg.data.to_dict()
+    assert [c["step"] for c in manifest["checkpoints"]] == cfg.checkpoint_steps() == [0, 1, 2, 5, 10, 11, 20, 24]
+    for entry in manifest["checkpoints"]:
+        model = load_model(reference_run, checkpoint=entry["step"])
+        info = model.induction_info
+        assert info.checkpoint == entry["step"] and info.bos_token_id == 0 and info.data == cfg.data.to_dict()
+        assert info.meta["tokens_seen"] == entry["tokens_seen"] == entry["step"] * 4 * 32
+        assert info.meta["loss"] == entry["loss"] and info.meta["seed"] == 0
+        assert entry["path"] == f"checkpoints/step_{entry['step']:06d}"
+        assert not model.training
+    losses = [c["loss"] for c in manifest["checkpoints"]]
+    assert losses[0] == pytest.approx(torch.log(torch.tensor(31.0)).item(), abs=0.3)  # ~uniform at init
+    assert load_model(reference_run).induction_info.checkpoint == 24
+
+
+def test_progress_bar_goes_to_stderr_and_can_be_turned_off(tmp_path, capsys):
+    train(tiny_config(steps=3), tmp_path / "quiet", progress=False)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+    train(tiny_config(steps=3), tmp_path / "loud", progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "training" in err and "loss=" in err
+
+
+def test_gpt2_style_model_trains_and_reloads(tmp_path):
+    cfg = tiny_config(attn_only=False, steps=4, n_log_checkpoints=0, checkpoint_every=0)
+    run = train(cfg, tmp_path / "gpt2", progress=False)
+    model = load_model(run)
+    assert model.cfg.normalization_type == "LN" and not model.cfg.attn_only and model.cfg.d_mlp == 128
+    assert hasattr(model.blocks[0], "mlp")
+    assert read_manifest(run)["checkpoints"][-1]["step"] == 4
+
+
+def test_training_leaves_thread_count_and_global_rng_alone(tmp_path):
+    torch.set_num_threads(2)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(tiny_config(steps=2), tmp_path / "run", progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == 2
+
+
+# ---- the real thing (slow) ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_default_two_layer_run_forms_induction_heads_and_one_layer_run_does_not(tmp_path):
+    """The default runs, scored at their final checkpoints with the default detector."""
+    from induction.icl import icl_score
+    from induction.scores import score_heads
+
+    two = load_model(train(TrainConfig(), tmp_path / "2l", progress=False))
+    s2 = score_heads(two)
+    assert s2.prefix_matching.max() > 0.8
+    assert len(s2.induction_heads()) >= 1, f"copying of the best heads: {s2.copying}"
+    assert icl_score(two).score < -2.0
+    one = load_model(train(TrainConfig(n_layers=1), tmp_path / "1l", progress=False))
+    s1 = score_heads(one)
+    assert s1.prefix_matching.max() < 0.2 and s1.induction_heads() == []
