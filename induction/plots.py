@@ -270,3 +270,51 @@ def plot_effects(report: Any) -> go.Figure:
     what = "ablating" if report.command == "ablate" else "patching"
     return head_heatmap(effects, f"Δ {report.metric}", signed=True, zrange=(-bound, bound),
                         title=f"Effect of {what} each head on {report.metric} ({report.method})")
+
+
+def plot_formation(report: Any) -> go.Figure:
+    """Formation curves over training (`induction.formation.TrackReport`; Olsson et al. 2022, argument 1).
+
+    Four panels on a shared log-step axis: each head's prefix-matching score, each head's copying
+    score (one colour per head, heads flagged as induction heads at the last checkpoint drawn thick),
+    the ICL score, and the train (smoothed) and held-out loss. The phase-change window (10%-90%) is
+    shaded and its steepest point dashed. Step 0 cannot sit on a log axis and is left out.
+    """
+    points = [c for c in report.checkpoints if c.step >= 1]
+    steps = [c.step for c in points]
+    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.035,
+                        subplot_titles=("prefix matching (per head)", "copying (per head)", "ICL score", "loss"))
+    if points:
+        final = {(h["layer"], h["head"]) for h in points[-1].heads if h["is_induction"]}
+        heads = [(h["layer"], h["head"]) for h in points[0].heads]
+        for i, (layer, head) in enumerate(heads):
+            colour = PALETTE[i % len(PALETTE)]
+            width = 3.0 if (layer, head) in final else 1.4
+            for row, score in ((1, "prefix_matching"), (2, "copying")):
+                values = [next(h[score] for h in c.heads if (h["layer"], h["head"]) == (layer, head)) for c in points]
+                fig.add_trace(go.Scatter(
+                    x=steps, y=values, mode="lines", name=f"L{layer}H{head}", legendgroup=f"L{layer}H{head}",
+                    showlegend=row == 1, line=dict(color=colour, width=width, dash="solid" if layer % 2 else "dot"),
+                    hovertemplate=f"L{layer}H{head}" + " step %{x}: %{y:.3f}<extra></extra>",
+                ), row=row, col=1)
+        fig.add_trace(go.Scatter(x=steps, y=[c.icl_score for c in points], mode="lines+markers", name="ICL score",
+                                 line=dict(color="#000", width=2), marker=dict(size=4), showlegend=False), row=3, col=1)
+        if any(c.loss is not None for c in points):
+            fig.add_trace(go.Scatter(x=steps, y=[c.loss for c in points], mode="lines", name="train loss (smoothed)",
+                                     line=dict(color=PALETTE[1], width=2)), row=4, col=1)
+        fig.add_trace(go.Scatter(x=steps, y=[c.held_out_loss for c in points], mode="lines+markers", name="held-out loss",
+                                 line=dict(color=PALETTE[0], width=2), marker=dict(size=4)), row=4, col=1)
+    pc = report.phase_change
+    if pc is not None:
+        fig.add_vrect(x0=pc.start_step, x1=pc.end_step, fillcolor="rgba(213,94,0,0.12)", line_width=0,
+                      layer="below", row="all", col=1)
+        fig.add_vline(x=pc.step, line=dict(color=PALETTE[3], width=1.5, dash="dash"), row="all", col=1)
+    fig.update_xaxes(type="log")
+    fig.update_xaxes(title_text="training step (log scale)", row=4, col=1)
+    fig.update_yaxes(title_text="attention", range=[-0.02, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="score", range=[-1.05, 1.05], row=2, col=1)
+    fig.update_yaxes(title_text="nats", row=3, col=1)
+    fig.update_yaxes(title_text="nats/token", row=4, col=1)
+    name = Path(str(report.run)).name or report.run
+    window = "" if pc is None else f" — phase change at step {pc.step} ({pc.start_step}-{pc.end_step})"
+    return paper_layout(fig, width=COLUMN_WIDTH_PX + 200, height=900, title=f"Induction-head formation — {name}{window}")

@@ -1,0 +1,284 @@
+"""Formation tracking: one number source per checkpoint, a cache that recomputes nothing twice, and a
+phase-change detector that finds known change points and nothing in flat curves."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import save_tiny_hf_gpt2
+
+from induction import formation
+from induction.data import sample_batch
+from induction.formation import (
+    HELD_OUT_SEED_OFFSET,
+    PhaseChange,
+    TrackConfig,
+    TrackReport,
+    detect_phase_change,
+    revision_steps,
+    track,
+    track_revisions,
+)
+from induction.icl import icl_score
+from induction.models import load_model, read_manifest
+from induction.prompts import RepeatedTokensConfig
+from induction.scores import ScoreConfig, score_heads
+from induction.train import TrainConfig, train
+
+HEAD_KEYS = {"layer", "head", "prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token", "is_induction"}
+
+
+def quick_track_config(**overrides) -> TrackConfig:
+    base = dict(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8), n_bootstrap=0),
+                icl_sequences=8, held_out_sequences=8)
+    base.update(overrides)
+    return TrackConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    cfg = TrainConfig(d_model=32, n_ctx=32, d_vocab=32, batch_size=4, steps=12, n_log_checkpoints=3, checkpoint_every=10)
+    return train(cfg, tmp_path_factory.mktemp("run") / "run", progress=False)
+
+
+class CallCounter:
+    """Wraps `induction.formation.score_heads` and counts calls."""
+
+    def __init__(self, monkeypatch, fail_on: int | None = None):
+        self.calls = 0
+        self.fail_on = fail_on
+        self.real = formation.score_heads
+        monkeypatch.setattr(formation, "score_heads", self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.fail_on is not None and self.calls == self.fail_on:
+            raise KeyboardInterrupt  # the user stops a long track
+        return self.real(*args, **kwargs)
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+def test_track_report_follows_the_contract_and_agrees_with_scan(tiny_run, tmp_path):
+    cfg = quick_track_config()
+    report = track(tiny_run, cfg, progress=False, cache=False)
+    data = json.loads(json.dumps(report.to_json()))
+    assert set(data) == {"run", "checkpoints", "phase_change", "provenance"}
+    manifest = read_manifest(tiny_run)
+    assert [c["step"] for c in data["checkpoints"]] == [c["step"] for c in manifest["checkpoints"]] == [0, 1, 3, 10, 12]
+    for entry, ckpt in zip(manifest["checkpoints"], data["checkpoints"]):
+        assert {"step", "tokens_seen", "loss", "held_out_loss", "icl_score", "heads"} <= set(ckpt)
+        assert (ckpt["tokens_seen"], ckpt["loss"]) == (entry["tokens_seen"], entry["loss"])
+        assert len(ckpt["heads"]) == 8 and all(HEAD_KEYS <= set(h) for h in ckpt["heads"])
+    assert data["phase_change"] is None  # 12 steps: nothing forms
+    assert (tiny_run / "track").exists() is False  # cache=False writes nothing
+
+    # Every number has one source: the same functions on the loaded checkpoint give the same values.
+    model = load_model(tiny_run, checkpoint=10)
+    last = report.checkpoints[3]
+    assert last.heads == score_heads(model, cfg.detector).to_records()
+    assert last.icl_score == icl_score(model, n_sequences=8, seed=0, n_bootstrap=0).score
+    seed = manifest["train_config"]["seed"] + HELD_OUT_SEED_OFFSET
+    held_out = sample_batch(TrainConfig.from_dict(manifest["train_config"]).data, 8, torch.Generator().manual_seed(seed))
+    expected = torch.nn.functional.cross_entropy(model(held_out)[:, :-1].flatten(0, 1), held_out[:, 1:].flatten())
+    assert last.held_out_loss == pytest.approx(expected.item(), rel=1e-5)
+
+    frame = report.to_dataframe()
+    assert list(frame["step"]) == [0, 1, 3, 10, 12] and frame.shape[1] == len(TrackReport.columns)
+    per_head = report.to_dataframe(per_head=True)
+    assert len(per_head) == 5 * 8 and HEAD_KEYS <= set(per_head.columns)
+
+
+def test_held_out_batch_is_not_the_training_stream(tiny_run):
+    manifest = read_manifest(tiny_run)
+    data = TrainConfig.from_dict(manifest["train_config"]).data
+    train_first = sample_batch(data, 8, torch.Generator().manual_seed(manifest["train_config"]["seed"]))
+    held_out = sample_batch(data, 8, torch.Generator().manual_seed(manifest["train_config"]["seed"] + HELD_OUT_SEED_OFFSET))
+    assert not torch.equal(train_first, held_out)
+
+
+# ---- caching ------------------------------------------------------------------------------------
+
+def test_second_track_recomputes_nothing(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    counter = CallCounter(monkeypatch)
+    first = track(run, quick_track_config(), progress=False)
+    assert counter.calls == 5
+    second = track(run, quick_track_config(), progress=False)
+    assert counter.calls == 5  # all five came from <run>/track/
+    assert second.to_json()["checkpoints"] == first.to_json()["checkpoints"]
+    # Changed settings get their own cache and are computed afresh; the old results stay.
+    track(run, quick_track_config(icl_sequences=4), progress=False)
+    assert counter.calls == 10
+    assert len([p for p in (run / "track").iterdir() if p.is_dir()]) == 2
+    # The phase-change settings are not part of the key: no recomputation.
+    track(run, quick_track_config(phase_threshold=0.9), progress=False)
+    assert counter.calls == 10
+
+
+def test_interrupted_track_resumes_and_changed_weights_are_rescored(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    counter = CallCounter(monkeypatch, fail_on=3)
+    with pytest.raises(KeyboardInterrupt):
+        track(run, quick_track_config(), progress=False)
+    assert counter.calls == 3
+    track(run, quick_track_config(), progress=False)
+    assert counter.calls == 3 + 3  # the two finished checkpoints were not recomputed
+    # Rewriting a checkpoint's weights invalidates its cached scores only.
+    ckpt = run / "checkpoints" / "step_000003"
+    shutil.copy(run / "checkpoints" / "step_000010" / "model.safetensors", ckpt / "model.safetensors")
+    report = track(run, quick_track_config(), progress=False)
+    assert counter.calls == 7
+    by_step = {c.step: c for c in report.checkpoints}
+    assert by_step[3].heads == by_step[10].heads
+    # A corrupt cache file is recomputed, not trusted.
+    cache = next(p for p in (run / "track").iterdir() if p.is_dir())
+    (cache / "step_000012.json").write_text("{not json")
+    track(run, quick_track_config(), progress=False)
+    assert counter.calls == 8
+
+
+# ---- phase-change detection ---------------------------------------------------------------------
+
+SCHEDULE = np.array(TrainConfig().checkpoint_steps(), dtype=float)  # the default run's checkpoints
+
+
+def sigmoid_curves(centre: float, width: float, noise: float = 0.0, seed: int = 0):
+    """Best prefix-matching rising 0.03 -> 0.93 and ICL score falling -0.1 -> -3.1 around `centre`."""
+    rng = np.random.default_rng(seed)
+    with np.errstate(divide="ignore"):
+        z = (np.log(SCHEDULE) - math.log(centre)) / width
+    progress = 1 / (1 + np.exp(-z))
+    prefix = 0.03 + 0.9 * progress + rng.normal(0, noise, len(SCHEDULE))
+    icl = -0.1 - 3.0 * progress + rng.normal(0, 10 * noise, len(SCHEDULE))
+    return prefix, icl
+
+
+@pytest.mark.parametrize("centre, width", [(300, 0.1), (100, 0.3), (600, 0.05), (30, 0.2)])
+def test_phase_change_is_found_at_a_known_change_point(centre, width):
+    prefix, icl = sigmoid_curves(centre, width)
+    pc = detect_phase_change(SCHEDULE, prefix, icl)
+    assert pc is not None
+    assert pc.step == pytest.approx(centre, rel=0.02)
+    assert pc.start_step == pytest.approx(centre * math.exp(-width * math.log(9)), rel=0.03)
+    assert pc.end_step == pytest.approx(centre * math.exp(width * math.log(9)), rel=0.03)
+
+
+def test_phase_change_detection_tolerates_noise_and_order():
+    prefix, icl = sigmoid_curves(300, 0.1, noise=0.03)
+    pc = detect_phase_change(SCHEDULE, prefix, icl)
+    assert pc.step == pytest.approx(300, rel=0.05) and 220 < pc.start_step < pc.step < pc.end_step < 400
+    order = np.random.default_rng(1).permutation(len(SCHEDULE))
+    assert detect_phase_change(SCHEDULE[order], prefix[order], icl[order]) == pc
+
+
+def test_abrupt_jump_is_placed_between_the_two_checkpoints():
+    prefix = np.where(SCHEDULE >= 500, 0.9, 0.03)
+    pc = detect_phase_change(SCHEDULE, prefix, None)
+    assert 450 < pc.start_step <= pc.step <= pc.end_step < 500  # 450 and 500 are adjacent checkpoints
+
+
+@pytest.mark.parametrize(
+    "prefix, icl",
+    [
+        (np.full(len(SCHEDULE), 0.03), np.full(len(SCHEDULE), -0.1)),  # flat
+        (0.03 + 0.01 * np.random.default_rng(0).standard_normal(len(SCHEDULE)), None),  # flat, noisy
+        (sigmoid_curves(300, 0.1)[0] * 0.3, sigmoid_curves(300, 0.1)[1]),  # rises, but only to 0.28
+        (0.9 - sigmoid_curves(300, 0.1)[0], None),  # falls: not a formation
+    ],
+)
+def test_no_phase_change_in_flat_or_weak_curves(prefix, icl):
+    assert detect_phase_change(SCHEDULE, prefix, icl) is None
+
+
+def test_phase_change_needs_three_checkpoints_and_matching_lengths():
+    assert detect_phase_change([0, 10, 20], [0.0, 0.1, 0.9], [0.0, -1.0, -3.0]) is None  # step 0 is left out
+    pc = detect_phase_change([10, 20, 40], [0.0, 0.1, 0.9], None)
+    assert 20 <= pc.start_step <= pc.step <= pc.end_step <= 40
+    with pytest.raises(ValueError, match="same length"):
+        detect_phase_change([1, 2, 3], [0.1, 0.2], None)
+
+
+# ---- published checkpoints (Hugging Face revisions), offline ------------------------------------
+
+def test_revision_steps():
+    assert revision_steps(["step0", "step1000", "checkpoint-400", "main"]) == [0, 1000, 400, 3]
+
+
+def test_track_revisions_loads_each_revision_in_turn(tmp_path, monkeypatch):
+    dirs = {"step0": tmp_path / "a", "step100": tmp_path / "b", "step1000": tmp_path / "c"}
+    for seed, path in enumerate(dirs.values()):
+        save_tiny_hf_gpt2(path, seed=seed)
+    calls = []
+
+    def fake_load_model(spec, checkpoint=None, revision=None):
+        calls.append((spec, revision))
+        return load_model(dirs[revision])  # a local directory stands in for the hub revision
+
+    monkeypatch.setattr(formation, "load_model", fake_load_model)
+    cfg = quick_track_config()
+    revisions = ["step1000", "step0", "step100"]
+    report = track_revisions("org/model", revisions, cfg, progress=False, cache_dir=tmp_path / "cache")
+    assert calls == [("org/model", r) for r in revisions]
+    assert [c.step for c in report.checkpoints] == [1000, 0, 100]
+    assert [c.revision for c in report.checkpoints] == revisions
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["run"] == "org/model" and data["checkpoints"][0]["revision"] == "step1000"
+    assert all(c["tokens_seen"] is None and c["loss"] is None for c in data["checkpoints"])
+    expected = score_heads(load_model(dirs["step100"]), cfg.detector).to_records()
+    assert report.checkpoints[2].heads == expected
+    assert math.isfinite(report.checkpoints[2].held_out_loss) and math.isfinite(report.checkpoints[2].icl_score)
+    # Cached by spec and revision: a repeat loads nothing.
+    again = track_revisions("org/model", revisions, cfg, progress=False, cache_dir=tmp_path / "cache")
+    assert len(calls) == 3 and again.to_json()["checkpoints"] == report.to_json()["checkpoints"]
+    with pytest.raises(ValueError, match="repeated"):
+        track_revisions("org/model", ["step0", "step0"], cfg, progress=False)
+
+
+# ---- figure -------------------------------------------------------------------------------------
+
+def test_formation_figure_shows_the_curves_and_the_window(tiny_run, tmp_path):
+    from induction.plots import plot_formation, save_figure
+
+    report = track(tiny_run, quick_track_config(), progress=False, cache=False)
+    report.phase_change = PhaseChange(step=5, start_step=3, end_step=10)
+    fig = plot_formation(report)
+    steps = [c.step for c in report.checkpoints if c.step >= 1]
+    prefix_l1h2 = next(t for t in fig.data if t.name == "L1H2")
+    assert list(prefix_l1h2.x) == steps
+    assert list(prefix_l1h2.y) == [next(h["prefix_matching"] for h in c.heads if (h["layer"], h["head"]) == (1, 2))
+                                   for c in report.checkpoints if c.step >= 1]
+    assert fig.layout.xaxis.type == "log"
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert rects and all((s.x0, s.x1) == (3, 10) for s in rects)
+    save_figure(report.plot(), tmp_path / "formation.html")
+    assert "ICL score" in (tmp_path / "formation.html").read_text()
+
+
+# ---- the real thing (slow) ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_default_runs_show_a_phase_change_only_with_two_layers(tmp_path):
+    two = track(train(TrainConfig(), tmp_path / "2l", progress=False), progress=False)
+    pc = two.phase_change
+    assert pc is not None, two.summary()
+    by_step = {c.step: c for c in two.checkpoints}
+    before = [c for c in two.checkpoints if c.step <= pc.start_step]
+    after = [c for c in two.checkpoints if c.step >= pc.end_step]
+    assert max(c.best_prefix_matching for c in before) < 0.5 < min(c.best_prefix_matching for c in after)
+    assert max(c.icl_score for c in after) < min(c.icl_score for c in before) - 1.0  # the ICL score falls
+    assert by_step[1000].induction_heads, "no head passes the detector's thresholds at the final checkpoint"
+    one = track(train(TrainConfig(n_layers=1), tmp_path / "1l", progress=False), progress=False)
+    assert one.phase_change is None
+    assert max(c.best_prefix_matching for c in one.checkpoints) < 0.2
