@@ -640,6 +640,11 @@ class FewShotAblation:
     drop_difference: float
     drop_difference_ci: tuple[float, float] | None
 
+    @property
+    def n_distinct_random_sets(self) -> int:
+        """Distinct random head sets among the draws (few when the layers have few other heads)."""
+        return len({tuple(r.heads) for r in self.random})
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.config.task, "labels": self.config.labels, "k": self.config.k,
@@ -647,6 +652,7 @@ class FewShotAblation:
             "top_heads": [list(h) for h in self.top.heads], "prefix_matching": self.prefix_matching,
             "baseline": self.baseline.to_dict(), "top": self.top.to_dict(),
             "random": [r.to_dict() for r in self.random],
+            "n_distinct_random_sets": self.n_distinct_random_sets,
             "random_accuracy": self.random_accuracy,
             "random_accuracy_ci": None if self.random_accuracy_ci is None else list(self.random_accuracy_ci),
             "random_mean_logprob": self.random_logprob,
@@ -823,8 +829,8 @@ class FewShotReport:
             lines.append(f"  unablated accuracy {a.baseline.accuracy:.3f}{_fmt_ci(a.baseline.accuracy_ci)}")
             lines.append(f"  top prefix-matching heads {heads} ablated: {a.top.accuracy:.3f}{_fmt_ci(a.top.accuracy_ci)}")
             lines.append(
-                f"  {len(a.random)} layer-matched random sets ablated: mean {a.random_accuracy:.3f}"
-                f"{_fmt_ci(a.random_accuracy_ci)} (over draws)"
+                f"  {len(a.random)} layer-matched random sets ({a.n_distinct_random_sets} distinct) ablated: "
+                f"mean {a.random_accuracy:.3f}{_fmt_ci(a.random_accuracy_ci)} (over draws)"
             )
             lines.append(f"  random minus top: {a.drop_difference:.3f}{_fmt_ci(a.drop_difference_ci)}")
         return lines

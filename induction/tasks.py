@@ -1,7 +1,12 @@
 """Few-shot tasks: what a prompt's demonstrations and query are, before they become tokens.
 
 A few-shot prompt is k demonstrations ``x SEP y DELIM`` followed by a query ``x SEP``; the answer is
-the query's ``y``. This module defines the tasks as samplers of `Episode`s (the demonstrations and the
+the query's ``y``. The toy tasks default to the same format without SEP (``x y DELIM`` ... ``x``),
+where an ordinary one-token induction head answers a lookup: trained with `induction/train.py`'s
+defaults (1000 steps, lr 1e-2, batch 16), the default 2-layer attention-only model reaches lookup
+accuracy 0.96-1.0 for k = 1..16 in that format but only 0.44 (k=1) falling to 0.08 (k=16) with SEP,
+still so after 4000 steps (answering from ``x SEP`` needs a two-token match, which it had not
+learnt). ``sep=True`` keeps the SEP format; SEP stays reserved either way, so the layout is the same. This module defines the tasks as samplers of `Episode`s (the demonstrations and the
 query as task symbols); `induction.fewshot` manipulates their labels, renders them to tokens and
 scores models on them.
 
@@ -124,8 +129,9 @@ class FewShotDataConfig:
         d_vocab: vocabulary size, BOS and the two reserved tokens included.
         seq_len: tokens per training sequence, BOS included.
         bos_token_id: the token at position 0, or None for no BOS.
-        sep: prompts read ``x SEP y DELIM``; False drops SEP (``x y DELIM``, query ``x``), the format a
-            one-token induction head answers directly.
+        sep: prompts read ``x SEP y DELIM`` (query ``x SEP``); False (default) drops SEP (``x y DELIM``,
+            query ``x``), the format a one-token induction head answers and the default toy model
+            learns (module docstring).
         n_unrelated: reserved content tokens for the label manipulations (None: round(content / 8)).
         rule_size: inputs (and labels) of the ``rule`` task (None: min(20, inputs // 2)).
         n_classes: classes of the ``classification`` task (None: min(8, max(2, free inputs // 4))).
@@ -144,7 +150,7 @@ class FewShotDataConfig:
     d_vocab: int = 128
     seq_len: int = 128
     bos_token_id: int | None = 0
-    sep: bool = True
+    sep: bool = False
     n_unrelated: int | None = None
     rule_size: int | None = None
     n_classes: int | None = None
@@ -527,3 +533,35 @@ def sample_fewshot_batch(
 def sample_batch(cfg: FewShotDataConfig, batch: int, generator: torch.Generator) -> Int[Tensor, "batch seq_len"]:
     """Alias of `sample_fewshot_batch`, named like `induction.data.sample_batch` for the trainer."""
     return sample_fewshot_batch(cfg, batch, generator)
+
+
+# ---- training data selection (for induction.train) -------------------------------------------------
+
+DATA_STREAMS = ("repeated", "fewshot", "mixture")
+
+
+def training_data(kind: str, d_vocab: int, seq_len: int, bos_token_id: int | None = 0) -> ToyDataConfig | FewShotDataConfig:
+    """The training stream called `kind`: "repeated" (`induction.data`), "fewshot" or "mixture" (this module)."""
+    if kind not in DATA_STREAMS:
+        raise TaskError(f"unknown training data {kind!r}; choose one of {', '.join(DATA_STREAMS)}")
+    # Segments hold distinct non-BOS tokens, so a small vocabulary caps their length.
+    n_tokens = d_vocab - (bos_token_id is not None)
+    max_segment = None if (seq_len - 1) // 2 <= n_tokens else n_tokens
+    if kind == "repeated":
+        return ToyDataConfig(d_vocab=d_vocab, seq_len=seq_len, max_segment=max_segment, bos_token_id=bos_token_id)
+    return FewShotDataConfig(d_vocab=d_vocab, seq_len=seq_len, bos_token_id=bos_token_id, stream=kind,
+                             max_segment=max_segment).resolved()
+
+
+def data_config_from_dict(d: dict[str, Any]) -> ToyDataConfig | FewShotDataConfig:
+    """Rebuild a recorded training stream's config (`to_dict()` of either kind)."""
+    return FewShotDataConfig.from_dict(d) if FewShotDataConfig.is_fewshot_data(d) else ToyDataConfig.from_dict(d)
+
+
+def sample_stream(
+    cfg: ToyDataConfig | FewShotDataConfig, batch: int, generator: torch.Generator
+) -> Int[Tensor, "batch seq_len"]:
+    """A batch of whichever stream `cfg` describes (`induction.data.sample_batch` or `sample_fewshot_batch`)."""
+    if isinstance(cfg, FewShotDataConfig):
+        return sample_fewshot_batch(cfg, batch, generator)
+    return sample_repeated_batch(cfg, batch, generator)

@@ -46,7 +46,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.data import ToyDataConfig, sample_batch
+from induction.data import ToyDataConfig
 from induction.fileio import current_umask, write_json_atomic
 from induction.models import (
     CHECKPOINTS_DIR,
@@ -57,6 +57,7 @@ from induction.models import (
     read_manifest,
     save_checkpoint,
 )
+from induction.tasks import FewShotDataConfig, data_config_from_dict, sample_stream
 
 FORMAT_VERSION = 1
 RESUME_DIR = "resume"
@@ -97,7 +98,9 @@ class TrainConfig:
         checkpoint_every: also every this many steps (50); 0 disables.
 
     Data:
-        data: the synthetic stream (`induction.data.ToyDataConfig`); None means
+        data: the synthetic stream: `induction.data.ToyDataConfig` (repeated segments) or
+            `induction.tasks.FewShotDataConfig` (few-shot sequences, or a mixture; see
+            `induction.tasks.training_data`); None means
             ToyDataConfig(d_vocab, seq_len=n_ctx, min_segment=4, max_segment=None: (n_ctx - 1) // 2,
             capped at d_vocab - 1). Its d_vocab must equal the model's and its seq_len fit the context.
     """
@@ -119,7 +122,7 @@ class TrainConfig:
     seed: int = 0
     n_log_checkpoints: int = 24
     checkpoint_every: int = 50
-    data: ToyDataConfig | None = None
+    data: ToyDataConfig | FewShotDataConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "n_ctx", "d_vocab", "steps", "batch_size"):
@@ -148,7 +151,7 @@ class TrainConfig:
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: off), got {self.checkpoint_every}")
         if isinstance(self.data, dict):
-            self.data = ToyDataConfig.from_dict(self.data)
+            self.data = data_config_from_dict(self.data)
         if self.data is None:
             # Segments hold distinct non-BOS tokens, so a small vocabulary caps their length.
             cap = self.d_vocab - 1
@@ -218,7 +221,7 @@ class TrainConfig:
         if isinstance(d.get("betas"), list):
             d["betas"] = tuple(d["betas"])
         if isinstance(d.get("data"), dict):
-            d["data"] = ToyDataConfig.from_dict(d["data"])
+            d["data"] = data_config_from_dict(d["data"])
         return cls(**d)
 
 
@@ -284,7 +287,7 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
         for step in range(start, end):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
-            tokens = sample_batch(cfg.data, cfg.batch_size, generator)
+            tokens = sample_stream(cfg.data, cfg.batch_size, generator)
             loss = model(tokens, return_type="loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -309,7 +312,7 @@ def initial_loss(model: TransformerBridge, cfg: TrainConfig, generator: torch.Ge
     """Loss at step 0: on the first training batch, drawn from a copy so the stream is unchanged."""
     peek = torch.Generator().set_state(generator.get_state())
     with torch.no_grad():
-        return float(model(sample_batch(cfg.data, cfg.batch_size, peek), return_type="loss"))
+        return float(model(sample_stream(cfg.data, cfg.batch_size, peek), return_type="loss"))
 
 
 @dataclass
