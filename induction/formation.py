@@ -43,14 +43,15 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.data import sample_batch
 from induction.fileio import write_json_atomic
 from induction.icl import default_stream_config, icl_score, per_token_loss
 from induction.models import WEIGHTS_FILE, load_model, model_info, read_manifest, run_checkpoints
 from induction.scores import ScoreConfig, score_heads
+from induction.tasks import data_config_from_dict, sample_stream
 
 TRACK_DIR = "track"
 TRACK_FORMAT_VERSION = 1
@@ -65,6 +66,10 @@ class TrackConfig:
 
     Attributes:
         detector: the head detector's settings (`induction.scores.ScoreConfig`).
+        icl: compute the ICL score (True); False leaves it None and the phase change uses prefix
+            matching alone.
+        text: a text file for the ICL score (models with a tokenizer), as ``induction scan --text``;
+            None: the model's synthetic stream.
         icl_sequences: sequences for the ICL score (64, as ``induction scan``).
         icl_seed: seed of the ICL score's sequences (0, as ``induction scan --seed 0``).
         held_out_sequences: sequences in the held-out batch (64).
@@ -77,6 +82,8 @@ class TrackConfig:
     """
 
     detector: ScoreConfig = field(default_factory=ScoreConfig)
+    icl: bool = True
+    text: str | None = None
     icl_sequences: int = 64
     icl_seed: int = 0
     held_out_sequences: int = 64
@@ -98,17 +105,25 @@ class TrackConfig:
     def resolved_phase_threshold(self) -> float:
         return self.detector.prefix_threshold if self.phase_threshold is None else self.phase_threshold
 
-    def scoring_settings(self) -> dict[str, Any]:
+    def scoring_settings(self, token_freqs: Tensor | None = None) -> dict[str, Any]:
         """What a checkpoint's scores depend on (the phase-change settings do not)."""
+        icl = None
+        if self.icl:
+            text = None if self.text is None else {"path": str(self.text), "sha256": _file_sha256(Path(self.text))}
+            icl = {"n_sequences": self.icl_sequences, "seed": self.icl_seed, "n_bootstrap": self.detector.n_bootstrap,
+                   "text": text}
+        freqs = None
+        if token_freqs is not None:
+            freqs = hashlib.sha256(token_freqs.detach().double().cpu().numpy().tobytes()).hexdigest()
         return {
-            "format": TRACK_FORMAT_VERSION, "detector": self.detector.to_dict(),
-            "icl": {"n_sequences": self.icl_sequences, "seed": self.icl_seed, "n_bootstrap": self.detector.n_bootstrap},
+            "format": TRACK_FORMAT_VERSION, "detector": self.detector.to_dict(), "token_freqs_sha256": freqs,
+            "icl": icl,
             "held_out": {"n_sequences": self.held_out_sequences, "seed": self.held_out_seed,
                          "seed_offset": HELD_OUT_SEED_OFFSET},
         }
 
-    def cache_key(self) -> str:
-        blob = json.dumps(self.scoring_settings(), sort_keys=True)
+    def cache_key(self, token_freqs: Tensor | None = None) -> str:
+        blob = json.dumps(self.scoring_settings(token_freqs), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +140,7 @@ class CheckpointScores:
     tokens_seen: int | None
     loss: float | None
     held_out_loss: float
-    icl_score: float
+    icl_score: float | None
     heads: list[dict[str, Any]]
     icl: dict[str, Any] | None = None
     revision: str | None = None
@@ -213,7 +228,8 @@ class TrackReport:
         else:
             lines.append(f"phase change: step {pc.step} (10%-90% complete between steps {pc.start_step} and {pc.end_step})")
         first, last = self.checkpoints[0], self.checkpoints[-1]
-        lines.append(f"ICL score: {first.icl_score:.3f} at step {first.step} -> {last.icl_score:.3f} at step {last.step}")
+        if first.icl_score is not None and last.icl_score is not None:
+            lines.append(f"ICL score: {first.icl_score:.3f} at step {first.step} -> {last.icl_score:.3f} at step {last.step}")
         heads = ", ".join(f"L{layer}H{head}" for layer, head in last.induction_heads) or "none"
         lines.append(f"induction heads at step {last.step}: {heads}")
         return lines
@@ -239,15 +255,26 @@ class TrackReport:
 
 # ---- scoring ------------------------------------------------------------------------------------
 
-def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: int) -> dict[str, Any]:
-    """Head scores, ICL score and held-out loss of one model (the cached part of a checkpoint)."""
-    scores = score_heads(model, cfg.detector)
-    icl = icl_score(model, n_sequences=cfg.icl_sequences, seed=cfg.icl_seed, n_bootstrap=cfg.detector.n_bootstrap)
-    stream = default_stream_config(model)
-    tokens = sample_batch(stream, cfg.held_out_sequences, torch.Generator().manual_seed(held_out_seed))
+def score_checkpoint(
+    model: TransformerBridge, cfg: TrackConfig, held_out_seed: int, token_freqs: Tensor | None = None
+) -> dict[str, Any]:
+    """Head scores, ICL score and held-out loss of one model (the cached part of a checkpoint).
+
+    The held-out batch comes from the model's recorded training stream (`induction.tasks.sample_stream`
+    of its data config: repeated segments, few-shot or mixture), else from the synthetic stream over
+    its vocabulary (`induction.icl.default_stream_config`).
+    """
+    scores = score_heads(model, cfg.detector, token_freqs=token_freqs)
+    icl = None
+    if cfg.icl:
+        icl = icl_score(model, n_sequences=cfg.icl_sequences, seed=cfg.icl_seed, text=cfg.text,
+                        n_bootstrap=cfg.detector.n_bootstrap)
+    data = model_info(model).data
+    stream = data_config_from_dict(data) if data else default_stream_config(model)
+    tokens = sample_stream(stream, cfg.held_out_sequences, torch.Generator().manual_seed(held_out_seed))
     held_out = per_token_loss(model, tokens)[:, 1:].mean()
-    return {"heads": scores.to_records(), "icl_score": icl.score, "icl": icl.to_dict(),
-            "held_out_loss": float(held_out)}
+    return {"heads": scores.to_records(), "icl_score": None if icl is None else icl.score,
+            "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out)}
 
 
 def track(
@@ -256,6 +283,7 @@ def track(
     progress: bool = True,
     cache: bool = True,
     provenance_fn: Callable[[dict[str, Any], float], dict[str, Any]] | None = None,
+    token_freqs: Tensor | None = None,
 ) -> TrackReport:
     """Score every checkpoint of a training run and find its phase change (module docstring).
 
@@ -266,6 +294,7 @@ def track(
         cache: read and write ``<run>/track/<key>/``; False recomputes and writes nothing.
         provenance_fn: (settings, runtime_s) -> the report's provenance (the CLI passes
             `induction.report.provenance`); default: the settings and runtime only.
+        token_freqs: optional [d_vocab] token frequencies for the detector's exclude_top/bottom.
     """
     cfg = cfg or TrackConfig()
     start = time.perf_counter()
@@ -274,9 +303,10 @@ def track(
     entries = {int(e["step"]): e for e in manifest["checkpoints"]}
     train_seed = (manifest.get("train_config") or {}).get("seed")
     held_out_seed = _held_out_seed(cfg, train_seed)
-    cache_dir = run_dir / TRACK_DIR / cfg.cache_key()
+    key = cfg.cache_key(token_freqs)
+    cache_dir = run_dir / TRACK_DIR / key
     if cache:
-        write_json_atomic(cache_dir / "settings.json", cfg.scoring_settings())
+        write_json_atomic(cache_dir / "settings.json", cfg.scoring_settings(token_freqs))
     results = []
     checkpoints = run_checkpoints(run_dir)
     for step, ckpt_dir in tqdm(checkpoints, desc="tracking", unit="ckpt", disable=not progress):
@@ -286,14 +316,14 @@ def track(
         scored = _read_cache(path, identity) if cache else None
         if scored is None:
             model = load_model(run_dir, checkpoint=step)
-            scored = score_checkpoint(model, cfg, held_out_seed)
+            scored = score_checkpoint(model, cfg, held_out_seed, token_freqs)
             if cache:
                 write_json_atomic(path, {"identity": identity, "result": scored})
         results.append(CheckpointScores(
             step=step, tokens_seen=entry.get("tokens_seen"), loss=entry.get("loss"), **scored,
         ))
     phase = phase_change_of(results, cfg)
-    settings = {"track": cfg.to_dict(), "held_out_seed": held_out_seed, "cache_key": cfg.cache_key(),
+    settings = {"track": cfg.to_dict(), "held_out_seed": held_out_seed, "cache_key": key,
                 "data": manifest.get("data"), "train_config": manifest.get("train_config")}
     runtime = time.perf_counter() - start
     prov = provenance_fn(settings, runtime) if provenance_fn else {"settings": settings, "runtime_s": round(runtime, 3)}
@@ -307,6 +337,7 @@ def track_revisions(
     progress: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     provenance_fn: Callable[[dict[str, Any], float], dict[str, Any]] | None = None,
+    token_freqs: Tensor | None = None,
 ) -> TrackReport:
     """Score a Hugging Face model at each of its published training checkpoints, in the given order.
 
@@ -322,9 +353,9 @@ def track_revisions(
         raise ValueError(f"revisions repeated in {list(revisions)}")
     start = time.perf_counter()
     held_out_seed = _held_out_seed(cfg, None)
-    cache_root = Path(cache_dir) / cfg.cache_key() if cache_dir is not None else None
+    cache_root = Path(cache_dir) / cfg.cache_key(token_freqs) if cache_dir is not None else None
     if cache_root is not None:
-        write_json_atomic(cache_root / "settings.json", cfg.scoring_settings())
+        write_json_atomic(cache_root / "settings.json", cfg.scoring_settings(token_freqs))
     steps = revision_steps(revisions)
     results = []
     for revision, step in tqdm(list(zip(revisions, steps)), desc="tracking", unit="rev", disable=not progress):
@@ -333,7 +364,7 @@ def track_revisions(
         scored = _read_cache(path, identity) if path is not None else None
         if scored is None:
             model = load_model(spec, revision=revision)
-            scored = score_checkpoint(model, cfg, held_out_seed)
+            scored = score_checkpoint(model, cfg, held_out_seed, token_freqs)
             del model
             if path is not None:
                 write_json_atomic(path, {"identity": identity, "result": scored})
@@ -394,7 +425,8 @@ def phase_change_of(checkpoints: Sequence[CheckpointScores], cfg: TrackConfig) -
         return None
     return detect_phase_change(
         [c.step for c in checkpoints], [c.best_prefix_matching for c in checkpoints],
-        [c.icl_score for c in checkpoints], threshold=cfg.resolved_phase_threshold, min_icl_range=cfg.min_icl_range,
+        None if any(c.icl_score is None for c in checkpoints) else [c.icl_score for c in checkpoints],
+        threshold=cfg.resolved_phase_threshold, min_icl_range=cfg.min_icl_range,
     )
 
 

@@ -36,10 +36,10 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -225,7 +225,7 @@ class TrainConfig:
         return cls(**d)
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(ValueError):
     """The output directory already holds a run (or other files) and resume was not asked for."""
 
 
@@ -499,3 +499,61 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+@dataclass
+class TrainReport:
+    """`induction train`: the run directory's checkpoints and settings, read from its manifest.
+
+    JSON: ``{"run", "complete", "train_config", "data", "train_seconds", "checkpoints": [{"step",
+    "path", "tokens_seen", "loss"}], "provenance"}``.
+    """
+
+    run: str
+    manifest: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    title = "Training run"
+    columns = ("step", "tokens_seen", "loss", "path")
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "run": self.run, "complete": m.get("complete"), "train_config": m.get("train_config"),
+            "data": m.get("data"), "train_seconds": m.get("train_seconds"), "checkpoints": m["checkpoints"],
+            "provenance": self.provenance,
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{c: entry.get(c) for c in self.columns} for entry in self.manifest["checkpoints"]]
+
+    def summary(self) -> list[str]:
+        m = self.manifest
+        cfg = m.get("train_config") or {}
+        kind = "attention-only" if cfg.get("attn_only") else "GPT-2-style (LayerNorm + MLP)"
+        lines = [f"run: {self.run} ({'complete' if m.get('complete') else 'incomplete: continue with --resume'})",
+                 f"model: {cfg.get('n_layers')}-layer {kind}, d_model {cfg.get('d_model')}, {cfg.get('n_heads')} heads; "
+                 f"{cfg.get('steps')} steps of {cfg.get('batch_size')} sequences, seed {cfg.get('seed')}"]
+        if m["checkpoints"]:
+            last = m["checkpoints"][-1]
+            lines.append(f"{len(m['checkpoints'])} checkpoints; last: step {last['step']}, loss {last['loss']:.3f}; "
+                         f"training time {m.get('train_seconds', 0.0):.1f} s")
+        return lines
+
+    def to_dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(), columns=list(self.columns))
+
+
+def train_report(
+    run_dir: str | os.PathLike[str], provenance_fn: Callable[[dict[str, Any], float], dict[str, Any]] | None = None,
+    runtime_s: float = 0.0,
+) -> TrainReport:
+    """The `TrainReport` of a run directory (its manifest as it is now)."""
+    manifest = read_manifest(run_dir)
+    settings = {"train_config": manifest.get("train_config")}
+    prov = provenance_fn(settings, runtime_s) if provenance_fn else {"settings": settings, "runtime_s": round(runtime_s, 3)}
+    return TrainReport(run=str(run_dir), manifest=manifest, provenance=prov)

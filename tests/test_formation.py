@@ -282,3 +282,28 @@ def test_default_runs_show_a_phase_change_only_with_two_layers(tmp_path):
     one = track(train(TrainConfig(n_layers=1), tmp_path / "1l", progress=False), progress=False)
     assert one.phase_change is None
     assert max(c.best_prefix_matching for c in one.checkpoints) < 0.2
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+
+def test_cli_track_writes_the_contract_json_and_the_figure(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from induction.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    out, plot = tmp_path / "track.json", tmp_path / "track.html"
+    argv = ["track", str(run), "-q", "--prompts", "8", "--bootstrap", "0", "--icl-sequences", "8",
+            "--held-out-sequences", "8", "--format", "json", "--out", str(out), "--plot", str(plot)]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert set(report) == {"run", "checkpoints", "phase_change", "provenance"}
+    assert [c["step"] for c in report["checkpoints"]] == [0, 1, 3, 10, 12]
+    assert report["provenance"]["seed"] == 0 and report["provenance"]["runtime_s"] > 0
+    assert "transformer-lens" in report["provenance"]["versions"]
+    assert "ICL score" in plot.read_text()
+    assert (run / "track").is_dir()  # cached for the next call
+    assert main(["track", str(tmp_path), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a run directory" in err and "--revisions" in err

@@ -236,3 +236,28 @@ def test_default_two_layer_run_forms_induction_heads_and_one_layer_run_does_not(
     one = load_model(train(TrainConfig(n_layers=1), tmp_path / "1l", progress=False))
     s1 = score_heads(one)
     assert s1.prefix_matching.max() < 0.2 and s1.induction_heads() == []
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+
+def test_cli_train_writes_a_run_and_resumes_it(tmp_path, capsys):
+    from induction.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--layers", "1", "--d-model", "32", "--ctx", "32", "--vocab", "32", "--batch-size", "4",
+            "--log-checkpoints", "3", "--checkpoint-every", "0", "-q", "--out", str(run)]
+    assert main(argv + ["--steps", "4", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["run"] == str(run) and report["complete"] and report["train_config"]["n_layers"] == 1
+    assert [c["step"] for c in report["checkpoints"]] == [0, 1, 2, 4] and "versions" in report["provenance"]
+    assert load_model(run).cfg.n_layers == 1
+
+    assert main(argv + ["--steps", "4"]) == 2  # no silent overwrite
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "--resume", "--layers", "2", "--out", str(run), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "different n_layers" in err
+    assert main(["train", "--resume", "--out", str(run), "-q", "--format", "csv"]) == 0  # the run's own settings
+    assert capsys.readouterr().out.splitlines()[0] == "step,tokens_seen,loss,path"
+    assert main(["train", "--steps", "3", "-q"]) == 2
+    assert "--out DIR is required" in capsys.readouterr().err
