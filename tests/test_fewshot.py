@@ -510,18 +510,30 @@ def test_train_records_the_fewshot_stream_and_prompts_use_it(tmp_path):
         training_data("text", 40, 32)
 
 
+def test_train_cli_data_option(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--data", "fewshot", "--layers", "1", "--d-model", "16", "--heads", "2",
+                             "--ctx", "32", "--vocab", "40", "--steps", "2", "--log-checkpoints", "0",
+                             "--checkpoint-every", "0", "--out", run, "--format", "json", "-q")
+    assert code == 0, err
+    data = json.loads(out)["data"]
+    assert data["stream"] == "fewshot" and data["d_vocab"] == 40 and data["seq_len"] == 32
+    code, _, err = run_cli(capsys, "fewshot", run, "--task", "rule", "--shots", "0,2", "--prompts", "5", "-q")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "train", "--data", "mixture", "--resume", "--out", run, "-q")
+    assert code != 0 and "different data" in err
+
+
 # ---- slow: the default toy model trained on the few-shot stream ----------------------------------------
 
 
 @pytest.fixture(scope="module")
 def trained_fewshot_model(tmp_path_factory):
-    """`induction.train` with its defaults (1000 steps) on `training_data("fewshot")`."""
+    """`induction train --data fewshot` with every other default (the 2-layer model, 1000 steps)."""
     from induction.models import load_model
-    from induction.tasks import training_data
-    from induction.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("train") / "run"
-    train(TrainConfig(data=training_data("fewshot", 128, 128)), run, progress=False)
+    assert main(["train", "--data", "fewshot", "--out", str(run), "-q"]) == 0
     return load_model(run)
 
 

@@ -56,6 +56,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, help="also a checkpoint every N steps, 0: off (default: 50)")
     g.add_argument("--min-segment", type=int, help="shortest repeated segment (default: 4)")
     g.add_argument("--max-segment", type=int, help="longest repeated segment (default: ctx // 4, at most vocab - 1)")
+    g.add_argument("--data", choices=("repeated", "fewshot", "mixture"),
+                   help="training stream: repeated (random segments, the default), fewshot (few-shot sequences of "
+                        "the lookup, rule and classification tasks, see `induction fewshot`) or mixture (half each)")
     g.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     p.set_defaults(func=run)
 
@@ -74,11 +77,19 @@ def config_from_args(args: argparse.Namespace, saved: dict | None = None):
     if saved is not None:
         conflicts = sorted(k for k, v in given.items() if saved.get(k) != v)
         conflicts += sorted(k for k, v in data_given.items() if (saved.get("data") or {}).get(k) != v)
+        if getattr(args, "data", None) and (saved.get("data") or {}).get("stream", "repeated") != args.data:
+            conflicts.append("data")
         if conflicts:
             raise CLIError(f"induction: error: --resume: the run was trained with different {', '.join(conflicts)} "
                            "(leave those options out to use the run's own values)")
         return TrainConfig.from_dict(saved)
     base = TrainConfig(**given)
+    if getattr(args, "data", None) in ("fewshot", "mixture"):
+        from induction.tasks import data_config_from_dict, training_data
+
+        data = training_data(args.data, base.d_vocab, base.n_ctx).to_dict()
+        given["data"] = data_config_from_dict({**data, **data_given})
+        return TrainConfig(**given)
     if data_given:
         data = {**base.data.to_dict(), **data_given}
         if "max_segment" not in data_given and data["max_segment"] is not None:
