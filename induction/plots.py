@@ -224,7 +224,7 @@ def plot_fewshot(report: Any) -> go.Figure:
         ))
         if variant != "gold":
             fig.add_trace(go.Scatter(
-                x=ks, y=[s.accuracy_gold for s in points], mode="lines", name=f"{variant}: vs gold",
+                x=ks, y=[s.accuracy_gold for s in points], mode="lines", name=f"{LABEL_VARIANT_NAMES.get(variant, variant)} (vs gold)",
                 line=dict(color=colour, width=1.5, dash="dot"), showlegend=True,
                 hovertemplate="k=%{x}: %{y:.3f}<extra>" + variant + " vs gold</extra>",
             ))

@@ -5,7 +5,7 @@ the query's ``y``. The toy tasks default to the same format without SEP (``x y D
 where an ordinary one-token induction head answers a lookup: trained with `induction/train.py`'s
 defaults (1000 steps, lr 1e-2, batch 16), the default 2-layer attention-only model reaches lookup
 accuracy 0.96-1.0 for k = 1..16 in that format but only 0.44 (k=1) falling to 0.08 (k=16) with SEP,
-still so after 4000 steps (answering from ``x SEP`` needs a two-token match, which it had not
+still so after 8000 steps (answering from ``x SEP`` needs a two-token match, which it had not
 learnt). ``sep=True`` keeps the SEP format; SEP stays reserved either way, so the layout is the same. This module defines the tasks as samplers of `Episode`s (the demonstrations and the
 query as task symbols); `induction.fewshot` manipulates their labels, renders them to tokens and
 scores models on them.
