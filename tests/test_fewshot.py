@@ -29,9 +29,7 @@ from induction.fewshot import (
     derangement,
     evaluate_fewshot,
     fewshot_metric,
-    manipulate,
     render_text,
-    run_prompts,
     sample_episodes,
     score_logits,
     shuffle_demos,
@@ -45,7 +43,6 @@ from induction.tasks import (
     TextTask,
     load_text_task,
     sample_fewshot_batch,
-    toy_task,
 )
 
 # The hand-built model's vocabulary is 24 tokens: BOS 0, SEP 22, DELIM 23, content 1..21 split into
