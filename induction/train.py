@@ -301,6 +301,7 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
             if pending and step + 1 == pending[0]:
                 pending.pop(0)
                 manifest["train_seconds"] = round(wall_before + time.perf_counter() - begin, 3)
+                manifest.setdefault("checkpoint_seconds", {})[str(step + 1)] = manifest["train_seconds"]
                 _checkpoint(model, optimizer, generator, ema, step + 1, cfg, out_dir, manifest, ema.value)
     finally:
         bar.close()
@@ -360,6 +361,7 @@ def _fresh_state(cfg: TrainConfig, out_dir: Path):
         "checkpoints": [],
         "complete": False,
         "train_seconds": 0.0,
+        "checkpoint_seconds": {"0": 0.0},  # step -> training wall time when it was saved (not part of the bits)
         "versions": _versions(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
