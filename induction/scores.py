@@ -6,14 +6,17 @@ Definitions (on repeated-random-token prompts, `induction.prompts`; BOS never co
   such queries, then over prompts. 1 for a perfect induction head.
 - duplicate_token: the same with the earlier occurrences themselves as keys.
 - previous_token: the attention from each query to the position just before it, averaged.
-- copying (Olsson et al.'s empirical copying score): take the head's direct contribution to the
-  logits when it reads source position s, ``l_s = norm(v_s W_O) W_U`` (``norm`` = the final
-  LayerNorm's centring and weight; its scale drops out of every ratio below), mean-centre it over the
-  vocabulary and split it into its positive and negative parts. With ``share+`` the fraction of the
-  ReLU'd positive part that lands on s's own token and ``share-`` the same for the negative part,
-  the source's score is ``share+ - share-`` in [-1, 1]: +1 when the head raises exactly the token it
-  reads, -1 when it lowers exactly that token, ~0 when it does neither. A head's score is the
-  attention-weighted mean over the sources it reads from repeated-token queries.
+- copying (after Olsson et al.'s empirical copying score): take the head's direct contribution to
+  the logits when it reads source position s, ``l_s = norm(v_s W_O) W_U`` (``norm`` = the final
+  LayerNorm's centring and weight; its scale drops out of every ratio below), and mean-centre it over
+  the vocabulary: ``c = l_s - mean(l_s)``. The source's score is ``relu(c[t]) / max(relu(c)) -
+  relu(-c[t]) / max(relu(-c))`` for s's own token t, in [-1, 1]: +1 when the head raises the token it
+  reads more than any other, -1 when it lowers it more than any other, ~0 for a head that does
+  neither. (Normalising by the largest change rather than by the summed ReLU mass keeps the score
+  from shrinking with the vocabulary: with the sum, the induction heads of the default toy model,
+  which raise the copied token above every other, scored ~0.06 because diffuse small changes to the
+  other 127 tokens outweigh it.) A head's score is the attention-weighted mean over the sources it
+  reads from repeated-token queries (BOS excluded).
 - copying_ov (Elhage et al. 2021): sum(eig)/sum(|eig|) of the full OV circuit W_E W_V W_O W_U, whose
   nonzero eigenvalues are those of the small matrix W_O W_U W_E W_V (d_head x d_head).
 - is_induction: prefix_matching >= prefix_threshold and copying >= copying_threshold.
@@ -233,7 +236,7 @@ def copy_source_scores(
     tokens: Int[Tensor, "batch key_pos"],
     max_elements: int = 2**24,
 ) -> Float[Tensor, "batch head_index key_pos"]:
-    """share+ - share- of each source's own token in the head's direct logits (module docstring)."""
+    """Each source's copying score: its own token's mean-centred direct-logit change relative to the largest (module docstring)."""
     n_heads = model.cfg.n_heads
     if v.shape[2] != n_heads:  # grouped-query attention: each kv head serves n_heads / n_kv heads
         v = v.repeat_interleave(n_heads // v.shape[2], dim=2)
@@ -255,9 +258,9 @@ def copy_source_scores(
         centred = logits - logits.mean(-1, keepdim=True)
         pos, neg = centred.clamp_min(0), (-centred).clamp_min(0)
         idx = own[i : i + chunk, None]
-        share_pos = pos.gather(1, idx)[:, 0] / pos.sum(-1).clamp_min(1e-30)
-        share_neg = neg.gather(1, idx)[:, 0] / neg.sum(-1).clamp_min(1e-30)
-        scores[i : i + chunk] = share_pos - share_neg
+        rel_pos = pos.gather(1, idx)[:, 0] / pos.amax(-1).clamp_min(1e-30)
+        rel_neg = neg.gather(1, idx)[:, 0] / neg.amax(-1).clamp_min(1e-30)
+        scores[i : i + chunk] = rel_pos - rel_neg
     return scores.reshape(batch, n_heads, seq)
 
 

@@ -82,8 +82,8 @@ def _loop_scores(model, tokens, first):
                         o = o * ln_w
                     logit = o @ W_U
                     c = logit - logit.mean()
-                    pos, neg = c.clamp(min=0), (-c).clamp(min=0)
-                    src.append(float(pos[toks[s]] / pos.sum()) - float(neg[toks[s]] / neg.sum()))
+                    own = float(c[toks[s]])
+                    src.append(own / float(c.max()) if own > 0 else own / float(-c.min()) if own < 0 else 0.0)
                 pm = dm = 0.0
                 rows = 0
                 num = den = 0.0
