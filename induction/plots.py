@@ -318,3 +318,87 @@ def plot_formation(report: Any) -> go.Figure:
     name = Path(str(report.run)).name or report.run
     window = "" if pc is None else f" — phase change at step {pc.step} ({pc.start_step}-{pc.end_step})"
     return paper_layout(fig, width=COLUMN_WIDTH_PX + 200, height=900, title=f"Induction-head formation — {name}{window}")
+
+
+def plot_mosaic(report: Any, n_panels: int = 6, score: str = "prefix_matching") -> go.Figure:
+    """An induction "mosaic": the layer x head heatmap of `score` at `n_panels` checkpoints of a run
+    (log-spaced over its steps), side by side on one colour scale, induction heads outlined."""
+    points = report.checkpoints
+    if not points:
+        return paper_layout(go.Figure(), title="no checkpoints")
+    idx = sorted(set(np.unique(np.round(np.geomspace(1, len(points), num=min(n_panels, len(points)))).astype(int) - 1)))
+    chosen = [points[i] for i in idx]
+    n_layers = 1 + max(h["layer"] for h in chosen[0].heads)
+    n_heads = 1 + max(h["head"] for h in chosen[0].heads)
+    fig = make_subplots(rows=1, cols=len(chosen), subplot_titles=[f"step {c.step}" for c in chosen],
+                        horizontal_spacing=0.02)
+    signed = score in SIGNED_SCORES
+    for col, c in enumerate(chosen, start=1):
+        z = np.zeros((n_layers, n_heads))
+        for h in c.heads:
+            z[h["layer"], h["head"]] = h[score]
+        fig.add_trace(go.Heatmap(z=z, zmin=-1.0 if signed else 0.0, zmax=1.0, colorscale="RdBu" if signed else "Viridis",
+                                 reversescale=signed, showscale=col == len(chosen),
+                                 colorbar=dict(title=dict(text=SCORE_LABELS.get(score, score), side="right"), thickness=10),
+                                 hovertemplate="L%{y}H%{x}: %{z:.3f}<extra>step " + str(c.step) + "</extra>"),
+                      row=1, col=col)
+        for h in c.heads:
+            if h["is_induction"]:
+                fig.add_shape(type="rect", x0=h["head"] - 0.5, x1=h["head"] + 0.5, y0=h["layer"] - 0.5,
+                              y1=h["layer"] + 0.5, line=dict(color="#000", width=2), row=1, col=col)
+        fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
+        fig.update_yaxes(dtick=1, autorange="reversed", showticklabels=col == 1,
+                         title_text="layer" if col == 1 else None, row=1, col=col)
+    name = Path(str(report.run)).name or report.run
+    return paper_layout(fig, width=max(COLUMN_WIDTH_PX, 150 * len(chosen) + 120), height=max(240, 45 * n_layers + 170),
+                        title=f"Induction mosaic: {SCORE_LABELS.get(score, score)} over training — {name}")
+
+
+def plot_patching_comparison(exact: Any, attribution: Any) -> go.Figure:
+    """Attribution patching's estimate against exact activation patching, one point per head."""
+    x = exact.effects.flatten().numpy()
+    y = attribution.effects.flatten().numpy()
+    n_heads = exact.values.shape[1]
+    labels = [f"L{i // n_heads}H{i % n_heads}" for i in range(len(x))]
+    lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    fig = go.Figure([
+        go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#999", dash="dash", width=1), showlegend=False,
+                   hoverinfo="skip"),
+        go.Scatter(x=x, y=y, mode="markers+text", text=labels, textposition="top center", textfont=dict(size=9),
+                   marker=dict(size=8, color=PALETTE[0]), showlegend=False,
+                   hovertemplate="%{text}: exact %{x:.3f}, attribution %{y:.3f}<extra></extra>"),
+    ])
+    fig.update_xaxes(title_text=f"exact patching effect on {exact.metric} (nats)")
+    fig.update_yaxes(title_text="attribution estimate (nats)")
+    return paper_layout(fig, title="Attribution patching vs exact activation patching")
+
+
+def save_figures(figures: dict[str, go.Figure], directory: str | os.PathLike[str], formats: tuple[str, ...] = (".svg",)) -> dict[str, str]:
+    """Write each figure as `<directory>/<name><fmt>` for every static format, in one kaleido session.
+
+    Returns name -> problem for the figures that could not be written statically (empty when all
+    were). HTML is not written here (see `save_figure` / the demo's index.html).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    problem = static_export_problem()
+    if problem:
+        return {name: problem for name in figures}
+    chrome = _find_chrome()
+    if chrome and not os.environ.get("BROWSER_PATH"):
+        os.environ["BROWSER_PATH"] = chrome
+    import plotly.io as pio
+
+    jobs = [(name, fig, fmt) for name, fig in figures.items() for fmt in formats]
+    tmps = [directory / f".{name}.tmp{fmt}" for name, _, fmt in jobs]
+    try:
+        pio.write_images([fig for _, fig, _ in jobs], [str(t) for t in tmps], format=[f.lstrip(".") for *_, f in jobs])
+        for (name, _, fmt), tmp in zip(jobs, tmps):
+            os.replace(tmp, directory / f"{name}{fmt}")
+    except Exception as exc:  # kaleido/choreographer raise assorted errors when Chrome fails
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return {name: f"static export failed ({message})" for name in figures}
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+    return {}

@@ -1,0 +1,76 @@
+"""The embedded default models: small toy models the toolkit trains itself on first use, then caches.
+
+Nothing is downloaded. `default_run("2l")` returns the run directory of the default 2-layer
+attention-only model (which forms induction heads), `"1l"` its 1-layer control (which cannot), and
+`"fewshot"` a 2-layer model trained on the few-shot stream. Runs live under `$INDUCTION_CACHE`
+(default `~/.cache/induction`), keyed by a hash of their training config, and an interrupted
+training resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from transformer_lens.model_bridge import TransformerBridge
+
+from induction.models import load_model, read_manifest
+from induction.train import TrainConfig, train
+
+CACHE_ENV = "INDUCTION_CACHE"
+
+
+def _fewshot_config() -> TrainConfig:
+    from induction.tasks import training_data
+
+    base = TrainConfig()
+    return TrainConfig(data=training_data("fewshot", base.d_vocab, base.n_ctx))
+
+
+DEFAULTS: dict[str, Callable[[], TrainConfig]] = {
+    "2l": TrainConfig,
+    "1l": lambda: TrainConfig(n_layers=1),
+    "fewshot": _fewshot_config,
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "induction")
+
+
+def config_key(cfg: TrainConfig) -> str:
+    blob = json.dumps(asdict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def default_config(name: str = "2l") -> TrainConfig:
+    if name not in DEFAULTS:
+        raise ValueError(f"unknown default model {name!r}; choose one of {', '.join(DEFAULTS)}")
+    return DEFAULTS[name]()
+
+
+def run_is_complete(run: Path, cfg: TrainConfig) -> bool:
+    try:
+        checkpoints = read_manifest(run)["checkpoints"]
+    except (OSError, ValueError):
+        return False
+    return bool(checkpoints) and checkpoints[-1]["step"] >= cfg.steps
+
+
+def default_run(name: str = "2l", progress: bool = True) -> Path:
+    """The run directory of default model `name`, training it first if it is not cached."""
+    cfg = default_config(name)
+    run = cache_dir() / f"{name}-{config_key(cfg)}"
+    if not run_is_complete(run, cfg):
+        run.parent.mkdir(parents=True, exist_ok=True)
+        train(cfg, run, resume=True, progress=progress)
+    return run
+
+
+def default_model(name: str = "2l", progress: bool = True) -> TransformerBridge:
+    """The final checkpoint of default model `name` (see `default_run`), in eval mode."""
+    return load_model(default_run(name, progress))

@@ -1,0 +1,362 @@
+"""`induction demo`: the whole pipeline on the embedded default models, written to one directory.
+
+1. the default 2-layer attention-only model and its 1-layer control (`induction.defaults`; trained on
+   first use, in parallel, then cached),
+2. scan both (head scores, ICL score),
+3. track both runs' checkpoints (formation curves, phase change),
+4. ablate and patch every head of the 2-layer model against the ICL score (exact and attribution),
+5. few-shot lookup accuracy vs shots under label manipulations, and the induction heads' share of it,
+6. figures: DIR/index.html (interactive), DIR/figures/*.svg, DIR/report.md (tables, key numbers,
+   figures), and every report as DIR/<name>.json.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from induction.fileio import write_json_atomic, write_text_atomic
+
+STEPS = 6
+
+
+@dataclass
+class DemoConfig:
+    """Settings of the demo.
+
+    Attributes:
+        out_dir: where the reports and figures go (created).
+        seed: seeds prompts and sampling (the default models have their own fixed seeds).
+        parallel: train missing default models in parallel processes (one thread each).
+        fewshot: run the few-shot part.
+        draws: layer-matched random head sets in the ablation controls.
+        progress: progress lines on stderr.
+    """
+
+    out_dir: Path
+    seed: int = 0
+    parallel: bool = True
+    fewshot: bool = True
+    draws: int = 10
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        if self.draws < 1:
+            raise ValueError(f"draws must be >= 1, got {self.draws}")
+
+
+@dataclass
+class DemoResult:
+    out_dir: Path
+    reports: dict[str, Any] = field(default_factory=dict)
+    key_numbers: dict[str, Any] = field(default_factory=dict)
+    static_problems: dict[str, str] = field(default_factory=dict)
+    runtime_s: float = 0.0
+
+
+class _Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.start = time.perf_counter()
+
+    def __call__(self, step: int, message: str) -> None:
+        if self.enabled:
+            print(f"[{step}/{STEPS}] {message}  ({time.perf_counter() - self.start:.0f}s)", file=sys.stderr, flush=True)
+
+
+def _train_default(name: str) -> tuple[str, str, float]:
+    from induction.defaults import default_run
+
+    start = time.perf_counter()
+    run = default_run(name, progress=False)
+    return name, str(run), time.perf_counter() - start
+
+
+def ensure_default_runs(names: list[str], parallel: bool, note: Callable[[str], None]) -> dict[str, Path]:
+    """Run directories of the named default models, training the missing ones (in parallel)."""
+    from induction.defaults import cache_dir, config_key, default_config, run_is_complete
+
+    runs: dict[str, Path] = {}
+    missing = []
+    for name in names:
+        cfg = default_config(name)
+        run = cache_dir() / f"{name}-{config_key(cfg)}"
+        if run_is_complete(run, cfg):
+            runs[name] = run
+        else:
+            missing.append(name)
+    if missing:
+        note(f"training {', '.join(missing)} (cache: {cache_dir()})")
+        if parallel and len(missing) > 1:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=min(2, len(missing)), mp_context=mp.get_context("spawn")) as pool:
+                results = list(pool.map(_train_default, missing))
+        else:
+            results = [_train_default(name) for name in missing]
+        for name, run, seconds in results:
+            runs[name] = Path(run)
+            note(f"trained {name} in {seconds:.0f}s")
+    return {name: runs[name] for name in names}
+
+
+def run_demo(cfg: DemoConfig) -> DemoResult:
+    """Run the demo (module docstring) and return its reports and key numbers."""
+    import torch
+
+    from induction import plots
+    from induction.effects import HeadEffectReport, ablation_effects, metric_setup, patching_effects, set_ablation_control
+    from induction.formation import TrackConfig, track
+    from induction.icl import icl_score
+    from induction.models import load_model, model_info
+    from induction.report import ScanReport, format_report, provenance
+    from induction.scores import score_heads
+
+    start = time.perf_counter()
+    progress = _Progress(cfg.progress)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    result = DemoResult(out_dir=cfg.out_dir)
+    reports = result.reports
+    torch.manual_seed(cfg.seed)
+
+    progress(1, "default models")
+    runs = ensure_default_runs(["2l", "1l"], cfg.parallel, lambda m: progress(1, m))
+
+    def prov(model_spec: str, settings: dict[str, Any], t0: float, checkpoint: Any = None) -> dict[str, Any]:
+        return provenance(model_spec, checkpoint, cfg.seed, settings, time.perf_counter() - t0)
+
+    progress(2, "scanning heads")
+    models = {}
+    for name in ("2l", "1l"):
+        t0 = time.perf_counter()
+        model = models[name] = load_model(runs[name])
+        info = model_info(model)
+        scores = score_heads(model)
+        icl = icl_score(model, seed=cfg.seed)
+        reports[f"scan_{name}"] = ScanReport(model=str(runs[name]), checkpoint=info.checkpoint, scores=scores, icl=icl,
+                                             provenance=prov(str(runs[name]), {"detector": scores.config.to_dict()}, t0, info.checkpoint))
+
+    progress(3, "tracking formation over checkpoints")
+    for name in ("2l", "1l"):
+        t0 = time.perf_counter()
+        reports[f"track_{name}"] = track(
+            runs[name], TrackConfig(), progress=cfg.progress,
+            provenance_fn=lambda settings, runtime, n=name: provenance(str(runs[n]), "all", cfg.seed, settings, runtime),
+        )
+
+    progress(4, "ablating and patching heads (ICL score)")
+    model = models["2l"]
+    spec = str(runs["2l"])
+    setup = metric_setup(model, "icl", n_sequences=32, seed=cfg.seed)
+    induction_heads = reports["scan_2l"].scores.induction_heads()
+    for method in ("zero", "mean"):
+        t0 = time.perf_counter()
+        baseline, values = ablation_effects(model, setup, method, seed=cfg.seed)
+        control = None
+        if induction_heads:
+            control = set_ablation_control(model, setup, induction_heads, method, n_draws=cfg.draws, seed=cfg.seed,
+                                           label="the detected induction heads")
+        reports[f"ablate_{method}"] = HeadEffectReport(
+            model=spec, command="ablate", method=method, metric="icl", baseline=baseline, values=values, control=control,
+            provenance=prov(spec, {"metric": "icl", "sequences": 32, "data": setup.description}, t0))
+    for method in ("exact", "attribution"):
+        t0 = time.perf_counter()
+        baseline, clean, values = patching_effects(model, setup, method)
+        reports[f"patch_{method}"] = HeadEffectReport(
+            model=spec, command="patch", method=method, metric="icl", baseline=baseline, values=values, reference=clean,
+            provenance=prov(spec, {"metric": "icl", "sequences": 32, "data": setup.description}, t0))
+
+    if cfg.fewshot:
+        # Lookup is pure induction, so the default model (trained on repeats only) performs it: the demo
+        # needs no third model. `induction train --data fewshot` trains one for the rule and
+        # classification tasks.
+        progress(5, "few-shot lookup under label manipulations")
+        reports["fewshot"] = _fewshot_report(runs["2l"], cfg)
+    else:
+        progress(5, "few-shot skipped")
+
+    progress(6, "figures and reports")
+    figures = _figures(reports)
+    for name, report in reports.items():
+        write_json_atomic(cfg.out_dir / f"{name}.json", report.to_json())
+    result.static_problems = plots.save_figures(figures, cfg.out_dir / "figures")
+    result.key_numbers = key_numbers(reports)
+    result.runtime_s = time.perf_counter() - start
+    write_json_atomic(cfg.out_dir / "demo.json", {
+        "key_numbers": result.key_numbers, "runs": {k: str(v) for k, v in runs.items()},
+        "static_figures": "ok" if not result.static_problems else next(iter(result.static_problems.values())),
+        "provenance": provenance("embedded defaults", None, cfg.seed, {"draws": cfg.draws, "fewshot": cfg.fewshot},
+                                 result.runtime_s),
+    })
+    write_text_atomic(cfg.out_dir / "index.html", _index_html(figures, result))
+    write_text_atomic(cfg.out_dir / "report.md", _report_md(reports, figures, result, format_report))
+    progress(6, f"done: {cfg.out_dir}/index.html, report.md")
+    return result
+
+
+def _fewshot_report(run: Path, cfg: DemoConfig):
+    from induction.fewshot import FewShotConfig, ablate_fewshot_heads, evaluate_fewshot, FewShotReport
+    from induction.models import load_model, model_info
+    from induction.report import provenance
+
+    t0 = time.perf_counter()
+    model = load_model(run)
+    labels = ["gold", "flipped", "random"]
+    shots = evaluate_fewshot(model, task="lookup", labels=labels, shots=(0, 1, 2, 4, 8), n_prompts=200, seed=cfg.seed)
+    ablation = ablate_fewshot_heads(model, FewShotConfig(task="lookup", labels="gold", k=4, n_prompts=200, seed=cfg.seed),
+                                    n_draws=cfg.draws)
+    info = model_info(model)
+    settings = {"task": "lookup", "labels": labels, "shots": [0, 1, 2, 4, 8], "n_prompts": 200, "ablation_k": 4}
+    return FewShotReport(model=str(run), task="lookup", labels=labels, shots=shots, ablation=ablation,
+                         provenance=provenance(str(run), info.checkpoint, cfg.seed, settings, time.perf_counter() - t0))
+
+
+def _figures(reports: dict[str, Any]) -> dict[str, Any]:
+    from induction import plots
+
+    figs = {
+        "scan_2l": reports["scan_2l"].plot("heatmap"),
+        "scatter_2l": reports["scan_2l"].plot("scatter"),
+        "scan_1l": reports["scan_1l"].plot("heatmap"),
+        "formation_2l": reports["track_2l"].plot(),
+        "formation_1l": reports["track_1l"].plot(),
+        "mosaic_2l": plots.plot_mosaic(reports["track_2l"]),
+        "ablate_zero": reports["ablate_zero"].plot(),
+        "ablate_mean": reports["ablate_mean"].plot(),
+        "patch_exact": reports["patch_exact"].plot(),
+        "patch_vs_attribution": plots.plot_patching_comparison(reports["patch_exact"], reports["patch_attribution"]),
+    }
+    if "fewshot" in reports:
+        figs["fewshot"] = reports["fewshot"].plot()
+        if reports["fewshot"].ablation is not None:
+            figs["fewshot_ablation"] = plots.plot_fewshot_ablation(reports["fewshot"].ablation)
+    return figs
+
+
+def key_numbers(reports: dict[str, Any]) -> dict[str, Any]:
+    """The demo's headline numbers, all read from the reports (so they match the JSON files)."""
+    out: dict[str, Any] = {}
+    for name in ("2l", "1l"):
+        scan = reports[f"scan_{name}"]
+        out[f"{name}_induction_heads"] = [f"L{layer}H{h}" for layer, h in scan.scores.induction_heads()]
+        out[f"{name}_best_prefix_matching"] = float(scan.scores.prefix_matching.max())
+        out[f"{name}_icl_score"] = scan.icl.score if scan.icl else None
+        pc = reports[f"track_{name}"].phase_change
+        out[f"{name}_phase_change"] = None if pc is None else pc.to_dict()
+    for method in ("zero", "mean"):
+        rep = reports[f"ablate_{method}"]
+        top = rep.rows()[0]
+        out[f"ablate_{method}_top"] = {"head": f"L{top['layer']}H{top['head']}", "effect": top["effect"]}
+        if rep.control:
+            out[f"ablate_{method}_induction_vs_random"] = {
+                "induction_effect": rep.control["effect"], "random_effect": rep.control["random_effect"],
+                "random_ci": rep.control["random_ci"]}
+    exact, attr = reports["patch_exact"], reports["patch_attribution"]
+    out["patch_rank_correlation"] = _spearman(exact.effects.flatten().tolist(), attr.effects.flatten().tolist())
+    if "fewshot" in reports:
+        fs = reports["fewshot"]
+        out["fewshot_lookup_accuracy"] = {f"{s.labels}@k={s.k}": round(s.accuracy, 3) for s in fs.shots}
+        if fs.ablation is not None:
+            a = fs.ablation
+            out["fewshot_ablation"] = {"baseline": a.baseline.accuracy, "top_heads": a.top.accuracy,
+                                       "random_heads": a.random_accuracy, "top": [f"L{l}H{h}" for l, h in a.top.heads]}
+    return out
+
+
+def _spearman(x: list[float], y: list[float]) -> float:
+    import numpy as np
+
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+_CAPTIONS = {
+    "scan_2l": "Head scores of the default 2-layer model; induction heads outlined.",
+    "scatter_2l": "Prefix matching vs copying per head (Olsson et al. 2022); the shaded corner is the detector's induction region.",
+    "scan_1l": "Head scores of the 1-layer control: no head can prefix-match without an earlier previous-token head.",
+    "formation_2l": "Formation over training (log steps): per-head scores, ICL score and loss; the phase change is shaded.",
+    "formation_1l": "The 1-layer control over training: no phase change.",
+    "mosaic_2l": "Prefix matching of every head at log-spaced checkpoints.",
+    "ablate_zero": "Change in the ICL score when each head is zero-ablated (positive: worse in-context learning).",
+    "ablate_mean": "The same with mean ablation.",
+    "patch_exact": "Activation patching: each head's clean output patched into a run without repeats.",
+    "patch_vs_attribution": "Attribution patching against exact patching, one point per head.",
+    "fewshot": "Few-shot lookup accuracy vs number of demonstrations, per label manipulation.",
+    "fewshot_ablation": "Lookup accuracy with the detected induction heads ablated vs layer-matched random heads.",
+}
+
+
+def _index_html(figures: dict[str, Any], result: DemoResult) -> str:
+    import html
+    import json
+
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>induction demo</title>",
+             "<style>body{font-family:Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "figure{margin:2em 0}figcaption{color:#555;font-size:0.95em}pre{background:#f6f6f6;padding:1em}</style>",
+             "</head><body><h1>induction demo</h1>",
+             f"<p>Embedded default models, all numbers from the JSON reports beside this page. Runtime {result.runtime_s:.0f}s.</p>",
+             f"<pre>{html.escape(json.dumps(result.key_numbers, indent=2))}</pre>"]
+    for i, (name, fig) in enumerate(figures.items()):
+        div = fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{name}")
+        parts.append(f"<figure id='{name}'>{div}<figcaption>{html.escape(_CAPTIONS.get(name, name))} "
+                     f"(<a href='{_json_for(name)}'>data</a>)</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+_FIGURE_DATA = {"scatter_2l": "scan_2l", "mosaic_2l": "track_2l", "formation_2l": "track_2l",
+                "formation_1l": "track_1l", "patch_vs_attribution": "patch_attribution", "fewshot_ablation": "fewshot"}
+
+
+def _json_for(figure: str) -> str:
+    """The report file a figure is drawn from."""
+    return _FIGURE_DATA.get(figure, figure) + ".json"
+
+
+def _report_md(reports: dict[str, Any], figures: dict[str, Any], result: DemoResult, format_report) -> str:
+    k = result.key_numbers
+    lines = ["# induction demo", "",
+             f"Embedded default models (trained by the toolkit, cached). Runtime {result.runtime_s:.0f} s. "
+             "Every number below is read from the JSON report named beside it.", "", "## Key numbers", ""]
+    for name in ("2l", "1l"):
+        pc = k[f"{name}_phase_change"]
+        pc_text = "none" if pc is None else f"step {pc['step']} (window {pc['start_step']}-{pc['end_step']})"
+        lines.append(f"- **{name}**: induction heads {', '.join(k[f'{name}_induction_heads']) or 'none'}; best prefix-matching "
+                     f"{k[f'{name}_best_prefix_matching']:.3f}; ICL score {k[f'{name}_icl_score']:.3f}; phase change {pc_text} "
+                     f"(`scan_{name}.json`, `track_{name}.json`)")
+    for method in ("zero", "mean"):
+        top = k[f"ablate_{method}_top"]
+        line = f"- {method} ablation: largest effect {top['head']} ({top['effect']:+.3f} nats on the ICL score)"
+        ctrl = k.get(f"ablate_{method}_induction_vs_random")
+        if ctrl:
+            line += (f"; all induction heads together {ctrl['induction_effect']:+.3f} vs layer-matched random heads "
+                     f"{ctrl['random_effect']:+.3f} [95% CI of the random mean {ctrl['random_ci'][0]:.3f}, {ctrl['random_ci'][1]:.3f}]")
+        lines.append(line + f" (`ablate_{method}.json`)")
+    lines.append(f"- attribution vs exact patching: Spearman {k['patch_rank_correlation']:.3f} over heads "
+                 "(`patch_exact.json`, `patch_attribution.json`)")
+    if "fewshot_lookup_accuracy" in k:
+        acc = k["fewshot_lookup_accuracy"]
+        lines.append("- few-shot lookup accuracy: " + ", ".join(f"{key} {v:.2f}" for key, v in acc.items()) + " (`fewshot.json`)")
+    if "fewshot_ablation" in k:
+        a = k["fewshot_ablation"]
+        lines.append(f"- ablating {', '.join(a['top'])}: lookup accuracy {a['baseline']:.2f} -> {a['top_heads']:.2f}; "
+                     f"layer-matched random heads -> {a['random_heads']:.2f} (`fewshot.json`)")
+    lines += ["", "## Figures", ""]
+    if result.static_problems:
+        lines += [f"Static figures were not written: {next(iter(result.static_problems.values()))}. "
+                  "The interactive figures are in `index.html`.", ""]
+    for name in figures:
+        lines += [f"### {_CAPTIONS.get(name, name)}", ""]
+        if name not in result.static_problems:
+            lines += [f"![{name}](figures/{name}.svg)", ""]
+    lines += ["## Tables", ""]
+    for name, report in reports.items():
+        lines += [format_report(report, "markdown").replace("## ", f"### {name}: ", 1), ""]
+    return "\n".join(lines)
