@@ -110,7 +110,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     import torch
 
     from induction import plots
-    from induction.effects import HeadEffectReport, ablation_effects, metric_setup, patching_effects, set_ablation_control
+    from induction.effects import (HeadEffectReport, ablation_effects, controllable, metric_setup, patching_effects,
+                                   set_ablation_control)
     from induction.formation import TrackConfig, track
     from induction.icl import icl_score
     from induction.models import load_model, model_info
@@ -153,14 +154,15 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     model = models["2l"]
     spec = str(runs["2l"])
     setup = metric_setup(model, "icl", n_sequences=32, seed=cfg.seed)
-    induction_heads = reports["scan_2l"].scores.induction_heads()
+    # All of a layer's heads can be induction heads; the control needs other heads in the same layers.
+    control_heads = controllable(reports["scan_2l"].scores.induction_heads(), model.cfg.n_heads)
     for method in ("zero", "mean"):
         t0 = time.perf_counter()
         baseline, values = ablation_effects(model, setup, method, seed=cfg.seed)
         control = None
-        if induction_heads:
-            control = set_ablation_control(model, setup, induction_heads, method, n_draws=cfg.draws, seed=cfg.seed,
-                                           label="the detected induction heads")
+        if control_heads:
+            control = set_ablation_control(model, setup, control_heads, method, n_draws=cfg.draws, seed=cfg.seed,
+                                           label=f"the {len(control_heads)} strongest induction heads")
         reports[f"ablate_{method}"] = HeadEffectReport(
             model=spec, command="ablate", method=method, metric="icl", baseline=baseline, values=values, control=control,
             provenance=prov(spec, {"metric": "icl", "sequences": 32, "data": setup.description}, t0))
@@ -176,7 +178,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         # needs no third model. `induction train --data fewshot` trains one for the rule and
         # classification tasks.
         progress(5, "few-shot lookup under label manipulations")
-        reports["fewshot"] = _fewshot_report(runs["2l"], cfg)
+        reports["fewshot"] = _fewshot_report(runs["2l"], cfg, control_heads)
     else:
         progress(5, "few-shot skipped")
 
@@ -199,7 +201,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     return result
 
 
-def _fewshot_report(run: Path, cfg: DemoConfig):
+def _fewshot_report(run: Path, cfg: DemoConfig, heads: list[tuple[int, int]]):
     from induction.fewshot import FewShotConfig, ablate_fewshot_heads, evaluate_fewshot, FewShotReport
     from induction.models import load_model, model_info
     from induction.report import provenance
@@ -208,10 +210,13 @@ def _fewshot_report(run: Path, cfg: DemoConfig):
     model = load_model(run)
     labels = ["gold", "flipped", "random"]
     shots = evaluate_fewshot(model, task="lookup", labels=labels, shots=(0, 1, 2, 4, 8), n_prompts=200, seed=cfg.seed)
-    ablation = ablate_fewshot_heads(model, FewShotConfig(task="lookup", labels="gold", k=4, n_prompts=200, seed=cfg.seed),
-                                    n_draws=cfg.draws)
+    ablation = None
+    if heads:
+        ablation = ablate_fewshot_heads(model, FewShotConfig(task="lookup", labels="gold", k=8, n_prompts=200, seed=cfg.seed),
+                                        heads=heads, n_draws=cfg.draws)
     info = model_info(model)
-    settings = {"task": "lookup", "labels": labels, "shots": [0, 1, 2, 4, 8], "n_prompts": 200, "ablation_k": 4}
+    settings = {"task": "lookup", "labels": labels, "shots": [0, 1, 2, 4, 8], "n_prompts": 200, "ablation_k": 8,
+                "ablated_heads": [list(h) for h in heads]}
     return FewShotReport(model=str(run), task="lookup", labels=labels, shots=shots, ablation=ablation,
                          provenance=provenance(str(run), info.checkpoint, cfg.seed, settings, time.perf_counter() - t0))
 
@@ -255,7 +260,8 @@ def key_numbers(reports: dict[str, Any]) -> dict[str, Any]:
         if rep.control:
             out[f"ablate_{method}_induction_vs_random"] = {
                 "induction_effect": rep.control["effect"], "random_effect": rep.control["random_effect"],
-                "random_ci": rep.control["random_ci"]}
+                "random_effect_ci": rep.control["random_effect_ci"],
+                "distinct_random_sets": rep.control["distinct_random_sets"], "heads": rep.control["heads_label"]}
     exact, attr = reports["patch_exact"], reports["patch_attribution"]
     out["patch_rank_correlation"] = _spearman(exact.effects.flatten().tolist(), attr.effects.flatten().tolist())
     if "fewshot" in reports:
@@ -336,8 +342,9 @@ def _report_md(reports: dict[str, Any], figures: dict[str, Any], result: DemoRes
         line = f"- {method} ablation: largest effect {top['head']} ({top['effect']:+.3f} nats on the ICL score)"
         ctrl = k.get(f"ablate_{method}_induction_vs_random")
         if ctrl:
-            line += (f"; all induction heads together {ctrl['induction_effect']:+.3f} vs layer-matched random heads "
-                     f"{ctrl['random_effect']:+.3f} [95% CI of the random mean {ctrl['random_ci'][0]:.3f}, {ctrl['random_ci'][1]:.3f}]")
+            line += (f"; {ctrl['heads']} together {ctrl['induction_effect']:+.3f} vs layer-matched random heads "
+                     f"{ctrl['random_effect']:+.3f} [95% CI {ctrl['random_effect_ci'][0]:+.3f}, {ctrl['random_effect_ci'][1]:+.3f}; "
+                     f"{ctrl['distinct_random_sets']} distinct set(s)]")
         lines.append(line + f" (`ablate_{method}.json`)")
     lines.append(f"- attribution vs exact patching: Spearman {k['patch_rank_correlation']:.3f} over heads "
                  "(`patch_exact.json`, `patch_attribution.json`)")

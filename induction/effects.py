@@ -151,8 +151,8 @@ class HeadEffectReport:
             c = self.control
             lines.append(
                 f"ablating {c['heads_label']} together: {c['value']:.4f} (effect {c['effect']:+.3f}); "
-                f"{len(c['random_values'])} layer-matched random sets: mean {c['random_mean']:.4f} "
-                f"[95% CI {c['random_ci'][0]:.4f}, {c['random_ci'][1]:.4f}]"
+                f"{len(c['random_values'])} layer-matched random sets ({c['distinct_random_sets']} distinct): mean "
+                f"{c['random_mean']:.4f} [95% CI {c['random_ci'][0]:.4f}, {c['random_ci'][1]:.4f}]"
             )
         return lines
 
@@ -199,6 +199,16 @@ def patching_effects(
     return baseline, clean, values
 
 
+def controllable(heads: list[tuple[int, int]], n_heads: int) -> list[tuple[int, int]]:
+    """The first heads of `heads` (strongest first) keeping at most half of any layer's heads, so a
+    disjoint layer-matched random set exists for the control."""
+    kept: list[tuple[int, int]] = []
+    for layer, head in heads:
+        if sum(1 for lk, _ in kept if lk == layer) < n_heads // 2:
+            kept.append((layer, head))
+    return sorted(kept)
+
+
 def set_ablation_control(
     model: TransformerBridge, setup: MetricSetup, heads: list[tuple[int, int]], method: str = "zero",
     n_draws: int = 10, seed: int = 0, label: str | None = None,
@@ -206,6 +216,7 @@ def set_ablation_control(
     """Ablate `heads` together and compare with layer-matched random head sets (Crosbie & Shutova 2024)."""
     import numpy as np
 
+    draws = circuits.layer_matched_random_heads(model, heads, n_draws, seed)
     value = circuits.ablate_head_set(model, setup.tokens, setup.metric, heads, method=method, seed=seed)
     random_values = circuits.random_head_control(model, setup.tokens, setup.metric, heads, method=method,
                                                  n_draws=n_draws, seed=seed)
@@ -219,10 +230,12 @@ def set_ablation_control(
         "heads_label": label or ", ".join(f"L{layer}H{h}" for layer, h in heads),
         "value": value,
         "effect": value - baseline,
-        "random_sets": [[list(h) for h in s] for s in circuits.layer_matched_random_heads(model, heads, n_draws, seed)],
+        "random_sets": [[list(h) for h in s] for s in draws],
         "random_values": rv.tolist(),
         "random_mean": float(rv.mean()),
         "random_effect": float(rv.mean() - baseline),
         "random_ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
+        "random_effect_ci": [float(np.quantile(boots, 0.025)) - baseline, float(np.quantile(boots, 0.975)) - baseline],
+        "distinct_random_sets": len({tuple(s) for s in draws}),
     }
 

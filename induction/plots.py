@@ -99,7 +99,7 @@ def plot_scan(report: "ScanReport", kind: str = "heatmap") -> go.Figure:
             go.Heatmap(
                 z=values, x=list(range(s.n_heads)), y=list(range(s.n_layers)),
                 zmin=-1.0 if signed else 0.0, zmax=1.0, colorscale="RdBu" if signed else "Viridis",
-                reversescale=signed, text=np.round(values, 2), texttemplate="%{text}", textfont=dict(size=10),
+                reversescale=signed, texttemplate="%{z:.2f}", textfont=dict(size=10),
                 colorbar=dict(x=0.43 if col == 1 else 1.0, thickness=10, len=0.9),
                 hovertemplate="L%{y}H%{x}: %{z:.3f}<extra></extra>",
             ),

@@ -36,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(format_report(result.reports["scan_2l"], args.format))
         if result.static_problems:
             print(f"note: {next(iter(result.static_problems.values()))}", file=sys.stderr)
-        print(f"demo written to {out}/ (index.html, report.md, *.json) in {result.runtime_s:.0f}s", file=sys.stderr)
+        if not args.quiet:
+            print(f"demo written to {out}/ (index.html, report.md, *.json) in {result.runtime_s:.0f}s", file=sys.stderr)
     return 0
