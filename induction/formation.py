@@ -14,9 +14,10 @@ Per checkpoint:
   training seed (training seed + `HELD_OUT_SEED_OFFSET`).
 
 Each checkpoint's result is cached as JSON in ``<run>/track/<settings-key>/step_000123.json``
-(written atomically); the key hashes every scoring setting, and each file records a hash of the
-checkpoint's weights, so changed settings or retrained weights are recomputed and a repeated or
-interrupted `track` recomputes nothing already done.
+(written atomically); the key hashes every scoring setting and the source of the scoring modules,
+and each file records a hash of the checkpoint's weights, so changed settings, changed definitions
+or retrained weights are recomputed, and a repeated or interrupted `track` recomputes nothing
+already done.
 
 Phase change (`detect_phase_change`): on the log-step axis (checkpoints with step >= 1), the joint
 progress g = mean(u, v) of u = best prefix-matching (max over heads) min-max normalised to [0, 1] and
@@ -36,6 +37,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -116,7 +118,8 @@ class TrackConfig:
         if token_freqs is not None:
             freqs = hashlib.sha256(token_freqs.detach().double().cpu().numpy().tobytes()).hexdigest()
         return {
-            "format": TRACK_FORMAT_VERSION, "detector": self.detector.to_dict(), "token_freqs_sha256": freqs,
+            "format": TRACK_FORMAT_VERSION, "code_sha256": scoring_code_hash(),
+            "detector": self.detector.to_dict(), "token_freqs_sha256": freqs,
             "icl": icl,
             "held_out": {"n_sequences": self.held_out_sequences, "seed": self.held_out_seed,
                          "seed_offset": HELD_OUT_SEED_OFFSET},
@@ -130,6 +133,20 @@ class TrackConfig:
         out = asdict(self)
         out["detector"] = self.detector.to_dict()
         return out
+
+
+def scoring_code_hash() -> str:
+    """A hash of the source of the modules that compute a checkpoint's numbers, so that a changed
+    definition (a new copying score, say) invalidates cached results instead of mixing with them."""
+    import induction.data
+    import induction.icl
+    import induction.prompts
+    import induction.scores
+
+    digest = hashlib.sha256()
+    for module in (induction.scores, induction.icl, induction.prompts, induction.data, sys.modules[__name__]):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass

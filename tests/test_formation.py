@@ -122,6 +122,10 @@ def test_second_track_recomputes_nothing(tiny_run, tmp_path, monkeypatch):
     # The phase-change settings are not part of the key: no recomputation.
     track(run, quick_track_config(phase_threshold=0.9), progress=False)
     assert counter.calls == 10
+    # A changed scoring definition (the source of the scoring modules) is recomputed too.
+    monkeypatch.setattr(formation, "scoring_code_hash", lambda: "a-new-copying-score")
+    track(run, quick_track_config(), progress=False)
+    assert counter.calls == 15
 
 
 def test_interrupted_track_resumes_and_changed_weights_are_rescored(tiny_run, tmp_path, monkeypatch):
@@ -287,6 +291,7 @@ def test_default_two_layer_run_has_a_phase_change_and_one_layer_run_none(default
     assert max(c.best_prefix_matching for c in before) < 0.5 < min(c.best_prefix_matching for c in after)
     assert max(c.icl_score for c in after) < min(c.icl_score for c in before) - 1.0
     assert max(c.held_out_loss for c in after) < min(c.held_out_loss for c in before) - 1.0
+    assert two.checkpoints[-1].induction_heads and not any(c.induction_heads for c in before)
     one = default_tracks[1]
     assert one.phase_change is None
     assert max(c.best_prefix_matching for c in one.checkpoints) < 0.2
