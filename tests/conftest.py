@@ -8,6 +8,10 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The default toy models are trained once into a repo-local cache (fresh in a clean checkout) and
+# shared by the demo and notebook tests; set INDUCTION_CACHE to use another.
+os.environ.setdefault("INDUCTION_CACHE", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                      ".cache", "induction-tests"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
