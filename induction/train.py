@@ -341,8 +341,8 @@ def step_name(step: int) -> str:
 # ---- starting and resuming -----------------------------------------------------------------------
 
 def _make_optimizer(cfg: TrainConfig, model: TransformerBridge) -> torch.optim.AdamW:
-    # foreach=False: the per-parameter loop is the reference implementation on CPU, and its results
-    # do not depend on how parameters are grouped into multi-tensor kernels.
+    # foreach=False pins the single-tensor implementation (torch's CPU default today), so the bits do
+    # not change if a later torch switches the default to multi-tensor kernels.
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr_at(0), betas=cfg.betas,
                              weight_decay=cfg.weight_decay, foreach=False)
 
