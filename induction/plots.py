@@ -321,13 +321,13 @@ def plot_formation(report: Any) -> go.Figure:
 
 
 def plot_mosaic(report: Any, n_panels: int = 6, score: str = "prefix_matching") -> go.Figure:
-    """An induction "mosaic": the layer x head heatmap of `score` at `n_panels` checkpoints of a run
-    (log-spaced over its steps), side by side on one colour scale, induction heads outlined."""
+    """An induction "mosaic": the layer x head heatmap of `score` at up to `n_panels` checkpoints of a
+    run (log-spaced over its steps, or bracketing its phase change: before, start, steepest point, end,
+    last), side by side on one colour scale, induction heads outlined."""
     points = report.checkpoints
     if not points:
         return paper_layout(go.Figure(), title="no checkpoints")
-    idx = sorted(set(np.unique(np.round(np.geomspace(1, len(points), num=min(n_panels, len(points)))).astype(int) - 1)))
-    chosen = [points[i] for i in idx]
+    chosen = _mosaic_checkpoints(points, report.phase_change, n_panels)
     n_layers = 1 + max(h["layer"] for h in chosen[0].heads)
     n_heads = 1 + max(h["head"] for h in chosen[0].heads)
     fig = make_subplots(rows=1, cols=len(chosen), subplot_titles=[f"step {c.step}" for c in chosen],
@@ -352,6 +352,19 @@ def plot_mosaic(report: Any, n_panels: int = 6, score: str = "prefix_matching") 
     name = Path(str(report.run)).name or report.run
     return paper_layout(fig, width=max(COLUMN_WIDTH_PX, 150 * len(chosen) + 120), height=max(240, 45 * n_layers + 170),
                         title=f"Induction mosaic: {SCORE_LABELS.get(score, score)} over training — {name}")
+
+
+def _mosaic_checkpoints(points: list, phase_change: Any, n_panels: int) -> list:
+    """Checkpoints nearest to log-spaced steps; around a phase change, its start, steepest point and end."""
+    steps = np.array([max(c.step, 1) for c in points], dtype=float)
+    if phase_change is not None:
+        first, last = steps.min(), steps.max()
+        targets = [first, np.sqrt(first * phase_change.start_step), phase_change.start_step, phase_change.step,
+                   phase_change.end_step, last]
+    else:
+        targets = list(np.geomspace(steps.min(), steps.max(), num=n_panels))
+    idx = sorted({int(np.argmin(np.abs(np.log(steps) - np.log(t)))) for t in targets[:n_panels]})
+    return [points[i] for i in idx]
 
 
 def plot_patching_comparison(exact: Any, attribution: Any) -> go.Figure:

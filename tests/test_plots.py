@@ -47,3 +47,14 @@ def test_svg_export_contains_the_figure(report, tmp_path):
     plots.save_figure(report.plot("scatter"), tmp_path / "f.svg")
     svg = (tmp_path / "f.svg").read_text()
     assert svg.startswith("<svg") and "prefix-matching score" in svg
+
+
+def test_mosaic_brackets_the_phase_change():
+    from types import SimpleNamespace as NS
+
+    points = [NS(step=s) for s in (0, 1, 2, 5, 10, 50, 100, 400, 450, 500, 550, 600, 1000)]
+    chosen = [c.step for c in plots._mosaic_checkpoints(points, NS(start_step=440, step=505, end_step=560), 6)]
+    assert chosen[0] == 0 and chosen[-1] == 1000
+    assert {450, 500, 550} <= set(chosen)  # the panels show the change itself, not just log-spaced steps
+    flat = [c.step for c in plots._mosaic_checkpoints(points, None, 4)]
+    assert flat == sorted(flat) and len(flat) == 4 and flat[-1] == 1000
