@@ -9,6 +9,7 @@ training resumes where it stopped.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -67,7 +68,15 @@ def default_run(name: str = "2l", progress: bool = True) -> Path:
     run = cache_dir() / f"{name}-{config_key(cfg)}"
     if not run_is_complete(run, cfg):
         run.parent.mkdir(parents=True, exist_ok=True)
-        train(cfg, run, resume=True, progress=progress)
+        # Two processes (a notebook and the demo, say) must not train the same run at once: the second
+        # waits, then finds the run complete.
+        with open(run.parent / f".{run.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not run_is_complete(run, cfg):
+                    train(cfg, run, resume=True, progress=progress)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
     return run
 
 

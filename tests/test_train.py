@@ -267,3 +267,26 @@ def test_cli_train_writes_a_run_and_resumes_it(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0] == "step,tokens_seen,loss,path"
     assert main(["train", "--steps", "3", "-q"]) == 2
     assert "--out DIR is required" in capsys.readouterr().err
+
+
+def test_default_run_trains_once_when_two_processes_ask(tmp_path, monkeypatch):
+    """Concurrent default_run calls for one model: one trains, the other waits and reuses it."""
+    import multiprocessing as mp
+
+    monkeypatch.setenv("INDUCTION_CACHE", str(tmp_path))
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        runs = pool.map(_tiny_default_run, [0, 1])
+    assert runs[0] == runs[1]
+    from induction.models import run_checkpoints
+
+    assert [s for s, _ in run_checkpoints(runs[0])][-1] == 3  # one complete run, no crash from a shared directory
+
+
+def _tiny_default_run(_: int) -> str:
+    import induction.defaults as d
+    from induction.train import TrainConfig
+
+    d.DEFAULTS["tiny"] = lambda: TrainConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=3,
+                                             n_log_checkpoints=2, checkpoint_every=0)
+    return str(d.default_run("tiny", progress=False))
