@@ -25,6 +25,7 @@ import circuits
 from induction.icl import icl_positions, stream_tokens
 from induction.models import model_info
 from induction.prompts import duplicate_mask
+from induction.stats import bootstrap_mean_ci
 
 Metric = Callable[[Tensor], Tensor]
 METRICS = ("icl", "repeat-loss")
@@ -214,8 +215,6 @@ def set_ablation_control(
     n_draws: int = 10, seed: int = 0, label: str | None = None,
 ) -> dict[str, Any]:
     """Ablate `heads` together and compare with layer-matched random head sets (Crosbie & Shutova 2024)."""
-    import numpy as np
-
     draws = circuits.layer_matched_random_heads(model, heads, n_draws, seed)
     value = circuits.ablate_head_set(model, setup.tokens, setup.metric, heads, method=method, seed=seed)
     random_values = circuits.random_head_control(model, setup.tokens, setup.metric, heads, method=method,
@@ -223,8 +222,7 @@ def set_ablation_control(
     with torch.no_grad():
         baseline = float(setup.metric(model(setup.tokens)))
     rv = random_values.double().numpy()
-    rng = np.random.default_rng(seed)
-    boots = rv[rng.integers(0, len(rv), size=(1000, len(rv)))].mean(1) if len(rv) > 1 else rv
+    lo, hi = bootstrap_mean_ci(rv, seed=seed) or (float(rv.mean()), float(rv.mean()))
     return {
         "heads": [list(h) for h in heads],
         "heads_label": label or ", ".join(f"L{layer}H{h}" for layer, h in heads),
@@ -234,8 +232,8 @@ def set_ablation_control(
         "random_values": rv.tolist(),
         "random_mean": float(rv.mean()),
         "random_effect": float(rv.mean() - baseline),
-        "random_ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
-        "random_effect_ci": [float(np.quantile(boots, 0.025)) - baseline, float(np.quantile(boots, 0.975)) - baseline],
+        "random_ci": [lo, hi],
+        "random_effect_ci": [lo - baseline, hi - baseline],
         "distinct_random_sets": len({tuple(s) for s in draws}),
     }
 

@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.models import model_info
+from induction.stats import bootstrap_mean_ci
 from induction.tasks import (
     TASKS,
     TEXT_TASKS,
@@ -480,19 +481,6 @@ def run_prompts(model: TransformerBridge, prompts: FewShotPrompts, batch_size: i
         )
         parts.append(score_logits(model(sub.tokens), sub))
     return PromptScores.cat(parts)
-
-
-def bootstrap_mean_ci(
-    values: np.ndarray | Tensor, n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean of `values` (resampling its first axis)."""
-    x = np.asarray(values, dtype=np.float64)
-    if n_bootstrap <= 0 or len(x) < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_bootstrap, len(x)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
 
 
 # ---- accuracy vs number of shots ---------------------------------------------------------------

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -29,6 +28,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from induction.data import ToyDataConfig, sample_batch
 from induction.models import model_info
+from induction.stats import bootstrap_mean_ci
 
 
 class ICLDataError(ValueError):
@@ -160,11 +160,7 @@ def icl_score(
     early, late = icl_positions(tokens.shape[1])
     losses = per_token_loss(model, tokens, batch_size, progress)
     diff = (losses[:, late] - losses[:, early]).double().numpy()
-    ci = None
-    if n_bootstrap and len(diff) > 1:
-        rng = np.random.default_rng(seed)
-        boots = diff[rng.integers(0, len(diff), size=(n_bootstrap, len(diff)))].mean(1)
-        ci = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)))
+    ci = bootstrap_mean_ci(diff, n_bootstrap, seed=seed)
     return ICLScore(
         score=float(diff.mean()), early_loss=float(losses[:, early].mean()), late_loss=float(losses[:, late].mean()),
         early_pos=early, late_pos=late, ci=ci, n_sequences=int(tokens.shape[0]), seq_len=int(tokens.shape[1]), data=data,
