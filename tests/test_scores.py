@@ -81,8 +81,8 @@ def _loop_scores(model, tokens, first):
                     if ln_w is not None:
                         o = o * ln_w
                     logit = o @ W_U
-                    c = logit - logit.mean()
-                    own = float(c[toks[s]].detach())
+                    c = (logit - logit.mean()).detach()
+                    own = float(c[toks[s]])
                     src.append(own / float(c.max()) if own > 0 else own / float(-c.min()) if own < 0 else 0.0)
                 pm = dm = 0.0
                 rows = 0
