@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from induction.fileio import write_json_atomic, write_text_atomic
+from induction.stats import spearman
 
 STEPS = 6
 
@@ -263,7 +264,7 @@ def key_numbers(reports: dict[str, Any]) -> dict[str, Any]:
                 "random_effect_ci": rep.control["random_effect_ci"],
                 "distinct_random_sets": rep.control["distinct_random_sets"], "heads": rep.control["heads_label"]}
     exact, attr = reports["patch_exact"], reports["patch_attribution"]
-    out["patch_rank_correlation"] = _spearman(exact.effects.flatten().tolist(), attr.effects.flatten().tolist())
+    out["patch_rank_correlation"] = spearman(exact.effects, attr.effects)
     if "fewshot" in reports:
         fs = reports["fewshot"]
         out["fewshot_lookup_accuracy"] = {f"{s.labels}@k={s.k}": round(s.accuracy, 3) for s in fs.shots}
@@ -272,15 +273,6 @@ def key_numbers(reports: dict[str, Any]) -> dict[str, Any]:
             out["fewshot_ablation"] = {"baseline": a.baseline.accuracy, "top_heads": a.top.accuracy,
                                        "random_heads": a.random_accuracy, "top": [f"L{l}H{h}" for l, h in a.top.heads]}
     return out
-
-
-def _spearman(x: list[float], y: list[float]) -> float:
-    import numpy as np
-
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 _CAPTIONS = {

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 import circuits
-from induction.icl import icl_positions, stream_tokens
+from induction.icl import icl_positions, stream_tokens, token_losses
 from induction.models import model_info
 from induction.prompts import duplicate_mask
 from induction.stats import bootstrap_mean_ci
@@ -31,13 +30,6 @@ Metric = Callable[[Tensor], Tensor]
 METRICS = ("icl", "repeat-loss")
 ABLATION_METHODS = ("zero", "mean", "resample", "pattern")
 PATCH_METHODS = ("exact", "attribution")
-
-
-def token_losses(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
-    """Cross-entropy of token t+1 given logits at t."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none").view(
-        tokens.shape[0], -1
-    )
 
 
 def icl_metric(tokens: Int[Tensor, "batch pos"]) -> Metric:

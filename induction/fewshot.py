@@ -658,23 +658,13 @@ def _head_set_result(heads, correct: Tensor, logprob: Tensor, n_bootstrap: int, 
 
 
 def top_prefix_heads(model: TransformerBridge, n_heads: int | None = None, seed: int = 0, n_prompts: int = 32) -> tuple[list[tuple[int, int]], list[float]]:
-    """The `n_heads` heads with the highest prefix-matching score (`induction.scores`), strongest first.
+    """`induction.scores.top_prefix_heads`, with a `TaskError` for a bad count."""
+    from induction.scores import top_prefix_heads as top
 
-    `n_heads=None` takes as many as the detector flags as induction heads (at least 1).
-    """
-    from induction.prompts import RepeatedTokensConfig
-    from induction.scores import ScoreConfig, score_heads
-
-    scores = score_heads(model, ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=n_prompts, seed=seed), n_bootstrap=0))
-    if n_heads is None:
-        n_heads = max(1, len(scores.induction_heads()))
-    total = scores.n_layers * scores.n_heads
-    if not 1 <= n_heads <= total:
-        raise TaskError(f"number of heads to ablate must be in [1, {total}], got {n_heads}")
-    flat = scores.prefix_matching.flatten()
-    order = flat.argsort(descending=True)[:n_heads].tolist()
-    heads = [(i // scores.n_heads, i % scores.n_heads) for i in order]
-    return heads, [float(flat[i]) for i in order]
+    try:
+        return top(model, n_heads, seed, n_prompts)
+    except ValueError as exc:
+        raise TaskError(str(exc)) from None
 
 
 def ablate_fewshot_heads(

@@ -50,4 +50,6 @@ def json_default(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
-    return str(obj).replace("torch.", "")
+    if type(obj).__name__ == "dtype":  # torch.dtype / numpy.dtype
+        return str(obj).replace("torch.", "")
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -62,6 +62,13 @@ def icl_positions(seq_len: int) -> tuple[int, int]:
     return early, late
 
 
+def token_losses(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
+    """Cross-entropy of token t+1 given the logits at t."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none").view(
+        tokens.shape[0], -1
+    )
+
+
 @torch.no_grad()
 def per_token_loss(
     model: TransformerBridge, tokens: Int[Tensor, "batch pos"], batch_size: int = 16, progress: bool = False
@@ -72,10 +79,8 @@ def per_token_loss(
     out = []
     for start in tqdm(range(0, tokens.shape[0], batch_size), desc="loss", disable=not progress, leave=False):
         chunk = tokens[start : start + batch_size]
-        logits = model(chunk)
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), chunk[:, 1:].flatten(), reduction="none")
         nan = torch.full((chunk.shape[0], 1), float("nan"))
-        out.append(torch.cat([nan, loss.view(chunk.shape[0], -1)], dim=1))
+        out.append(torch.cat([nan, token_losses(model(chunk), chunk)], dim=1))
     return torch.cat(out)
 
 
@@ -86,7 +91,10 @@ def default_stream_config(model: TransformerBridge, seq_len: int | None = None) 
     if info.data:
         cfg = ToyDataConfig.from_dict(info.data)
         if seq_len is not None and seq_len != cfg.seq_len:
-            cfg = ToyDataConfig.from_dict({**cfg.to_dict(), "seq_len": seq_len, "max_segment": None})
+            n_tokens = cfg.d_vocab - (cfg.bos_token_id is not None)
+            cap = min((seq_len - 1) // 2, n_tokens)
+            cfg = ToyDataConfig.from_dict({**cfg.to_dict(), "seq_len": seq_len, "max_segment": cap,
+                                           "min_segment": min(cfg.min_segment, cap)})
         return cfg
     seq_len = seq_len or min(n_ctx, 512)
     n_tokens = model.cfg.d_vocab - (info.bos_token_id is not None)

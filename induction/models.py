@@ -217,21 +217,8 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TransformerBridge:
     return model.eval()
 
 
-def is_checkpoint_dir(path: Path) -> bool:
-    """A directory holding our config.json + model.safetensors (not a Hugging Face model)."""
-    return (path / WEIGHTS_FILE).exists() and (path / CONFIG_FILE).exists() and _is_native_config(path)
-
-
 def is_run_dir(path: Path) -> bool:
     return (path / MANIFEST_FILE).exists()
-
-
-def _is_native_config(path: Path) -> bool:
-    try:
-        cfg = json.loads((path / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return True  # let load_checkpoint report the corrupt file
-    return isinstance(cfg, dict) and "d_model" in cfg and "model_type" not in cfg
 
 
 def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -157,9 +157,9 @@ def save_figure(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
 
 def static_export_problem() -> str | None:
     """None when .png/.svg/.pdf export works here, else what is missing and how to enable it."""
-    try:
-        import kaleido  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("kaleido") is None:
         return "static figures need kaleido: `pip install kaleido` (HTML works without it)"
     if _find_chrome() is None:
         return ("static figures need a Chrome/Chromium binary for kaleido: `apt-get install chromium` "

@@ -293,3 +293,21 @@ def bootstrap_ci(
         means = values[idx].mean(1)  # [n_bootstrap, ...]
         out[name] = torch.stack([means.quantile(lo, dim=0), means.quantile(hi, dim=0)], dim=-1)
     return out
+
+
+def top_prefix_heads(
+    model: TransformerBridge, n_heads: int | None = None, seed: int = 0, n_prompts: int = 32
+) -> tuple[list[tuple[int, int]], list[float]]:
+    """The `n_heads` heads with the highest prefix-matching score, strongest first, and their scores.
+
+    `n_heads=None` takes as many as the detector flags as induction heads (at least 1).
+    """
+    scores = score_heads(model, ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=n_prompts, seed=seed), n_bootstrap=0))
+    if n_heads is None:
+        n_heads = max(1, len(scores.induction_heads()))
+    total = scores.n_layers * scores.n_heads
+    if not 1 <= n_heads <= total:
+        raise ValueError(f"number of heads must be in [1, {total}], got {n_heads}")
+    flat = scores.prefix_matching.flatten()
+    order = flat.argsort(descending=True)[:n_heads].tolist()
+    return [(i // scores.n_heads, i % scores.n_heads) for i in order], [float(flat[i]) for i in order]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import Tensor
 
 
@@ -18,3 +19,21 @@ def bootstrap_mean_ci(
     means = x[rng.integers(0, len(x), size=(n_bootstrap, len(x)))].mean(1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+def average_ranks(x: Tensor) -> Tensor:
+    """Ranks 0..n-1 of the flattened values, tied values sharing their mean rank."""
+    values = torch.as_tensor(x).flatten().double()
+    order = values.argsort()
+    ranks = torch.empty_like(values)
+    ranks[order] = torch.arange(len(values), dtype=torch.float64)
+    _, group, counts = values.unique(return_inverse=True, return_counts=True)
+    sums = torch.zeros(len(counts), dtype=torch.float64).index_add_(0, group, ranks)
+    return (sums / counts)[group]
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the (tie-averaged) ranks; NaN if one is constant."""
+    ra, rb = (r - r.mean() for r in (average_ranks(a), average_ranks(b)))
+    denom = ra.norm() * rb.norm()
+    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")

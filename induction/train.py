@@ -418,6 +418,11 @@ def _clean_leftovers(out_dir: Path, keep: str) -> None:
         if not parent.is_dir():
             continue
         for child in parent.iterdir():
+            # A kill between save_checkpoint's two renames leaves the only copy in `.<name>.old.*/ck`.
+            if child.name.startswith(".") and ".old." in child.name and (child / "ck").is_dir():
+                name = child.name[1:].split(".old.")[0]
+                if not (parent / name).exists():
+                    os.replace(child / "ck", parent / name)
             if child.name.startswith(".") or (parent.name == RESUME_DIR and child.name != keep):
                 shutil.rmtree(child, ignore_errors=True)
 

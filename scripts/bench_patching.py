@@ -37,6 +37,7 @@ from transformer_lens.config import TransformerBridgeConfig  # noqa: E402
 from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
 
 import circuits  # noqa: E402
+from induction.stats import spearman  # noqa: E402
 
 
 def random_model(
@@ -88,23 +89,6 @@ def induction_task(
         return logprobs.gather(-1, clean[:, start + 1 :, None]).mean()
 
     return clean, corrupted, metric
-
-
-def average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..n-1 of the flattened values, tied values sharing their mean rank."""
-    values = x.flatten().double()
-    order = values.argsort()
-    ranks = torch.empty_like(values)
-    ranks[order] = torch.arange(len(values), dtype=torch.float64)
-    _, group, counts = values.unique(return_inverse=True, return_counts=True)
-    sums = torch.zeros(len(counts), dtype=torch.float64).index_add_(0, group, ranks)
-    return (sums / counts)[group]
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rank correlation: Pearson's correlation of the (tie-averaged) ranks."""
-    ra, rb = (r - r.mean() for r in (average_ranks(a), average_ranks(b)))
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
 def interleaved_medians(

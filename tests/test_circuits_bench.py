@@ -18,12 +18,15 @@ _SPEC.loader.exec_module(bench)
 
 
 def test_spearman_averages_tied_ranks():
-    assert bench.average_ranks(torch.tensor([3.0, 1.0, 1.0, 2.0])).tolist() == [3, 0.5, 0.5, 2]
+    from induction.stats import average_ranks, spearman
+
+    assert average_ranks(torch.tensor([3.0, 1.0, 1.0, 2.0])).tolist() == [3, 0.5, 0.5, 2]
     x = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    assert bench.spearman(x, x**3) == pytest.approx(1)
-    assert bench.spearman(x, -x) == pytest.approx(-1)
+    assert spearman(x, x**3) == pytest.approx(1)
+    assert spearman(x, -x) == pytest.approx(-1)
     # [1, 2, 2, 3] vs [1, 2, 3, 4]: the Pearson correlation of ranks [0, 1.5, 1.5, 3] and [0, 1, 2, 3].
-    assert bench.spearman(torch.tensor([1.0, 2, 2, 3]), x) == pytest.approx(0.9486833, abs=1e-6)
+    assert spearman(torch.tensor([1.0, 2, 2, 3]), x) == pytest.approx(0.9486833, abs=1e-6)
+    assert bench.spearman is spearman  # the benchmark reports the same statistic
 
 
 def test_on_the_hand_built_induction_model():

@@ -290,3 +290,23 @@ def _tiny_default_run(_: int) -> str:
     d.DEFAULTS["tiny"] = lambda: TrainConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=3,
                                              n_log_checkpoints=2, checkpoint_every=0)
     return str(d.default_run("tiny", progress=False))
+
+
+def test_resume_recovers_a_checkpoint_caught_mid_swap(tmp_path):
+    """A kill between save_checkpoint's two renames leaves the only copy in `.<name>.old.*/ck`:
+    resume must restore it, not delete it."""
+    import os
+
+    from induction.train import TrainConfig, train
+
+    cfg = TrainConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=4, n_log_checkpoints=2,
+                      checkpoint_every=2)
+    run = train(cfg, tmp_path / "run", progress=False, stop_after=2)
+    ck = run / "checkpoints" / "step_000002"
+    before = (ck / "model.safetensors").read_bytes()
+    limbo = run / "checkpoints" / ".step_000002.old.abc"
+    limbo.mkdir()
+    os.replace(ck, limbo / "ck")
+    train(cfg, run, resume=True, progress=False)
+    assert (ck / "model.safetensors").read_bytes() == before
+    assert not limbo.exists()

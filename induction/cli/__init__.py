@@ -12,7 +12,6 @@ import argparse
 import importlib
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 

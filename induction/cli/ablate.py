@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     baseline, values = ablation_effects(model, setup, args.method, seed=args.seed, progress=not args.quiet)
     control = None
     if args.top_k:
-        heads = top_prefix_heads(model, args.top_k, args.seed)
+        from induction.scores import top_prefix_heads
+
+        heads = sorted(top_prefix_heads(model, args.top_k, args.seed)[0])
         control = set_ablation_control(model, setup, heads, args.method, n_draws=args.draws, seed=args.seed,
                                        label=f"top-{args.top_k} prefix-matching heads")
     info = model_info(model)
@@ -74,16 +76,3 @@ def run(args: argparse.Namespace) -> int:
     emit(report, args)
     save_plot(report.plot, args)
     return 0
-
-
-def top_prefix_heads(model, k: int, seed: int) -> list[tuple[int, int]]:
-    """The k heads with the highest prefix-matching scores."""
-    from induction.prompts import RepeatedTokensConfig
-    from induction.scores import ScoreConfig, score_heads
-
-    s = score_heads(model, ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=32, seed=seed), n_bootstrap=0))
-    n_heads = s.n_heads
-    if k > s.prefix_matching.numel():
-        raise ValueError(f"--top-k {k} exceeds the model's {s.prefix_matching.numel()} heads")
-    order = s.prefix_matching.flatten().argsort(descending=True)[:k].tolist()
-    return sorted((i // n_heads, i % n_heads) for i in order)

@@ -55,7 +55,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     g.add_argument("--log-checkpoints", type=int, help="log-spaced checkpoints (default: 24)")
     g.add_argument("--checkpoint-every", type=int, help="also a checkpoint every N steps, 0: off (default: 50)")
     g.add_argument("--min-segment", type=int, help="shortest repeated segment (default: 4)")
-    g.add_argument("--max-segment", type=int, help="longest repeated segment (default: ctx // 4, at most vocab - 1)")
+    g.add_argument("--max-segment", type=int, help="longest repeated segment (default: (ctx - 1) // 2, at most vocab - 1)")
     g.add_argument("--data", choices=("repeated", "fewshot", "mixture"),
                    help="training stream: repeated (random segments, the default), fewshot (few-shot sequences of "
                         "the lookup, rule and classification tasks, see `induction fewshot`) or mixture (half each)")
