@@ -54,6 +54,11 @@ def default_config(name: str = "2l") -> TrainConfig:
     return DEFAULTS[name]()
 
 
+def run_path(name: str = "2l") -> Path:
+    """Where default model `name`'s run lives in the cache (trained or not)."""
+    return cache_dir() / f"{name}-{config_key(default_config(name))}"
+
+
 def run_is_complete(run: Path, cfg: TrainConfig) -> bool:
     try:
         checkpoints = read_manifest(run)["checkpoints"]
@@ -65,7 +70,7 @@ def run_is_complete(run: Path, cfg: TrainConfig) -> bool:
 def default_run(name: str = "2l", progress: bool = True) -> Path:
     """The run directory of default model `name`, training it first if it is not cached."""
     cfg = default_config(name)
-    run = cache_dir() / f"{name}-{config_key(cfg)}"
+    run = run_path(name)
     if not run_is_complete(run, cfg):
         run.parent.mkdir(parents=True, exist_ok=True)
         # Two processes (a notebook and the demo, say) must not train the same run at once: the second

@@ -80,14 +80,13 @@ def _train_default(name: str) -> tuple[str, str, float]:
 
 def ensure_default_runs(names: list[str], parallel: bool, note: Callable[[str], None]) -> dict[str, Path]:
     """Run directories of the named default models, training the missing ones (in parallel)."""
-    from induction.defaults import cache_dir, config_key, default_config, run_is_complete
+    from induction.defaults import cache_dir, default_config, run_is_complete, run_path
 
     runs: dict[str, Path] = {}
     missing = []
     for name in names:
-        cfg = default_config(name)
-        run = cache_dir() / f"{name}-{config_key(cfg)}"
-        if run_is_complete(run, cfg):
+        run = run_path(name)
+        if run_is_complete(run, default_config(name)):
             runs[name] = run
         else:
             missing.append(name)
@@ -179,7 +178,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         # needs no third model. `induction train --data fewshot` trains one for the rule and
         # classification tasks.
         progress(5, "few-shot lookup under label manipulations")
-        reports["fewshot"] = _fewshot_report(runs["2l"], cfg, control_heads)
+        reports["fewshot"] = _fewshot_report(models["2l"], runs["2l"], cfg, control_heads)
     else:
         progress(5, "few-shot skipped")
 
@@ -202,13 +201,12 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     return result
 
 
-def _fewshot_report(run: Path, cfg: DemoConfig, heads: list[tuple[int, int]]):
+def _fewshot_report(model, run: Path, cfg: DemoConfig, heads: list[tuple[int, int]]):
     from induction.fewshot import FewShotConfig, ablate_fewshot_heads, evaluate_fewshot, FewShotReport
-    from induction.models import load_model, model_info
+    from induction.models import model_info
     from induction.report import provenance
 
     t0 = time.perf_counter()
-    model = load_model(run)
     labels = ["gold", "flipped", "random"]
     shots = evaluate_fewshot(model, task="lookup", labels=labels, shots=(0, 1, 2, 4, 8), n_prompts=200, seed=cfg.seed)
     ablation = None

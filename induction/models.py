@@ -286,8 +286,7 @@ def load_model(
         if checkpoint is not None:
             raise ModelLoadError(f"{path} is a single checkpoint; --checkpoint applies to run directories")
         model = load_checkpoint(path)
-        meta = _read_meta(path)
-        _attach_info(model, spec_str, "checkpoint", meta.get("step"), path)
+        _attach_info(model, spec_str, "checkpoint", None, path)
         return model
     if path.exists() and not path.is_dir():
         raise ModelLoadError(f"{spec_str} is a file; MODEL must be a run, checkpoint or Hugging Face directory")
@@ -334,6 +333,7 @@ def _attach_info(
     model: TransformerBridge, spec: str, kind: str, step: Any, ckpt_dir: Path, run_dir: Path | None = None
 ) -> None:
     meta = _read_meta(ckpt_dir)
+    step = meta.get("step") if step is None else step
     data = meta.get("data")
     if data is None and run_dir is not None:
         data = read_manifest(run_dir).get("data")
