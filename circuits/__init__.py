@@ -1,32 +1,47 @@
 """Model-agnostic causal tools for TransformerBridge models (never imports `induction`).
 
-- `ablate_heads`, `ablate_head_set`, `random_head_control`, `layer_matched_random_heads`:
-  ablation (zero, mean, resample, pattern-preserving) and its random-set control.
+- `ablate_heads`, `ablate_head_sets`, `ablate_head_set`, `random_head_control`,
+  `layer_matched_random_heads`: ablation (zero, mean, resample, pattern-preserving; `METHODS`)
+  and its random-set control.
 - `patch_heads`: exact activation patching of head outputs (TransformerLens' numbers, faster).
 - `attribute_heads`: attribution patching, its first-order estimate.
 - `composition_scores`, `composition_baseline`: Q/K/V composition between heads.
-- `direct_logit_attribution`: each head's direct effect on the answer's logit.
+- `direct_logit_attribution`, `through_final_norm`: each head's direct effect on a logit.
+
+Layout: `hooks` (hook names, head outputs, shared checks) -> `sweep` (the engine that runs many
+intervened forwards) -> `ablation`, `patching`; `attribution`, `composition` and
+`logit_attribution` read `hooks` only.
 """
 
 from circuits.ablation import (
+    METHODS,
     ablate_head_set,
+    ablate_head_sets,
     ablate_heads,
+    derangement,
     layer_matched_random_heads,
     random_head_control,
 )
 from circuits.attribution import attribute_heads
 from circuits.composition import composition_baseline, composition_scores
-from circuits.logit_attribution import direct_logit_attribution
+from circuits.hooks import Head, Metric
+from circuits.logit_attribution import direct_logit_attribution, through_final_norm
 from circuits.patching import patch_heads
 
 __all__ = [
+    "METHODS",
+    "Head",
+    "Metric",
     "ablate_head_set",
+    "ablate_head_sets",
     "ablate_heads",
     "attribute_heads",
     "composition_baseline",
     "composition_scores",
+    "derangement",
     "direct_logit_attribution",
     "layer_matched_random_heads",
     "patch_heads",
     "random_head_control",
+    "through_final_norm",
 ]

@@ -8,19 +8,25 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from circuits.hooks import (
-    Head,
-    Metric,
-    Run,
-    ZEdit,
-    check_heads,
-    n_layers_heads,
-    sweep_head_z,
-    z_name,
-)
+from circuits.hooks import Head, Metric, check_heads, n_layers_heads, z_name
+from circuits.sweep import Run, ZEdit, sweep_head_z
 
 Method = Literal["zero", "mean", "resample", "pattern"]
 METHODS: tuple[str, ...] = ("zero", "mean", "resample", "pattern")
+
+
+def derangement(n: int, generator: torch.Generator) -> Int[Tensor, " n"]:
+    """A uniformly random permutation of `range(n)` with no fixed point, by rejection (P -> 1/e).
+
+    Resample ablation uses it so that no prompt receives its own activations; few-shot "flipped"
+    labels use it so that no label maps to itself.
+    """
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 elements, got {n}")
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        if not bool((perm == torch.arange(n)).any()):
+            return perm
 
 
 def _resample_rows(n_batch: int, n_reference: int, same_batch: bool, seed: int) -> Tensor:
@@ -29,11 +35,7 @@ def _resample_rows(n_batch: int, n_reference: int, same_batch: bool, seed: int) 
     if same_batch:
         if n_batch < 2:
             raise ValueError("resample ablation needs at least 2 prompts (or reference_tokens)")
-        # A uniformly random derangement, by rejection: P(no fixed point) -> 1/e.
-        while True:
-            rows = torch.randperm(n_batch, generator=generator)
-            if not bool((rows == torch.arange(n_batch)).any()):
-                return rows
+        return derangement(n_batch, generator)
     if n_reference >= n_batch:
         return torch.randperm(n_reference, generator=generator)[:n_batch]
     return torch.randint(n_reference, (n_batch,), generator=generator)
@@ -146,16 +148,36 @@ def ablate_heads(
     return out
 
 
-def _ablate_sets(
+def ablate_head_sets(
     model: TransformerBridge,
-    tokens: Tensor,
+    tokens: Int[Tensor, "batch pos"],
     metric: Metric,
     head_sets: Sequence[Sequence[Head]],
-    method: Method,
-    reference_tokens: Tensor | None,
-    seed: int,
+    method: Method = "zero",
+    reference_tokens: Int[Tensor, "ref_batch pos"] | None = None,
+    seed: int = 0,
+    *,
     progress: bool = False,
-) -> Tensor:
+) -> Float[Tensor, "set *per_prompt"]:  # noqa: F821 (a jaxtyping shape, not a name)
+    """`metric` with each set of heads ablated together (one run per set; methods as `ablate_heads`).
+
+    `metric` may return a 0-d tensor or one value per prompt (`[batch]`), e.g. each prompt's
+    correctness, so that a caller can put confidence intervals over prompts on every set.
+
+    Args:
+        model: A TransformerBridge in eval mode.
+        tokens: The prompts.
+        metric: Logits to a 0-d tensor, or to `[batch]` per-prompt values.
+        head_sets: Each a list of `(layer, head)` pairs ablated together (an empty set is the
+            unablated run).
+        method: `zero`, `mean`, `resample` or `pattern`.
+        reference_tokens: Reference batch for `mean`/`resample` (default `tokens`).
+        seed: Seed of the `resample` permutation.
+        progress: Show a progress bar.
+
+    Returns:
+        `[set]` (0-d metric) or `[set, batch]` (per-prompt metric) tensor of metric values.
+    """
     runs: list[Run] = [tuple(ZEdit(l, h) for l, h in check_heads(model, s)) for s in head_sets]
     return sweep_head_z(
         model,
@@ -164,6 +186,7 @@ def _ablate_sets(
         runs,
         ablation_source(model, tokens, method, reference_tokens, seed),
         freeze_patterns=method == "pattern",
+        per_prompt=True,
         progress=progress,
     ).values
 
@@ -177,24 +200,8 @@ def ablate_head_set(
     reference_tokens: Int[Tensor, "ref_batch pos"] | None = None,
     seed: int = 0,
 ) -> float:
-    """`metric` with all of `heads` ablated together, in one forward (methods as `ablate_heads`).
-
-    `metric` is called twice: on the unablated run, then on the ablated run (last), so a metric
-    that records per-prompt values can read the ablated ones from its last call.
-
-    Args:
-        model: A TransformerBridge in eval mode.
-        tokens: The prompts.
-        metric: Logits to a 0-d tensor.
-        heads: The `(layer, head)` pairs to ablate (an empty set gives the unablated metric).
-        method: `zero`, `mean`, `resample` or `pattern`.
-        reference_tokens: Reference batch for `mean`/`resample` (default `tokens`).
-        seed: Seed of the `resample` permutation.
-
-    Returns:
-        The metric of the ablated run.
-    """
-    return float(_ablate_sets(model, tokens, metric, [heads], method, reference_tokens, seed)[0])
+    """`metric` (0-d) with all of `heads` ablated together, in one forward (see `ablate_head_sets`)."""
+    return float(ablate_head_sets(model, tokens, metric, [heads], method, reference_tokens, seed)[0])
 
 
 def layer_matched_random_heads(
@@ -274,4 +281,4 @@ def random_head_control(
         `[draw]` tensor of metric values.
     """
     draws = layer_matched_random_heads(model, heads, n_draws, seed)
-    return _ablate_sets(model, tokens, metric, draws, method, reference_tokens, seed, progress)
+    return ablate_head_sets(model, tokens, metric, draws, method, reference_tokens, seed, progress=progress)

@@ -5,7 +5,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from circuits.hooks import Metric, ZEdit, n_layers_heads, sweep_head_z, z_name
+from circuits.hooks import Metric, n_layers_heads, z_name
+from circuits.sweep import ZEdit, sweep_head_z
 
 
 def patch_heads(

@@ -206,17 +206,37 @@ def test_unknown_method_names_the_allowed_ones():
     assert "resample" in str(raised.value)
 
 
-def test_ablate_head_set_scores_the_ablated_run_last():
-    """induction.fewshot reads per-prompt values from the metric's last call."""
-    model = native_model()
+@pytest.mark.parametrize("method", ["zero", "resample"])
+def test_ablate_head_sets_returns_per_prompt_values_of_the_naive_run(method):
+    """A per-prompt metric gives one row per set, each equal to the naive hooked run's values."""
+    model = native_model(ln_mlp=True)
     toks = tokens()
-    calls = []
+    per_prompt = lambda logits: logits[:, -1].log_softmax(-1)[:, 0]  # noqa: E731  [batch]
+    sets = [[], [(0, 1), (1, 3)], [(1, 0)]]
+    rows = _resample_rows(toks.shape[0], toks.shape[0], same_batch=True, seed=0)
+    values = circuits.ablate_head_sets(model, toks, per_prompt, sets, method=method)
+    assert values.shape == (3, toks.shape[0])
+    for i, heads in enumerate(sets):
+        expected = torch.tensor(_naive_per_prompt(model, toks, per_prompt, heads, method, rows))
+        torch.testing.assert_close(values[i], expected, atol=1e-5, rtol=0)
+    assert (values[1] - values[0]).abs().max() > 1e-3  # the ablation changes prompts' values
+    with pytest.raises(ValueError, match="0-d tensor"):  # the one-head sweep keeps the scalar contract
+        circuits.ablate_heads(model, toks, per_prompt)
 
-    def recording(logits):
-        calls.append(logit_diff(logits).item())
-        return logit_diff(logits)
 
-    value = circuits.ablate_head_set(model, toks, recording, [(0, 1), (1, 3)])
-    assert len(calls) == 2
-    assert calls[0] == pytest.approx(logit_diff(model(toks)).item(), abs=1e-6)
-    assert calls[-1] == value != pytest.approx(calls[0])
+def _naive_per_prompt(model, toks, per_prompt, heads, method, rows):
+    """naive_ablation's hooked run, returning the per-prompt values instead of a scalar."""
+    captured = []
+    naive_ablation(model, toks, lambda lg: captured.append(per_prompt(lg)) or per_prompt(lg).mean(), heads, method,
+                   rows=rows)
+    return captured[0].tolist()
+
+
+def test_derangement_has_no_fixed_point_and_is_seeded():
+    for seed in range(20):
+        perm = circuits.derangement(5, torch.Generator().manual_seed(seed))
+        assert sorted(perm.tolist()) == list(range(5)) and not (perm == torch.arange(5)).any()
+    same = [circuits.derangement(6, torch.Generator().manual_seed(1)).tolist() for _ in range(2)]
+    assert same[0] == same[1]
+    with pytest.raises(ValueError, match="at least 2"):
+        circuits.derangement(1, torch.Generator())

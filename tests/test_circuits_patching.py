@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from transformer_lens import patching as tl_patching
 from test_circuits_models import (  # noqa: F401 (single_thread is an autouse fixture)
     hf_model,
     logit_diff,
@@ -11,9 +10,11 @@ from test_circuits_models import (  # noqa: F401 (single_thread is an autouse fi
     single_thread,
     tokens,
 )
+from transformer_lens import patching as tl_patching
 
 import circuits
-from circuits import hooks
+from circuits import sweep
+from circuits.hooks import z_name
 
 
 def tl_patch(model, clean, corrupted, metric, by_pos=False):
@@ -69,10 +70,10 @@ def test_resumed_runs_equal_full_forwards():
     clean, corrupted = tokens(seed=1), tokens(seed=2)
     with torch.no_grad():
         _, cache = model.run_with_cache(clean)
-    runs = [(hooks.ZEdit(l, h, p),) for l in range(3) for h in range(4) for p in (None, 0, -1)]
-    args = (model, corrupted, logit_diff, runs, lambda layer: cache[hooks.z_name(layer)])
-    fast = hooks.sweep_head_z(*args)
-    slow = hooks.sweep_head_z(*args, resume=False)
+    runs = [(sweep.ZEdit(l, h, p),) for l in range(3) for h in range(4) for p in (None, 0, -1)]
+    args = (model, corrupted, logit_diff, runs, lambda layer: cache[z_name(layer)])
+    fast = sweep.sweep_head_z(*args)
+    slow = sweep.sweep_head_z(*args, resume=False)
     assert fast.resumed and not slow.resumed
     torch.testing.assert_close(fast.values, slow.values, atol=1e-5, rtol=0)
     assert fast.baseline == pytest.approx(slow.baseline)
@@ -83,15 +84,15 @@ def test_bridges_that_cannot_resume_fall_back_to_full_forwards(monkeypatch):
     model = native_model()
     clean, corrupted = tokens(seed=1), tokens(seed=2)
     expected = tl_patch(model, clean, corrupted, logit_diff)
-    original = hooks.run_from_resid_pre
+    original = sweep.run_from_resid_pre
 
     def capped(model, resid, layer):  # what the model's own forward would not do
         return 30 * torch.tanh(original(model, resid, layer) / 30)
 
-    monkeypatch.setattr(hooks, "run_from_resid_pre", capped)
+    monkeypatch.setattr(sweep, "run_from_resid_pre", capped)
     with torch.no_grad():
         logits, cache = model.run_with_cache(corrupted)
-    assert not hooks.resume_check(model, cache, logits, [0, 1])
+    assert not sweep.resume_check(model, cache, logits, [0, 1])
     actual = circuits.patch_heads(model, clean, corrupted, logit_diff)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
 
