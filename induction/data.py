@@ -25,8 +25,9 @@ class ToyDataConfig:
         d_vocab: vocabulary size, BOS included.
         seq_len: tokens per sequence, BOS included (the model's context).
         min_segment: shortest repeated segment (>= 2).
-        max_segment: longest repeated segment; None means (seq_len - 1) // 2, so every sequence
-            holds at least two occurrences of its segment.
+        max_segment: longest repeated segment; None means `segment_cap(d_vocab - BOS, seq_len - 1)`:
+            at least two occurrences of the segment per sequence, and no more tokens than the
+            vocabulary's distinct non-BOS tokens.
         bos_token_id: the token at position 0, or None for no BOS. Segment tokens never use it.
     """
 
@@ -37,7 +38,7 @@ class ToyDataConfig:
     bos_token_id: int | None = 0
 
     def __post_init__(self) -> None:
-        n_tokens = self.d_vocab - (self.bos_token_id is not None)
+        n_tokens = self.n_tokens
         if self.seq_len < 4:
             raise ValueError(f"seq_len must be >= 4, got {self.seq_len}")
         if self.bos_token_id is not None and not 0 <= self.bos_token_id < self.d_vocab:
@@ -52,8 +53,13 @@ class ToyDataConfig:
             )
 
     @property
+    def n_tokens(self) -> int:
+        """Distinct tokens a segment may use (the vocabulary less BOS)."""
+        return self.d_vocab - (self.bos_token_id is not None)
+
+    @property
     def resolved_max_segment(self) -> int:
-        return self.max_segment if self.max_segment is not None else (self.seq_len - 1) // 2
+        return self.max_segment if self.max_segment is not None else segment_cap(self.n_tokens, self.seq_len - 1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +68,12 @@ class ToyDataConfig:
     def from_dict(cls, d: dict[str, Any]) -> "ToyDataConfig":
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
+
+
+def segment_cap(n_tokens: int, body: int) -> int:
+    """The longest segment of distinct tokens that occurs at least twice in `body` positions:
+    min(body // 2, n_tokens). The one rule for the synthetic stream's and the prompts' periods."""
+    return max(0, min(body // 2, n_tokens))
 
 
 def tile_segments(

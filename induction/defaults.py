@@ -19,22 +19,23 @@ from typing import Callable
 
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.models import load_model, read_manifest
-from induction.train import TrainConfig, train
+from induction.models import load_model
+from induction.runs import read_manifest
+from induction.train import ModelConfig, TrainConfig, train
 
 CACHE_ENV = "INDUCTION_CACHE"
 
 
 def _fewshot_config() -> TrainConfig:
-    from induction.tasks import training_data
+    from induction.streams import training_data
 
-    base = TrainConfig()
-    return TrainConfig(data=training_data("fewshot", base.d_vocab, base.n_ctx))
+    model = ModelConfig()
+    return TrainConfig(model=model, data=training_data("fewshot", model.d_vocab, model.n_ctx))
 
 
 DEFAULTS: dict[str, Callable[[], TrainConfig]] = {
     "2l": TrainConfig,
-    "1l": lambda: TrainConfig(n_layers=1),
+    "1l": lambda: TrainConfig(model=ModelConfig(n_layers=1)),
     "fewshot": _fewshot_config,
 }
 

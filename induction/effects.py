@@ -1,171 +1,39 @@
-"""Each head's causal effect on in-context learning: metrics, corrupted runs and the effect report.
+"""Each head's causal effect, and the effect of a head set against layer-matched random heads.
 
-Metrics are functions of logits ``[batch, pos, d_vocab]`` returning a 0-d tensor, computed against the
-*clean* tokens' labels, so they can score ablated, patched and corrupted runs alike:
-- ``icl``: the ICL score (Olsson et al. 2022): mean loss at the late token minus at the early token
-  (`induction.icl.icl_positions`). Lower is more in-context learning.
-- ``repeat-loss``: mean loss over the tokens whose token occurred earlier in the sequence (the part
-  that only induction can predict).
-The corrupted run for patching keeps BOS and every position but draws fresh random tokens, so it has
-no repeats: activations from the clean run patched into it show which heads suffice to restore ICL.
+- `ablation_effects` / `patching_effects`: one head at a time (`circuits.ablate_heads`,
+  `circuits.patch_heads`, `circuits.attribute_heads`) on a `induction.metrics.MetricSetup`.
+- `head_set_ablation`: a set of heads ablated together against layer-matched random sets of the
+  same size (Crosbie & Shutova 2024), with per-prompt values so that every number has a bootstrap
+  interval over prompts. `induction ablate --top-k` (the ICL score) and `induction fewshot
+  --ablate` (few-shot accuracy) both use it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Sequence
 
+import numpy as np
 import torch
 from jaxtyping import Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 import circuits
-from induction.icl import icl_positions, stream_tokens, token_losses
-from induction.models import model_info
-from induction.prompts import duplicate_mask
-from induction.stats import bootstrap_mean_ci
+from circuits import Head
+from induction.checks import check_choice, check_min
+from induction.metrics import MetricSetup, PerPrompt
+from induction.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci, percentile_interval
 
-Metric = Callable[[Tensor], Tensor]
-METRICS = ("icl", "repeat-loss")
-ABLATION_METHODS = ("zero", "mean", "resample", "pattern")
+ABLATION_METHODS = circuits.METHODS
 PATCH_METHODS = ("exact", "attribution")
-
-
-def icl_metric(tokens: Int[Tensor, "batch pos"]) -> Metric:
-    """logits -> ICL score against `tokens`' labels (late-token loss minus early-token loss)."""
-    early, late = icl_positions(tokens.shape[1])
-
-    def metric(logits: Tensor) -> Tensor:
-        losses = token_losses(logits, tokens)
-        return losses[:, late - 1].mean() - losses[:, early - 1].mean()
-
-    return metric
-
-
-def repeat_loss_metric(tokens: Int[Tensor, "batch pos"], first_content_pos: int = 0) -> Metric:
-    """logits -> mean loss over the tokens that occurred earlier in their sequence."""
-    repeated = duplicate_mask(tokens, first_content_pos).any(-1)[:, 1:].float()  # labels at positions 1..
-
-    def metric(logits: Tensor) -> Tensor:
-        return (token_losses(logits, tokens) * repeated).sum() / repeated.sum().clamp_min(1.0)
-
-    return metric
-
-
-def corrupt(tokens: Int[Tensor, "batch pos"], d_vocab: int, bos: bool, generator: torch.Generator) -> Int[Tensor, "batch pos"]:
-    """Fresh uniform random tokens at every content position (BOS kept): no systematic repeats."""
-    out = torch.randint(int(bos), d_vocab, tokens.shape, generator=generator)
-    if bos:
-        out[:, 0] = tokens[:, 0]
-    return out
-
-
-@dataclass
-class MetricSetup:
-    """Tokens, a corrupted counterpart, and the metric, for one effect measurement."""
-
-    name: str
-    tokens: Tensor
-    corrupted: Tensor
-    metric: Metric
-    description: str
-
-
-def metric_setup(model: TransformerBridge, name: str, n_sequences: int = 32, seed: int = 0,
-                 seq_len: int | None = None) -> MetricSetup:
-    """The standard setups: the model's token stream (`induction.icl`) with `icl` or `repeat-loss`."""
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
-    tokens, data = stream_tokens(model, n_sequences, seed, seq_len)
-    bos = model_info(model).bos_token_id is not None
-    corrupted = corrupt(tokens, model.cfg.d_vocab, bos, torch.Generator().manual_seed(seed + 1))
-    metric = icl_metric(tokens) if name == "icl" else repeat_loss_metric(tokens, int(bos))
-    return MetricSetup(name, tokens, corrupted, metric, data)
-
-
-@dataclass
-class HeadEffectReport:
-    """`induction ablate` / `induction patch`: each head's value of the metric and its effect.
-
-    `values[l, h]` is the metric with head (l, h) ablated (or patched); `effect = value - baseline`,
-    where the baseline is the unablated run (ablation) or the corrupted run (patching). `control`,
-    when present, compares ablating a head set with layer-matched random sets.
-    """
-
-    model: str
-    command: str
-    method: str
-    metric: str
-    baseline: float
-    values: Tensor
-    reference: float | None = None
-    control: dict[str, Any] | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    columns = ("layer", "head", "value", "effect")
-
-    @property
-    def title(self) -> str:
-        return f"Head effects on {self.metric} ({self.command}, {self.method})"
-
-    @property
-    def effects(self) -> Tensor:
-        return self.values - self.baseline
-
-    def heads(self) -> list[dict[str, Any]]:
-        out = []
-        for layer in range(self.values.shape[0]):
-            for head in range(self.values.shape[1]):
-                value = float(self.values[layer, head])
-                out.append({"layer": layer, "head": head, "value": value, "effect": value - self.baseline})
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        out = {"model": self.model, "method": self.method, "metric": self.metric, "baseline": self.baseline,
-               "heads": self.heads(), "provenance": self.provenance}
-        if self.reference is not None:
-            out["clean"] = self.reference
-        if self.control is not None:
-            out["control"] = self.control
-        return out
-
-    def rows(self) -> list[dict[str, Any]]:
-        return sorted(self.heads(), key=lambda r: -abs(r["effect"]))
-
-    def summary(self) -> list[str]:
-        what = "unablated run" if self.command == "ablate" else "corrupted run"
-        lines = [f"model: {self.model}", f"baseline ({what}): {self.baseline:.4f}"]
-        if self.reference is not None:
-            lines.append(f"clean run: {self.reference:.4f}")
-        top = self.rows()[:3]
-        lines.append("largest effects: " + ", ".join(f"L{r['layer']}H{r['head']} {r['effect']:+.3f}" for r in top))
-        if self.control:
-            c = self.control
-            lines.append(
-                f"ablating {c['heads_label']} together: {c['value']:.4f} (effect {c['effect']:+.3f}); "
-                f"{len(c['random_values'])} layer-matched random sets ({c['distinct_random_sets']} distinct): mean "
-                f"{c['random_mean']:.4f} [95% CI {c['random_ci'][0]:.4f}, {c['random_ci'][1]:.4f}]"
-            )
-        return lines
-
-    def to_dataframe(self):
-        from induction.report import to_dataframe
-
-        return to_dataframe(self)
-
-    def plot(self):
-        from induction.plots import plot_effects
-
-        return plot_effects(self)
 
 
 def ablation_effects(
     model: TransformerBridge, setup: MetricSetup, method: str = "zero", seed: int = 0, progress: bool = False
 ) -> tuple[float, Tensor]:
     """(baseline, values[layer, head]) of ablating one head at a time."""
-    if method not in ABLATION_METHODS:
-        raise ValueError(f"unknown ablation method {method!r}; choose one of {', '.join(ABLATION_METHODS)}")
+    check_choice("ablation method", method, ABLATION_METHODS)
     with torch.no_grad():
         baseline = float(setup.metric(model(setup.tokens)))
     values = circuits.ablate_heads(model, setup.tokens, setup.metric, method=method, seed=seed, progress=progress)
@@ -180,8 +48,7 @@ def patching_effects(
     For `attribution`, values are the corrupted baseline plus the attribution estimate, so `effect`
     has the same meaning for both methods.
     """
-    if method not in PATCH_METHODS:
-        raise ValueError(f"unknown patching method {method!r}; choose one of {', '.join(PATCH_METHODS)}")
+    check_choice("patching method", method, PATCH_METHODS)
     with torch.no_grad():
         baseline = float(setup.metric(model(setup.corrupted)))
         clean = float(setup.metric(model(setup.tokens)))
@@ -192,40 +59,124 @@ def patching_effects(
     return baseline, clean, values
 
 
-def controllable(heads: list[tuple[int, int]], n_heads: int) -> list[tuple[int, int]]:
+def controllable(heads: list[Head], n_heads: int) -> list[Head]:
     """The first heads of `heads` (strongest first) keeping at most half of any layer's heads, so a
     disjoint layer-matched random set exists for the control."""
-    kept: list[tuple[int, int]] = []
+    kept: list[Head] = []
     for layer, head in heads:
         if sum(1 for lk, _ in kept if lk == layer) < n_heads // 2:
             kept.append((layer, head))
     return sorted(kept)
 
 
-def set_ablation_control(
-    model: TransformerBridge, setup: MetricSetup, heads: list[tuple[int, int]], method: str = "zero",
-    n_draws: int = 10, seed: int = 0, label: str | None = None,
-) -> dict[str, Any]:
-    """Ablate `heads` together and compare with layer-matched random head sets (Crosbie & Shutova 2024)."""
-    draws = circuits.layer_matched_random_heads(model, heads, n_draws, seed)
-    value = circuits.ablate_head_set(model, setup.tokens, setup.metric, heads, method=method, seed=seed)
-    random_values = circuits.random_head_control(model, setup.tokens, setup.metric, heads, method=method,
-                                                 n_draws=n_draws, seed=seed)
-    with torch.no_grad():
-        baseline = float(setup.metric(model(setup.tokens)))
-    rv = random_values.double().numpy()
-    lo, hi = bootstrap_mean_ci(rv, seed=seed) or (float(rv.mean()), float(rv.mean()))
-    return {
-        "heads": [list(h) for h in heads],
-        "heads_label": label or ", ".join(f"L{layer}H{h}" for layer, h in heads),
-        "value": value,
-        "effect": value - baseline,
-        "random_sets": [[list(h) for h in s] for s in draws],
-        "random_values": rv.tolist(),
-        "random_mean": float(rv.mean()),
-        "random_effect": float(rv.mean() - baseline),
-        "random_ci": [lo, hi],
-        "random_effect_ci": [lo - baseline, hi - baseline],
-        "distinct_random_sets": len({tuple(s) for s in draws}),
-    }
+# ---- a head set against layer-matched random sets ------------------------------------------------
 
+
+@dataclass
+class HeadSetResult:
+    """Per-prompt values with one head set ablated (the empty set: the unablated model).
+
+    `values[b, q]` is quantity q of prompt b (`HeadSetAblation.quantities` names them).
+    """
+
+    heads: list[Head]
+    values: Tensor = field(repr=False)
+
+    def mean(self, q: int = 0) -> float:
+        return float(self.values[:, q].double().mean())
+
+
+@dataclass
+class HeadSetAblation:
+    """Ablating `target` heads together vs `random` layer-matched head sets (Crosbie & Shutova 2024).
+
+    Intervals are percentile bootstraps (`induction.stats`): over prompts for one set's mean
+    (`ci`), over draws for the random sets' mean (`random_ci`), and jointly over prompts and
+    draws for `difference` = (random sets' mean) - (target set's mean) (`difference_ci`).
+    """
+
+    quantities: tuple[str, ...]
+    method: str
+    baseline: HeadSetResult
+    target: HeadSetResult
+    random: list[HeadSetResult]
+    n_bootstrap: int = DEFAULT_RESAMPLES
+    level: float = DEFAULT_LEVEL
+    seed: int = 0
+
+    def q(self, quantity: str | int) -> int:
+        return self.quantities.index(quantity) if isinstance(quantity, str) else quantity
+
+    def ci(self, result: HeadSetResult, quantity: str | int = 0) -> tuple[float, float] | None:
+        interval = bootstrap_ci(result.values[:, self.q(quantity)], self.n_bootstrap, self.level, self.seed)
+        return None if interval is None else (float(interval[0]), float(interval[1]))
+
+    def random_means(self, quantity: str | int = 0) -> np.ndarray:
+        """Each random draw's mean over prompts."""
+        return np.array([r.mean(self.q(quantity)) for r in self.random])
+
+    def random_mean(self, quantity: str | int = 0) -> float:
+        return float(self.random_means(quantity).mean())
+
+    def random_ci(self, quantity: str | int = 0) -> tuple[float, float] | None:
+        interval = bootstrap_ci(self.random_means(quantity), self.n_bootstrap, self.level, self.seed)
+        return None if interval is None else (float(interval[0]), float(interval[1]))
+
+    def difference(self, quantity: str | int = 0) -> float:
+        return self.random_mean(quantity) - self.target.mean(self.q(quantity))
+
+    def difference_ci(self, quantity: str | int = 0) -> tuple[float, float] | None:
+        """Joint bootstrap over prompts (shared by every set) and draws of `difference`."""
+        q = self.q(quantity)
+        target = self.target.values[:, q].double().numpy()
+        rand = np.stack([r.values[:, q].double().numpy() for r in self.random])  # [draw, prompt]
+        if self.n_bootstrap <= 0 or len(target) < 2:
+            return None
+        rng = np.random.default_rng(self.seed)
+        prompts = rng.integers(0, len(target), size=(self.n_bootstrap, len(target)))
+        draws = rng.integers(0, len(rand), size=(self.n_bootstrap, len(rand)))
+        samples = np.array([rand[draws[b]][:, prompts[b]].mean() - target[prompts[b]].mean()
+                            for b in range(self.n_bootstrap)])
+        lo, hi = percentile_interval(samples, self.level)
+        return float(lo), float(hi)
+
+    @property
+    def n_distinct_random_sets(self) -> int:
+        """Distinct random head sets among the draws (few when the layers have few other heads)."""
+        return len({tuple(r.heads) for r in self.random})
+
+
+def head_set_ablation(
+    model: TransformerBridge,
+    tokens: Int[Tensor, "batch pos"],
+    per_prompt: PerPrompt,
+    heads: Sequence[Head],
+    quantities: Sequence[str] = ("value",),
+    method: str = "zero",
+    n_draws: int = 10,
+    seed: int = 0,
+    n_bootstrap: int = DEFAULT_RESAMPLES,
+    progress: bool = False,
+) -> HeadSetAblation:
+    """Ablate `heads` together, and each of `n_draws` layer-matched random sets, on `tokens`.
+
+    Args:
+        per_prompt: logits -> `[batch]` or `[batch, len(quantities)]` per-prompt values.
+        heads: the head set (`(layer, head)` pairs).
+        quantities: names of the per-prompt values' columns.
+        method: `circuits.METHODS` (zero, mean, resample, pattern).
+        n_draws: random sets (`circuits.layer_matched_random_heads(model, heads, n_draws, seed)`).
+    """
+    check_choice("ablation method", method, ABLATION_METHODS)
+    check_min("n_draws", n_draws, 1)
+    target = [(int(layer), int(h)) for layer, h in heads]
+    draws = circuits.layer_matched_random_heads(model, target, n_draws, seed)
+    sets = [[], target, *draws]
+    values = circuits.ablate_head_sets(model, tokens, per_prompt, sets, method=method, seed=seed, progress=progress)
+    if values.ndim == 2:  # [set, batch]: one quantity
+        values = values[..., None]
+    if values.shape[-1] != len(quantities):
+        raise ValueError(f"per_prompt returned {values.shape[-1]} values per prompt for quantities {list(quantities)}")
+    results = [HeadSetResult(heads=list(s), values=v) for s, v in zip(sets, values)]
+    return HeadSetAblation(quantities=tuple(quantities), method=method, baseline=results[0], target=results[1],
+                           random=results[2:], n_bootstrap=n_bootstrap, seed=seed)

@@ -15,24 +15,56 @@ in-context copying can predict).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.data import ToyDataConfig, sample_batch
+from induction.checks import check_min
+from induction.data import ToyDataConfig, sample_batch, segment_cap
+from induction.losses import per_token_loss
 from induction.models import model_info
-from induction.stats import bootstrap_mean_ci
+from induction.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
 
 
 class ICLDataError(ValueError):
     """A token stream that cannot give an ICL score (no tokenizer, too short, too long, ...)."""
+
+
+@dataclass
+class ICLConfig:
+    """Settings of the ICL score.
+
+    Attributes:
+        n_sequences: sequences (the unit of the bootstrap interval), >= 1.
+        seq_len: tokens per sequence, BOS included; None means min(context, 512).
+        text: a text file whose non-overlapping windows are the sequences (models with a
+            tokenizer); None means the model's synthetic stream (module docstring).
+        batch_size: sequences per forward pass, >= 1.
+        n_bootstrap: bootstrap resamples for the interval; 0 disables it.
+        seed: seeds the synthetic sequences and the bootstrap.
+    """
+
+    n_sequences: int = 64
+    seq_len: int | None = None
+    text: str | os.PathLike[str] | None = None
+    batch_size: int = 16
+    n_bootstrap: int = DEFAULT_RESAMPLES
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_min("the ICL score's n_sequences", self.n_sequences, 1, ICLDataError)
+        if self.seq_len is not None and self.seq_len < 3:
+            raise ICLDataError(f"sequences of {self.seq_len} tokens are too short for an ICL score")
+        check_min("batch_size", self.batch_size, 1, ICLDataError)
+        check_min("n_bootstrap", self.n_bootstrap, 0, ICLDataError)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -62,53 +94,36 @@ def icl_positions(seq_len: int) -> tuple[int, int]:
     return early, late
 
 
-def token_losses(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
-    """Cross-entropy of token t+1 given the logits at t."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none").view(
-        tokens.shape[0], -1
-    )
-
-
-@torch.no_grad()
-def per_token_loss(
-    model: TransformerBridge, tokens: Int[Tensor, "batch pos"], batch_size: int = 16, progress: bool = False
-) -> Float[Tensor, "batch pos"]:
-    """Cross-entropy of each token given the ones before it; column 0 (no context) is NaN."""
-    if tokens.shape[1] > model.cfg.n_ctx:
-        raise ICLDataError(f"sequence length {tokens.shape[1]} exceeds the model's context of {model.cfg.n_ctx} tokens")
-    out = []
-    for start in tqdm(range(0, tokens.shape[0], batch_size), desc="loss", disable=not progress, leave=False):
-        chunk = tokens[start : start + batch_size]
-        nan = torch.full((chunk.shape[0], 1), float("nan"))
-        out.append(torch.cat([nan, token_losses(model(chunk), chunk)], dim=1))
-    return torch.cat(out)
+def per_sequence_icl(losses: Tensor) -> Tensor:
+    """Each sequence's ICL score from its `induction.losses` layout `[batch, pos]`: late minus early loss."""
+    early, late = icl_positions(losses.shape[1])
+    return losses[:, late] - losses[:, early]
 
 
 def default_stream_config(model: TransformerBridge, seq_len: int | None = None) -> ToyDataConfig:
     """The model's training stream if it recorded one, else the same construction over its vocabulary."""
     info = model_info(model)
-    n_ctx = model.cfg.n_ctx
     if info.data:
         cfg = ToyDataConfig.from_dict(info.data)
         if seq_len is not None and seq_len != cfg.seq_len:
-            n_tokens = cfg.d_vocab - (cfg.bos_token_id is not None)
-            cap = min((seq_len - 1) // 2, n_tokens)
-            cfg = ToyDataConfig.from_dict({**cfg.to_dict(), "seq_len": seq_len, "max_segment": cap,
-                                           "min_segment": min(cfg.min_segment, cap)})
+            cap = segment_cap(cfg.n_tokens, seq_len - 1)
+            cfg = replace(cfg, seq_len=seq_len, max_segment=cap, min_segment=min(cfg.min_segment, cap))
         return cfg
-    seq_len = seq_len or min(n_ctx, 512)
-    n_tokens = model.cfg.d_vocab - (info.bos_token_id is not None)
-    max_segment = min((seq_len - 1) // 2, n_tokens)
-    return ToyDataConfig(
-        d_vocab=model.cfg.d_vocab, seq_len=seq_len, min_segment=min(4, max_segment),
-        max_segment=max_segment, bos_token_id=info.bos_token_id,
-    )
+    seq_len = seq_len or min(model.cfg.n_ctx, 512)
+    cap = segment_cap(model.cfg.d_vocab - (info.bos_token_id is not None), seq_len - 1)
+    return ToyDataConfig(d_vocab=model.cfg.d_vocab, seq_len=seq_len, min_segment=min(4, cap), max_segment=cap,
+                         bos_token_id=info.bos_token_id)
+
+
+def check_fits(model: TransformerBridge, seq_len: int) -> None:
+    if seq_len > model.cfg.n_ctx:
+        raise ICLDataError(f"sequence length {seq_len} exceeds the model's context of {model.cfg.n_ctx} tokens")
 
 
 def stream_tokens(model: TransformerBridge, n_sequences: int, seed: int, seq_len: int | None = None) -> tuple[Tensor, str]:
+    """`n_sequences` of the model's synthetic stream (`default_stream_config`) and their description."""
     cfg = default_stream_config(model, seq_len)
-    if cfg.seq_len > model.cfg.n_ctx:
-        raise ICLDataError(f"sequence length {cfg.seq_len} exceeds the model's context of {model.cfg.n_ctx} tokens")
+    check_fits(model, cfg.seq_len)
     gen = torch.Generator().manual_seed(seed)
     return sample_batch(cfg, n_sequences, gen), f"synthetic repeated segments ({cfg.min_segment}-{cfg.resolved_max_segment} tokens)"
 
@@ -129,8 +144,7 @@ def text_tokens(
         raise ICLDataError(f"cannot read text file {path}: {exc}") from None
     ids = tok(text, add_special_tokens=False)["input_ids"]
     seq_len = seq_len or min(model.cfg.n_ctx, 512)
-    if seq_len > model.cfg.n_ctx:
-        raise ICLDataError(f"sequence length {seq_len} exceeds the model's context of {model.cfg.n_ctx} tokens")
+    check_fits(model, seq_len)
     bos = model_info(model).bos_token_id
     body = seq_len - (bos is not None)
     n_windows = min(n_sequences, len(ids) // body)
@@ -142,33 +156,39 @@ def text_tokens(
     return windows, f"text file {path.name} ({n_windows} windows)"
 
 
+def icl_tokens(model: TransformerBridge, cfg: ICLConfig) -> tuple[Tensor, str]:
+    """The sequences `cfg` asks for: `text` windows, else the synthetic stream."""
+    if cfg.text is not None:
+        return text_tokens(model, cfg.text, cfg.n_sequences, cfg.seq_len)
+    return stream_tokens(model, cfg.n_sequences, cfg.seed, cfg.seq_len)
+
+
 def icl_score(
     model: TransformerBridge,
+    cfg: ICLConfig | None = None,
+    *,
     tokens: Int[Tensor, "batch pos"] | None = None,
-    n_sequences: int = 64,
-    seed: int = 0,
-    seq_len: int | None = None,
-    text: str | os.PathLike[str] | None = None,
-    batch_size: int = 16,
-    n_bootstrap: int = 1000,
     progress: bool = False,
+    **overrides: Any,
 ) -> ICLScore:
     """The ICL score of `model` (module docstring) with a bootstrap CI over sequences.
 
     Args:
-        tokens: sequences to use; otherwise `text` windows, otherwise the synthetic stream.
-        n_sequences, seed, seq_len: how many sequences of which length to draw.
+        cfg: the settings (`ICLConfig`); keyword `overrides` replace its fields
+            (``icl_score(model, n_sequences=8)``).
+        tokens: sequences to use instead of those `cfg` describes.
+        progress: a progress bar over batches.
     """
+    cfg = replace(cfg or ICLConfig(), **overrides) if overrides else (cfg or ICLConfig())
     if tokens is not None:
         data = "given tokens"
-    elif text is not None:
-        tokens, data = text_tokens(model, text, n_sequences, seq_len)
+        check_fits(model, tokens.shape[1])
     else:
-        tokens, data = stream_tokens(model, n_sequences, seed, seq_len)
+        tokens, data = icl_tokens(model, cfg)
     early, late = icl_positions(tokens.shape[1])
-    losses = per_token_loss(model, tokens, batch_size, progress)
-    diff = (losses[:, late] - losses[:, early]).double().numpy()
-    ci = bootstrap_mean_ci(diff, n_bootstrap, seed=seed)
+    losses = per_token_loss(model, tokens, cfg.batch_size, progress)
+    diff = per_sequence_icl(losses).double().numpy()
+    ci = bootstrap_mean_ci(diff, cfg.n_bootstrap, seed=cfg.seed)
     return ICLScore(
         score=float(diff.mean()), early_loss=float(losses[:, early].mean()), late_loss=float(losses[:, late].mean()),
         early_pos=early, late_pos=late, ci=ci, n_sequences=int(tokens.shape[0]), seq_len=int(tokens.shape[1]), data=data,

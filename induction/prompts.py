@@ -11,14 +11,18 @@ so they stay right for any token sequence, including accidental repeats.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from induction.data import distinct_random_tokens, tile_segments
+from induction.checks import check_min
+from induction.data import distinct_random_tokens, segment_cap, tile_segments
 
 
 class PromptError(ValueError):
@@ -52,8 +56,7 @@ class RepeatedTokensConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.n_prompts < 1:
-            raise PromptError(f"n_prompts must be >= 1, got {self.n_prompts}")
+        check_min("n_prompts", self.n_prompts, 1, PromptError)
         if self.seq_len is not None and self.seq_len < 5:
             raise PromptError(f"seq_len must be >= 5, got {self.seq_len}")
         if self.exclude_top < 0 or self.exclude_bottom < 0:
@@ -123,7 +126,7 @@ def repeated_random_tokens(
     seq_len = resolve_seq_len(cfg, n_ctx)
     body = seq_len - (bos_token_id is not None)
     allowed = allowed_tokens(d_vocab, bos_token_id, token_freqs, cfg.exclude_top, cfg.exclude_bottom, special_ids)
-    max_p = cfg.max_period if cfg.max_period is not None else min(body // 2, allowed.numel())
+    max_p = cfg.max_period if cfg.max_period is not None else segment_cap(allowed.numel(), body)
     # Default shortest period: body/8, but low enough that at least ~6 distinct periods are drawn
     # (a small vocabulary caps max_p), so no single fixed offset lines up with most prompts.
     min_p = cfg.min_period if cfg.min_period is not None else max(3, min(body // 8, max_p - 5))
@@ -166,3 +169,17 @@ def previous_mask(seq: int, first_content_pos: int = 0, device: torch.device | s
     q = torch.arange(first_content_pos + 1, seq, device=device)
     mask[q, q - 1] = True
     return mask
+
+
+def read_token_freqs(path: str | os.PathLike[str]) -> Tensor:
+    """A token frequency table from a JSON list of counts, one per token id."""
+    path = Path(path)
+    try:
+        counts = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PromptError(f"--freqs {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise PromptError(f"--freqs {path} is not a JSON list of counts ({str(exc).splitlines()[0]})") from None
+    if not isinstance(counts, list) or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in counts):
+        raise PromptError(f"--freqs {path} must hold a JSON list of numbers, one per token id")
+    return torch.tensor(counts, dtype=torch.float)

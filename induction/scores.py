@@ -30,15 +30,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from circuits import through_final_norm
+from circuits.hooks import FINAL_SCALE, pattern_name, v_name
+from induction.checks import check_min, check_range
 from induction.models import model_info
 from induction.prompts import (
+    PromptError,
     RepeatedTokens,
     RepeatedTokensConfig,
     duplicate_mask,
@@ -46,6 +49,7 @@ from induction.prompts import (
     previous_mask,
     repeated_random_tokens,
 )
+from induction.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci
 
 SCORE_NAMES = ("prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token")
 _PROMPT_SCORES = ("prefix_matching", "copying", "previous_token", "duplicate_token")
@@ -69,18 +73,14 @@ class ScoreConfig:
     batch_size: int = 16
     prefix_threshold: float = 0.4
     copying_threshold: float = 0.5
-    n_bootstrap: int = 1000
-    ci_level: float = 0.95
+    n_bootstrap: int = DEFAULT_RESAMPLES
+    ci_level: float = DEFAULT_LEVEL
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 <= self.prefix_threshold <= 1.0:
-            raise ValueError(f"prefix_threshold must be in [0, 1], got {self.prefix_threshold}")
-        if not -1.0 <= self.copying_threshold <= 1.0:
-            raise ValueError(f"copying_threshold must be in [-1, 1], got {self.copying_threshold}")
-        if self.n_bootstrap < 0:
-            raise ValueError(f"n_bootstrap must be >= 0, got {self.n_bootstrap}")
+        check_min("batch_size", self.batch_size, 1)
+        check_range("prefix_threshold", self.prefix_threshold, 0, 1)
+        check_range("copying_threshold", self.copying_threshold, -1, 1)
+        check_min("n_bootstrap", self.n_bootstrap, 0)
         if not 0.0 < self.ci_level < 1.0:
             raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
 
@@ -150,8 +150,6 @@ def score_heads(
     if prompts is None:
         prompts = build_prompts(model, cfg.prompts, token_freqs)
     elif prompts.tokens.shape[1] > model.cfg.n_ctx:
-        from induction.prompts import PromptError
-
         raise PromptError(f"prompt length {prompts.tokens.shape[1]} exceeds the model's context of {model.cfg.n_ctx} tokens")
     per_prompt = {name: [] for name in _PROMPT_SCORES}
     n = prompts.tokens.shape[0]
@@ -162,7 +160,7 @@ def score_heads(
             per_prompt[name].append(value)
     stacked = {name: torch.cat(values) for name, values in per_prompt.items()}
     means = {name: values.mean(0) for name, values in stacked.items()}
-    ci = bootstrap_ci(stacked, cfg.n_bootstrap, cfg.ci_level, seed=cfg.prompts.seed)
+    ci = bootstrap_intervals(stacked, cfg.n_bootstrap, cfg.ci_level, seed=cfg.prompts.seed)
     ov = copying_ov_scores(model)
     is_induction = (means["prefix_matching"] >= cfg.prefix_threshold) & (means["copying"] >= cfg.copying_threshold)
     return HeadScores(
@@ -194,8 +192,7 @@ def build_prompts(
 def _score_batch(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], first: int) -> dict[str, Tensor]:
     """Per-prompt scores [batch, layer, head_index] from one forward pass."""
     n_layers = model.cfg.n_layers
-    names = {f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)}
-    names |= {f"blocks.{layer}.attn.hook_v" for layer in range(n_layers)}
+    names = {pattern_name(layer) for layer in range(n_layers)} | {v_name(layer) for layer in range(n_layers)}
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
     seq = tokens.shape[1]
     dup = duplicate_mask(tokens, first).float()
@@ -207,26 +204,16 @@ def _score_batch(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], fir
     content = (torch.arange(seq, device=tokens.device) >= first).float()
     out: dict[str, list[Tensor]] = {name: [] for name in _PROMPT_SCORES}
     for layer in range(n_layers):
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"].float()  # [batch, head_index, query_pos, key_pos]
+        pattern = cache[pattern_name(layer)].float()  # [batch, head_index, query_pos, key_pos]
         out["prefix_matching"].append(torch.einsum("bhqk,bqk->bh", pattern, pre) / n_rows[:, None])
         out["duplicate_token"].append(torch.einsum("bhqk,bqk->bh", pattern, dup) / n_rows[:, None])
         out["previous_token"].append(torch.einsum("bhqk,qk->bh", pattern, prev) / prev_rows.sum().clamp_min(1.0))
-        v = cache[f"blocks.{layer}.attn.hook_v"]  # [batch, key_pos, head_index(kv), d_head]
+        v = cache[v_name(layer)]  # [batch, key_pos, head_index(kv), d_head]
         source_score = copy_source_scores(model, layer, v, tokens)  # [batch, head_index, key_pos]
         weights = pattern * rows[:, None, :, None] * content[None, None, None, :]
         num = torch.einsum("bhqk,bhk->bh", weights, source_score)
         out["copying"].append(num / weights.sum((-1, -2)).clamp_min(1e-12))
     return {name: torch.stack(values, dim=1) for name, values in out.items()}
-
-
-def final_norm(model: TransformerBridge) -> tuple[bool, Tensor | None]:
-    """(centres?, weight) of the final normalisation, for linearised direct logit contributions."""
-    norm_type = (getattr(model.cfg, "normalization_type", None) or "").upper()
-    centres = norm_type in ("LN", "LNPRE")
-    module = getattr(model, "ln_final", None)
-    inner = getattr(module, "original_component", module)
-    weight = getattr(inner, "weight", None)
-    return centres, (weight.detach() if isinstance(weight, Tensor) else None)
 
 
 def copy_source_scores(
@@ -242,16 +229,14 @@ def copy_source_scores(
         v = v.repeat_interleave(n_heads // v.shape[2], dim=2)
     W_O = model.W_O[layer].detach()  # [head_index, d_head, d_model]
     W_U = model.W_U.detach()  # [d_model, d_vocab]
-    centres, weight = final_norm(model)
-    out = torch.einsum("bkhd,hdm->bhkm", v.float(), W_O.float())  # [batch, head_index, key_pos, d_model]
-    if centres:
-        out = out - out.mean(-1, keepdim=True)
-    if weight is not None:
-        out = out * weight.float()
+    out = torch.einsum("bkhd,hdm->hbkm", v.float(), W_O.float())  # [head_index, batch, key_pos, d_model]
+    # The final norm, linearised with its scale frozen at 1 (the ratios below do not depend on it).
+    scale = torch.ones(*out.shape[1:3], 1, device=out.device) if FINAL_SCALE in model.hook_dict else None
+    out = through_final_norm(model, out.to(W_U.dtype), scale).float().transpose(0, 1)  # [batch, head_index, ...]
     batch, _, seq, d_model = out.shape
     flat = out.reshape(-1, d_model)
     own = tokens[:, None, :].expand(batch, n_heads, seq).reshape(-1)
-    scores = torch.empty(flat.shape[0])
+    scores = torch.empty(flat.shape[0], device=flat.device)
     chunk = max(1, max_elements // W_U.shape[1])
     for i in range(0, flat.shape[0], chunk):
         logits = flat[i : i + chunk] @ W_U.float()
@@ -277,21 +262,15 @@ def copying_ov_scores(model: TransformerBridge) -> Float[Tensor, "layer head_ind
     return (eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-30)).float()
 
 
-def bootstrap_ci(
+def bootstrap_intervals(
     per_prompt: dict[str, Tensor], n_bootstrap: int, level: float, seed: int = 0
 ) -> dict[str, Tensor]:
-    """Percentile bootstrap intervals over prompts of each score's mean: name -> [..., 2]."""
-    if n_bootstrap == 0:
-        return {}
-    first = next(iter(per_prompt.values()))
-    n = first.shape[0]
-    rng = np.random.default_rng(seed)
-    idx = torch.from_numpy(rng.integers(0, n, size=(n_bootstrap, n)))
-    lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+    """`induction.stats.bootstrap_ci` over prompts of each score's mean: name -> [..., 2]."""
     out = {}
     for name, values in per_prompt.items():
-        means = values[idx].mean(1)  # [n_bootstrap, ...]
-        out[name] = torch.stack([means.quantile(lo, dim=0), means.quantile(hi, dim=0)], dim=-1)
+        interval = bootstrap_ci(values, n_bootstrap, level, seed)
+        if interval is not None:
+            out[name] = torch.from_numpy(interval).float()
     return out
 
 

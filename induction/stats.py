@@ -1,4 +1,9 @@
-"""Bootstrap confidence intervals, the one statistical tool every report uses."""
+"""Statistics every report shares: percentile-bootstrap intervals and rank correlation.
+
+One rule for intervals: the percentile bootstrap (Efron & Tibshirani 1993) at `level`, i.e. the
+(1 - level)/2 and (1 + level)/2 quantiles of resampled statistics (`percentile_interval`). The
+resampling unit is the first axis (prompts, sequences, or random draws).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,41 @@ import numpy as np
 import torch
 from torch import Tensor
 
+DEFAULT_RESAMPLES = 1000
+DEFAULT_LEVEL = 0.95
+
+
+def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> np.ndarray:
+    """The percentile interval of resampled statistics `samples` (first axis): `[..., 2]` (low, high)."""
+    lo, hi = np.quantile(np.asarray(samples, dtype=np.float64), [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return np.stack([lo, hi], axis=-1)
+
+
+def bootstrap_means(values: np.ndarray | Tensor, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+    """Means of `n_bootstrap` resamples (with replacement) of the first axis: `[n_bootstrap, ...]`."""
+    x = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n_bootstrap, len(x)))
+    return x[idx].mean(axis=1)
+
+
+def bootstrap_ci(
+    values: np.ndarray | Tensor, n_bootstrap: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL, seed: int = 0
+) -> np.ndarray | None:
+    """Percentile bootstrap interval of the mean over the first axis, for every trailing entry:
+    `[..., 2]`; None when there are fewer than two values or no resamples."""
+    if n_bootstrap <= 0 or len(values) < 2:
+        return None
+    return percentile_interval(bootstrap_means(values, n_bootstrap, seed), level)
+
 
 def bootstrap_mean_ci(
-    values: np.ndarray | Tensor | list[float], n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0
+    values: np.ndarray | Tensor | list[float], n_bootstrap: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
+    seed: int = 0,
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean of `values` (resampling its first axis); None when
-    there are fewer than two values or no resamples."""
-    x = np.asarray(values, dtype=np.float64)
-    if n_bootstrap <= 0 or len(x) < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_bootstrap, len(x)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
+    """`bootstrap_ci` of a 1-D sample, as a (low, high) pair (None as there)."""
+    ci = bootstrap_ci(np.asarray(values, dtype=np.float64), n_bootstrap, level, seed)
+    return None if ci is None else (float(ci[0]), float(ci[1]))
 
 
 def average_ranks(x: Tensor) -> Tensor:

@@ -43,26 +43,18 @@ stream of `induction.data`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Hashable
 
 import torch
-from jaxtyping import Int
-from torch import Tensor
 
-from induction.data import ToyDataConfig, distinct_random_tokens
-from induction.data import sample_batch as sample_repeated_batch
+from induction.checks import check_choice
+from induction.vocab import FewShotDataConfig, TaskError, ToyVocab
 
 TOY_TASKS = ("lookup", "rule", "classification")
 TEXT_TASKS = ("antonyms", "country_capital", "word_category")
 TASKS = TOY_TASKS + TEXT_TASKS
-STREAMS = ("fewshot", "mixture")
-
-
-class TaskError(ValueError):
-    """A task, its settings or its prompts that cannot be built (names the allowed values)."""
 
 
 # ---- episodes ----------------------------------------------------------------------------------
@@ -111,188 +103,6 @@ def _sample_distinct(items: tuple | list, n: int, generator: torch.Generator) ->
     if n > len(items):
         raise TaskError(f"cannot draw {n} distinct items from {len(items)}")
     return [items[int(i)] for i in torch.randperm(len(items), generator=generator)[:n]]
-
-
-# ---- the toy vocabulary ------------------------------------------------------------------------
-
-
-@dataclass
-class FewShotDataConfig:
-    """The toy few-shot tasks' vocabulary layout and the training stream's settings.
-
-    The layout fields fix which token is what (module docstring); a model trained on this stream
-    records them (as `to_dict()`) so that its prompts use the same tokens. Sizes left at None are
-    derived from the vocabulary (`resolved()`): for the default 128-token vocabulary, 16 unrelated
-    tokens, 54 inputs and 54 labels, a rule over 20 tokens and 8 classes of 4 exemplars.
-
-    Attributes:
-        d_vocab: vocabulary size, BOS and the two reserved tokens included.
-        seq_len: tokens per training sequence, BOS included.
-        bos_token_id: the token at position 0, or None for no BOS.
-        sep: prompts read ``x SEP y DELIM`` (query ``x SEP``); False (default) drops SEP (``x y DELIM``,
-            query ``x``), the format a one-token induction head answers and the default toy model
-            learns (module docstring).
-        n_unrelated: reserved content tokens for the label manipulations (None: round(content / 8)).
-        rule_size: inputs (and labels) of the ``rule`` task (None: min(20, inputs // 2)).
-        n_classes: classes of the ``classification`` task (None: min(8, max(2, free inputs // 4))).
-        exemplars_per_class: input tokens per class (None: min(4, free inputs // n_classes)).
-        n_way: classes per bursty classification prompt, >= 1.
-        task_seed: seeds the rule's bijection and the class memberships (not the prompts).
-        stream: "fewshot" (every sequence a few-shot sequence) or "mixture" (a `p_repeated` share
-            of repeated-segment sequences from `induction.data`).
-        task_weights: relative frequency of lookup, rule and classification sequences in the stream.
-        lookup_keys: (min, max) distinct inputs of a training lookup sequence (they repeat, so later
-            demonstrations are predictable by induction).
-        p_repeated: share of repeated-segment sequences when stream == "mixture".
-        min_segment, max_segment: the repeated-segment stream's settings (`ToyDataConfig`).
-    """
-
-    d_vocab: int = 128
-    seq_len: int = 128
-    bos_token_id: int | None = 0
-    sep: bool = False
-    n_unrelated: int | None = None
-    rule_size: int | None = None
-    n_classes: int | None = None
-    exemplars_per_class: int | None = None
-    n_way: int = 2
-    task_seed: int = 0
-    stream: str = "fewshot"
-    task_weights: tuple[float, ...] = (0.5, 0.25, 0.25)
-    lookup_keys: tuple[int, ...] = (4, 16)
-    p_repeated: float = 0.5
-    min_segment: int = 4
-    max_segment: int | None = None
-
-    def __post_init__(self) -> None:
-        self.task_weights = tuple(float(w) for w in self.task_weights)
-        self.lookup_keys = tuple(int(n) for n in self.lookup_keys)
-        if self.d_vocab < 8:
-            raise TaskError(f"d_vocab must be >= 8 for few-shot tasks, got {self.d_vocab}")
-        if self.bos_token_id is not None and not 0 <= self.bos_token_id < self.d_vocab - 2:
-            raise TaskError(
-                f"bos_token_id must be in [0, d_vocab - 2 = {self.d_vocab - 2}) (the top two ids are SEP "
-                f"and DELIM), got {self.bos_token_id}"
-            )
-        if self.stream not in STREAMS:
-            raise TaskError(f"stream must be one of {', '.join(STREAMS)}, got {self.stream!r}")
-        if len(self.task_weights) != 3 or min(self.task_weights) < 0 or sum(self.task_weights) <= 0:
-            raise TaskError(f"task_weights must be 3 non-negative weights (lookup, rule, classification), got {self.task_weights}")
-        if len(self.lookup_keys) != 2 or not 1 <= self.lookup_keys[0] <= self.lookup_keys[1]:
-            raise TaskError(f"lookup_keys must be (min, max) with 1 <= min <= max, got {self.lookup_keys}")
-        if not 0.0 <= self.p_repeated <= 1.0:
-            raise TaskError(f"p_repeated must be in [0, 1], got {self.p_repeated}")
-        if self.n_way < 1:
-            raise TaskError(f"n_way must be >= 1, got {self.n_way}")
-        demo_len = 3 + self.sep
-        if self.seq_len < (self.bos_token_id is not None) + 2 * demo_len:
-            raise TaskError(f"seq_len {self.seq_len} holds fewer than two demonstrations")
-        for name in ("n_unrelated", "rule_size", "n_classes", "exemplars_per_class"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise TaskError(f"{name} must be >= 1, got {value}")
-        self.vocab  # validates the layout  # noqa: B018
-
-    @property
-    def demo_len(self) -> int:
-        return 3 + self.sep
-
-    @cached_property
-    def vocab(self) -> "ToyVocab":
-        return ToyVocab.build(self)
-
-    def resolved(self) -> "FewShotDataConfig":
-        """A copy with every derived size filled in (what a trained model should record)."""
-        v = self.vocab
-        return FewShotDataConfig.from_dict(
-            {**self.to_dict(), "n_unrelated": len(v.unrelated), "rule_size": len(v.rule_inputs),
-             "n_classes": len(v.class_labels), "exemplars_per_class": len(v.class_exemplars[0])}
-        )
-
-    def repeated_config(self) -> ToyDataConfig:
-        """The repeated-segment stream mixed in by stream == "mixture"."""
-        return ToyDataConfig(d_vocab=self.d_vocab, seq_len=self.seq_len, min_segment=self.min_segment,
-                             max_segment=self.max_segment, bos_token_id=self.bos_token_id)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["task_weights"] = list(self.task_weights)
-        d["lookup_keys"] = list(self.lookup_keys)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FewShotDataConfig":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        if "task_weights" in known:  # JSON gives lists (and ints for round floats)
-            known["task_weights"] = tuple(float(w) for w in known["task_weights"])
-        if "lookup_keys" in known:
-            known["lookup_keys"] = tuple(int(n) for n in known["lookup_keys"])
-        if "p_repeated" in known:
-            known["p_repeated"] = float(known["p_repeated"])
-        return cls(**known)
-
-    @staticmethod
-    def is_fewshot_data(d: dict[str, Any] | None) -> bool:
-        """Whether a model's recorded training data (`ModelInfo.data`) is this stream."""
-        return isinstance(d, dict) and d.get("stream") in STREAMS
-
-
-@dataclass(frozen=True)
-class ToyVocab:
-    """Which token is what in the toy few-shot tasks (module docstring)."""
-
-    bos: int | None
-    sep: int
-    delim: int
-    inputs: tuple[int, ...]
-    labels: tuple[int, ...]
-    unrelated: tuple[int, ...]
-    rule_inputs: tuple[int, ...]
-    rule_labels: tuple[int, ...]  # rule_labels[i] = rule(rule_inputs[i])
-    class_exemplars: tuple[tuple[int, ...], ...]  # [class][exemplar]
-    class_labels: tuple[int, ...]
-    content: tuple[int, ...] = field(repr=False, default=())
-
-    @classmethod
-    def build(cls, cfg: FewShotDataConfig) -> "ToyVocab":
-        sep, delim = cfg.d_vocab - 2, cfg.d_vocab - 1
-        content = tuple(t for t in range(cfg.d_vocab) if t not in (cfg.bos_token_id, sep, delim))
-        n_unrelated = cfg.n_unrelated if cfg.n_unrelated is not None else max(1, round(len(content) / 8))
-        half = (len(content) - n_unrelated) // 2
-        if half < 2:
-            raise TaskError(
-                f"a {cfg.d_vocab}-token vocabulary with {n_unrelated} unrelated tokens leaves {half} inputs "
-                "and labels; need at least 2 of each"
-            )
-        inputs, labels = content[:half], content[half : 2 * half]
-        unrelated = content[len(content) - n_unrelated :]
-        rule_size = cfg.rule_size if cfg.rule_size is not None else max(1, min(20, half // 2))
-        free = half - rule_size
-        n_classes = cfg.n_classes if cfg.n_classes is not None else min(8, max(2, free // 4))
-        per_class = cfg.exemplars_per_class if cfg.exemplars_per_class is not None else min(4, free // max(n_classes, 1))
-        if rule_size > half or per_class < 1 or rule_size + n_classes * per_class > half or rule_size + n_classes > half:
-            raise TaskError(
-                f"the tasks do not fit the vocabulary: {half} inputs and {half} labels, but rule_size "
-                f"{rule_size} + n_classes {n_classes} x exemplars_per_class {per_class} inputs and "
-                f"{rule_size} + {n_classes} labels are needed (lower them or raise d_vocab)"
-            )
-        if cfg.n_way > n_classes:
-            raise TaskError(f"n_way {cfg.n_way} exceeds n_classes {n_classes}")
-        gen = torch.Generator().manual_seed(cfg.task_seed)
-        perm = torch.randperm(rule_size, generator=gen).tolist()
-        rule_inputs = inputs[:rule_size]
-        rule_labels = tuple(labels[p] for p in perm)
-        pool = list(inputs[rule_size : rule_size + n_classes * per_class])
-        order = torch.randperm(len(pool), generator=gen).tolist()
-        shuffled = [pool[i] for i in order]
-        exemplars = tuple(tuple(sorted(shuffled[c * per_class : (c + 1) * per_class])) for c in range(n_classes))
-        class_labels = labels[rule_size : rule_size + n_classes]
-        return cls(bos=cfg.bos_token_id, sep=sep, delim=delim, inputs=inputs, labels=labels, unrelated=unrelated,
-                   rule_inputs=rule_inputs, rule_labels=rule_labels, class_exemplars=exemplars,
-                   class_labels=class_labels, content=content)
-
-    def rule(self, x: int) -> int:
-        return self.rule_labels[self.rule_inputs.index(x)]
 
 
 # ---- tasks ---------------------------------------------------------------------------------------
@@ -446,7 +256,7 @@ def _read_dataset(name: str) -> dict[str, Any]:
 def load_text_task(name: str) -> TextTask:
     """A shipped text task (``antonyms``, ``country_capital``, ``word_category``) with the control words."""
     if name not in TEXT_TASKS:
-        raise TaskError(f"unknown text task {name!r}; choose one of {', '.join(TEXT_TASKS)}")
+        check_choice("text task", name, TEXT_TASKS, TaskError)
     data = _read_dataset(name)
     controls = _read_dataset("control_words")
     return TextTask(
@@ -463,105 +273,5 @@ def toy_task(name: str, cfg: FewShotDataConfig, query_in_context: bool = True) -
         return RuleTask(cfg.vocab, query_in_context)
     if name == "classification":
         return ClassificationTask(cfg.vocab, cfg.n_way, query_in_context)
-    raise TaskError(f"unknown toy task {name!r}; choose one of {', '.join(TOY_TASKS)}")
-
-
-# ---- the training stream -------------------------------------------------------------------------
-
-
-def sample_fewshot_batch(
-    cfg: FewShotDataConfig, batch: int, generator: torch.Generator
-) -> Int[Tensor, "batch seq_len"]:
-    """A batch of the few-shot training stream, reproducible from `generator`.
-
-    Each sequence is BOS + demonstrations of one task (drawn by `task_weights`) filling the context
-    (the last one cut off):
-    - lookup: `lookup_keys` distinct inputs drawn from all content tokens (the unrelated ones too,
-      so every token learns to be copied), each with a random label drawn from all content tokens;
-      the demonstrations draw inputs from them with replacement, so an input's later demonstrations
-      are predictable only from its first one (induction).
-    - rule: inputs drawn from the rule's inputs, labelled by the rule (learnable in the weights).
-    - classification: bursty, `n_way` classes per sequence, gold class labels.
-    With ``stream="mixture"`` a `p_repeated` share of the sequences come from `induction.data`.
-    """
-    v = cfg.vocab
-    body = cfg.seq_len - (cfg.bos_token_id is not None)
-    n_demos = -(-body // cfg.demo_len)
-    task = torch.multinomial(torch.tensor(cfg.task_weights), batch, replacement=True, generator=generator)
-    x = torch.empty(batch, n_demos, dtype=torch.long)
-    y = torch.empty(batch, n_demos, dtype=torch.long)
-
-    rows = (task == 0).nonzero().flatten()
-    if len(rows):
-        content = torch.tensor(v.content)
-        lo, hi = cfg.lookup_keys
-        hi = min(hi, len(content))
-        n_keys = torch.randint(min(lo, hi), hi + 1, (len(rows),), generator=generator)
-        keys = distinct_random_tokens(len(rows), hi, content, generator)
-        values = content[torch.randint(len(content), (len(rows), hi), generator=generator)]
-        pick = (torch.rand(len(rows), n_demos, generator=generator) * n_keys[:, None]).long()
-        x[rows], y[rows] = keys.gather(1, pick), values.gather(1, pick)
-
-    rows = (task == 1).nonzero().flatten()
-    if len(rows):
-        idx = torch.randint(len(v.rule_inputs), (len(rows), n_demos), generator=generator)
-        x[rows], y[rows] = torch.tensor(v.rule_inputs)[idx], torch.tensor(v.rule_labels)[idx]
-
-    rows = (task == 2).nonzero().flatten()
-    if len(rows):
-        n_classes, per_class = len(v.class_labels), len(v.class_exemplars[0])
-        chosen = torch.rand(len(rows), n_classes, generator=generator).argsort(1)[:, : cfg.n_way]
-        cls = chosen.gather(1, torch.randint(cfg.n_way, (len(rows), n_demos), generator=generator))
-        ex = torch.randint(per_class, (len(rows), n_demos), generator=generator)
-        x[rows] = torch.tensor(v.class_exemplars)[cls, ex]
-        y[rows] = torch.tensor(v.class_labels)[cls]
-
-    parts = [x]
-    if cfg.sep:
-        parts.append(torch.full_like(x, v.sep))
-    parts += [y, torch.full_like(x, v.delim)]
-    tokens = torch.stack(parts, dim=-1).reshape(batch, -1)[:, :body]
-    if cfg.bos_token_id is not None:
-        tokens = torch.cat([torch.full((batch, 1), cfg.bos_token_id, dtype=torch.long), tokens], dim=1)
-    if cfg.stream == "mixture":
-        repeated = torch.rand(batch, generator=generator) < cfg.p_repeated
-        if repeated.any():
-            tokens[repeated] = sample_repeated_batch(cfg.repeated_config(), int(repeated.sum()), generator)
-    return tokens
-
-
-def sample_batch(cfg: FewShotDataConfig, batch: int, generator: torch.Generator) -> Int[Tensor, "batch seq_len"]:
-    """Alias of `sample_fewshot_batch`, named like `induction.data.sample_batch` for the trainer."""
-    return sample_fewshot_batch(cfg, batch, generator)
-
-
-# ---- training data selection (for induction.train) -------------------------------------------------
-
-DATA_STREAMS = ("repeated", "fewshot", "mixture")
-
-
-def training_data(kind: str, d_vocab: int, seq_len: int, bos_token_id: int | None = 0) -> ToyDataConfig | FewShotDataConfig:
-    """The training stream called `kind`: "repeated" (`induction.data`), "fewshot" or "mixture" (this module)."""
-    if kind not in DATA_STREAMS:
-        raise TaskError(f"unknown training data {kind!r}; choose one of {', '.join(DATA_STREAMS)}")
-    # Segments hold distinct non-BOS tokens, so a small vocabulary caps their length.
-    n_tokens = d_vocab - (bos_token_id is not None)
-    max_segment = None if (seq_len - 1) // 2 <= n_tokens else n_tokens
-    if kind == "repeated":
-        return ToyDataConfig(d_vocab=d_vocab, seq_len=seq_len, max_segment=max_segment, bos_token_id=bos_token_id)
-    return FewShotDataConfig(d_vocab=d_vocab, seq_len=seq_len, bos_token_id=bos_token_id, stream=kind,
-                             max_segment=max_segment).resolved()
-
-
-def data_config_from_dict(d: dict[str, Any]) -> ToyDataConfig | FewShotDataConfig:
-    """Rebuild a recorded training stream's config (`to_dict()` of either kind)."""
-    return FewShotDataConfig.from_dict(d) if FewShotDataConfig.is_fewshot_data(d) else ToyDataConfig.from_dict(d)
-
-
-def sample_stream(
-    cfg: ToyDataConfig | FewShotDataConfig, batch: int, generator: torch.Generator
-) -> Int[Tensor, "batch seq_len"]:
-    """A batch of whichever stream `cfg` describes (`induction.data.sample_batch` or `sample_fewshot_batch`)."""
-    if isinstance(cfg, FewShotDataConfig):
-        return sample_fewshot_batch(cfg, batch, generator)
-    return sample_repeated_batch(cfg, batch, generator)
+    check_choice("toy task", name, TOY_TASKS, TaskError)
+    raise AssertionError("unreachable")

@@ -8,6 +8,7 @@
       checkpoints/step_000001/ ...
       resume/step_000123/            optimizer.safetensors + state.json: what --resume needs
 
+(the format is `induction.runs`).
 Checkpoints are taken at step 0, at `n_log_checkpoints` log-spaced steps (so the early plateau and
 the phase change are both resolved on a log-step axis, as in Olsson et al. 2022), every
 `checkpoint_every` steps, and at the final step. Step s means "after s optimizer updates".
@@ -29,48 +30,59 @@ core made a 2-thread step up to 20x slower than a 1-thread one on a loaded 2-cor
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from induction.checkpoint import boot_native, load_checkpoint, native_config, save_checkpoint
+from induction.checks import check_min
 from induction.data import ToyDataConfig
-from induction.fileio import current_umask, write_json_atomic
-from induction.models import (
+from induction.report import package_versions
+from induction.runs import (
     CHECKPOINTS_DIR,
     MANIFEST_FILE,
-    boot_native,
-    load_checkpoint,
-    native_config,
+    RESUME_DIR,
+    RunExistsError,
+    check_empty,
+    clean_leftovers,
+    drop_resume_states,
+    has_training_state,
+    load_training_state,
     read_manifest,
-    save_checkpoint,
+    remove_run_files,
+    save_training_state,
+    step_name,
+    write_manifest,
 )
-from induction.tasks import FewShotDataConfig, data_config_from_dict, sample_stream
+from induction.streams import data_config_from_dict, sample_stream
+from induction.vocab import FewShotDataConfig
 
-FORMAT_VERSION = 1
-RESUME_DIR = "resume"
-OPTIMIZER_FILE = "optimizer.safetensors"
-STATE_FILE = "state.json"
+DEFAULT_LR = {"attn_only": 1e-2, "mlp": 3e-3}  # peak lr when OptimConfig.lr is None, by model kind
+DEFAULT_WARMUP = {"attn_only": 0, "mlp": 400}  # warm-up steps when ScheduleConfig.warmup_steps is None
+FORMAT_VERSION = 2  # 2: train_config in parts (model / optim / schedule / data); 1 was flat
 LOSS_SMOOTHING = 0.9  # EMA factor of the logged train loss (bias-corrected, as Adam's moments)
+
+__all__ = ["ModelConfig", "OptimConfig", "RunExistsError", "ScheduleConfig", "TrainConfig", "train"]
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass
-class TrainConfig:
-    """Settings of a training run; the defaults train the toolkit's default toy model.
+class ModelConfig:
+    """The TL-native toy transformer (`induction.checkpoint.native_config`).
 
-    Model (TL-native, `induction.models.native_config`):
+    Attributes:
         n_layers: transformer blocks. 2 (default) forms induction heads; 1 cannot (an induction
             head needs a previous-token head in an earlier layer to compose with).
         d_model: residual width (64); d_head = d_model / n_heads.
@@ -80,29 +92,6 @@ class TrainConfig:
         attn_only: True (default): attention-only, no LayerNorm. False: GPT-2 style, LayerNorm
             (pre-LN) and a GELU MLP of width `d_mlp` in every block.
         d_mlp: MLP width when attn_only is False; None means 4 * d_model.
-
-    Optimisation (AdamW):
-        steps: optimizer updates (1000). The default model's phase change comes at ~400-600 steps.
-        batch_size: sequences per update (16).
-        lr: peak learning rate; None means 1e-2 for attention-only models and 3e-3 for GPT-2-style
-            models, which with LayerNorm and MLPs stay at uniform attention at higher rates.
-        warmup_steps: linear warm-up from 0 to lr; None means 0 for attention-only models and 400
-            for GPT-2-style ones (without it their attention stayed uniform). Constant lr after it.
-        weight_decay: AdamW decoupled weight decay (0.0).
-        betas: AdamW betas ((0.9, 0.99)).
-        grad_clip: clip the global gradient norm to this (1.0); None disables clipping.
-        seed: seeds the initial weights and the data stream (0).
-
-    Checkpoints (step 0 and the final step are always saved):
-        n_log_checkpoints: this many log-spaced steps in [1, steps] (24).
-        checkpoint_every: also every this many steps (50); 0 disables.
-
-    Data:
-        data: the synthetic stream: `induction.data.ToyDataConfig` (repeated segments) or
-            `induction.tasks.FewShotDataConfig` (few-shot sequences, or a mixture; see
-            `induction.tasks.training_data`); None means
-            ToyDataConfig(d_vocab, seq_len=n_ctx, min_segment=4, max_segment=None: (n_ctx - 1) // 2,
-            capped at d_vocab - 1). Its d_vocab must equal the model's and its seq_len fit the context.
     """
 
     n_layers: int = 2
@@ -112,87 +101,84 @@ class TrainConfig:
     d_vocab: int = 128
     attn_only: bool = True
     d_mlp: int | None = None
-    steps: int = 1000
-    batch_size: int = 16
-    lr: float | None = None
-    warmup_steps: int | None = None
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float | None = 1.0
-    seed: int = 0
-    n_log_checkpoints: int = 24
-    checkpoint_every: int = 50
-    data: ToyDataConfig | FewShotDataConfig | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n_layers", "d_model", "n_heads", "n_ctx", "d_vocab", "steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("n_layers", "d_model", "n_heads", "n_ctx", "d_vocab"):
+            _positive_int(name, getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.d_mlp is not None and self.d_mlp < 1:
-            raise ValueError(f"d_mlp must be a positive integer or None, got {self.d_mlp!r}")
+        if self.d_mlp is not None:
+            _positive_int("d_mlp", self.d_mlp)
+
+    def native_config(self, seed: int) -> dict[str, Any]:
+        """The TL-native config.json dict of this model, initialised from `seed`."""
+        extra: dict[str, Any] = {}
+        if not self.attn_only:
+            extra = dict(normalization_type="LN", d_mlp=self.d_mlp or 4 * self.d_model)
+        return native_config(n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, n_ctx=self.n_ctx,
+                             d_vocab=self.d_vocab, attn_only=self.attn_only, seed=seed, **extra)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, one batch per update.
+
+    Attributes:
+        lr: peak learning rate; None means 1e-2 for attention-only models and 3e-3 for GPT-2-style
+            models, which with LayerNorm and MLPs stay at uniform attention at higher rates.
+        batch_size: sequences per update (16).
+        weight_decay: decoupled weight decay (0.0).
+        betas: AdamW betas ((0.9, 0.99)).
+        grad_clip: clip the global gradient norm to this (1.0); None disables clipping.
+    """
+
+    lr: float | None = None
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    betas: Sequence[float] = (0.9, 0.99)
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        _positive_int("batch_size", self.batch_size)
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number or None, got {self.lr!r}")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0 or None, got {self.warmup_steps!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check_min("weight_decay", self.weight_decay, 0)
         self.betas = tuple(float(b) for b in self.betas)  # JSON gives a list
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.n_log_checkpoints < 0:
-            raise ValueError(f"n_log_checkpoints must be >= 0, got {self.n_log_checkpoints}")
+
+
+@dataclass
+class ScheduleConfig:
+    """How long to train, the learning-rate warm-up, and when to save checkpoints.
+
+    Attributes:
+        steps: optimizer updates (1000). The default model's phase change comes at ~400-600 steps.
+        warmup_steps: linear warm-up from 0 to the peak lr; None means 0 for attention-only models
+            and 400 for GPT-2-style ones (without it their attention stayed uniform). Constant after.
+        n_log_checkpoints: checkpoints at this many log-spaced steps in [1, steps] (24), so the
+            early plateau and the phase change are both resolved on a log-step axis.
+        checkpoint_every: also a checkpoint every this many steps (50); 0 disables. Step 0 and the
+            final step are always saved.
+    """
+
+    steps: int = 1000
+    warmup_steps: int | None = None
+    n_log_checkpoints: int = 24
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        _positive_int("steps", self.steps)
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0 or None, got {self.warmup_steps!r}")
+        check_min("n_log_checkpoints", self.n_log_checkpoints, 0)
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: off), got {self.checkpoint_every}")
-        if isinstance(self.data, dict):
-            self.data = data_config_from_dict(self.data)
-        if self.data is None:
-            # Segments hold distinct non-BOS tokens, so a small vocabulary caps their length.
-            cap = self.d_vocab - 1
-            max_segment = None if (self.n_ctx - 1) // 2 <= cap else cap
-            self.data = ToyDataConfig(d_vocab=self.d_vocab, seq_len=self.n_ctx, max_segment=max_segment)
-        if self.data.d_vocab != self.d_vocab:
-            raise ValueError(f"data.d_vocab ({self.data.d_vocab}) must equal d_vocab ({self.d_vocab})")
-        if self.data.seq_len > self.n_ctx:
-            raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds the context n_ctx ({self.n_ctx})")
-
-    @property
-    def resolved_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 1e-2 if self.attn_only else 3e-3
-
-    @property
-    def resolved_warmup_steps(self) -> int:
-        if self.warmup_steps is not None:
-            return self.warmup_steps
-        return 0 if self.attn_only else 400
-
-    def model_config(self) -> dict[str, Any]:
-        """The TL-native config.json dict of the model this run trains."""
-        extra: dict[str, Any] = {}
-        if not self.attn_only:
-            extra = dict(normalization_type="LN", d_mlp=self.d_mlp or 4 * self.d_model)
-        return native_config(
-            n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, n_ctx=self.n_ctx,
-            d_vocab=self.d_vocab, attn_only=self.attn_only, seed=self.seed, **extra,
-        )
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate of the update that takes the model from `step` to `step + 1`."""
-        warmup = self.resolved_warmup_steps
-        if warmup and step < warmup:
-            return self.resolved_lr * (step + 1) / warmup
-        return self.resolved_lr
 
     def checkpoint_steps(self) -> list[int]:
-        """Every step at which a checkpoint is saved, ascending (see module docstring)."""
+        """Every step at which a checkpoint is saved, ascending."""
         steps = {0, self.steps}
         n = self.n_log_checkpoints
         if n == 1:
@@ -204,29 +190,108 @@ class TrainConfig:
             steps |= set(range(self.checkpoint_every, self.steps + 1, self.checkpoint_every))
         return sorted(s for s in steps if 0 <= s <= self.steps)
 
+
+_PARTS = {"model": ModelConfig, "optim": OptimConfig, "schedule": ScheduleConfig}
+
+
+@dataclass
+class TrainConfig:
+    """A training run: the model, the optimiser, the schedule, the data, and the seed.
+
+    The defaults train the toolkit's default toy model. `TrainConfig.from_flat(n_layers=1,
+    steps=300)` routes each field name to its part.
+
+    Attributes:
+        model: `ModelConfig`.
+        optim: `OptimConfig`.
+        schedule: `ScheduleConfig`.
+        data: the synthetic stream: `induction.data.ToyDataConfig` (repeated segments) or
+            `induction.vocab.FewShotDataConfig` (few-shot sequences, or a mixture; see
+            `induction.streams.training_data`); None means repeated segments filling the context
+            (`ToyDataConfig(d_vocab, seq_len=n_ctx)`). Its d_vocab must equal the model's and its
+            seq_len fit the context.
+        seed: seeds the initial weights (TL-native init) and the data stream (0).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: ToyDataConfig | FewShotDataConfig | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.data is None:
+            self.data = ToyDataConfig(d_vocab=self.model.d_vocab, seq_len=self.model.n_ctx)
+        if self.data.d_vocab != self.model.d_vocab:
+            raise ValueError(f"data.d_vocab ({self.data.d_vocab}) must equal d_vocab ({self.model.d_vocab})")
+        if self.data.seq_len > self.model.n_ctx:
+            raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds the context n_ctx ({self.model.n_ctx})")
+
+    @classmethod
+    def from_flat(cls, data: ToyDataConfig | FewShotDataConfig | dict | None = None, seed: int = 0,
+                  **fields_: Any) -> "TrainConfig":
+        """A config from field names alone (``n_layers``, ``lr``, ``steps``, ...), each routed to its part."""
+        parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
+        owner = {f.name: name for name, part in _PARTS.items() for f in fields(part)}
+        unknown = sorted(set(fields_) - set(owner))
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
+        for key, value in fields_.items():
+            parts[owner[key]][key] = value
+        if isinstance(data, dict):
+            data = data_config_from_dict(data)
+        return cls(**{name: _PARTS[name](**values) for name, values in parts.items()}, data=data, seed=seed)
+
+    @property
+    def resolved_lr(self) -> float:
+        if self.optim.lr is not None:
+            return self.optim.lr
+        return DEFAULT_LR["attn_only" if self.model.attn_only else "mlp"]
+
+    @property
+    def resolved_warmup_steps(self) -> int:
+        if self.schedule.warmup_steps is not None:
+            return self.schedule.warmup_steps
+        return DEFAULT_WARMUP["attn_only" if self.model.attn_only else "mlp"]
+
+    @property
+    def steps(self) -> int:
+        return self.schedule.steps
+
+    def model_config(self) -> dict[str, Any]:
+        """The TL-native config.json dict of the model this run trains."""
+        return self.model.native_config(self.seed)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the update that takes the model from `step` to `step + 1`."""
+        warmup = self.resolved_warmup_steps
+        if warmup and step < warmup:
+            return self.resolved_lr * (step + 1) / warmup
+        return self.resolved_lr
+
+    def checkpoint_steps(self) -> list[int]:
+        return self.schedule.checkpoint_steps()
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["betas"] = list(self.betas)
+        out["optim"]["betas"] = list(self.optim.betas)
         out["data"] = self.data.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Inverse of `to_dict`; unknown keys are an error (they would be silently dropped)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        """Inverse of `to_dict`; also reads format 1's flat dicts. Unknown keys are an error."""
+        d = dict(d)
+        if not any(name in d for name in _PARTS):  # format 1: flat
+            return cls.from_flat(**d)
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
-        d = dict(d)
-        if isinstance(d.get("betas"), list):
-            d["betas"] = tuple(d["betas"])
-        if isinstance(d.get("data"), dict):
-            d["data"] = data_config_from_dict(d["data"])
-        return cls(**d)
-
-
-class RunExistsError(ValueError):
-    """The output directory already holds a run (or other files) and resume was not asked for."""
+        parts = {name: part(**d[name]) for name, part in _PARTS.items() if name in d}
+        data = data_config_from_dict(d["data"]) if isinstance(d.get("data"), dict) else d.get("data")
+        return cls(**parts, data=data, seed=d.get("seed", 0))
 
 
 def train(
@@ -257,7 +322,7 @@ def train(
     out_dir = Path(out_dir)
     state = _resume_state(cfg, out_dir) if resume else None
     if state is None:
-        _check_empty(out_dir, resume)
+        check_empty(out_dir, resume)
         state = _fresh_state(cfg, out_dir)
     manifest = state[-1]
     start = manifest["checkpoints"][-1]["step"] if manifest["checkpoints"] else 0
@@ -287,12 +352,12 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
         for step in range(start, end):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
-            tokens = sample_stream(cfg.data, cfg.batch_size, generator)
+            tokens = sample_stream(cfg.data, cfg.optim.batch_size, generator)
             loss = model(tokens, return_type="loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if cfg.optim.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             ema.update(loss.item())
             bar.update(1)
@@ -313,7 +378,7 @@ def initial_loss(model: TransformerBridge, cfg: TrainConfig, generator: torch.Ge
     """Loss at step 0: on the first training batch, drawn from a copy so the stream is unchanged."""
     peek = torch.Generator().set_state(generator.get_state())
     with torch.no_grad():
-        return float(model(sample_stream(cfg.data, cfg.batch_size, peek), return_type="loss"))
+        return float(model(sample_stream(cfg.data, cfg.optim.batch_size, peek), return_type="loss"))
 
 
 @dataclass
@@ -334,17 +399,24 @@ class SmoothedLoss:
         return self.avg / (1 - LOSS_SMOOTHING**self.count)
 
 
-def step_name(step: int) -> str:
-    return f"step_{step:06d}"
-
-
 # ---- starting and resuming -----------------------------------------------------------------------
 
 def _make_optimizer(cfg: TrainConfig, model: TransformerBridge) -> torch.optim.AdamW:
     # foreach=False pins the single-tensor implementation (torch's CPU default today), so the bits do
     # not change if a later torch switches the default to multi-tensor kernels.
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr_at(0), betas=cfg.betas,
-                             weight_decay=cfg.weight_decay, foreach=False)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr_at(0), betas=cfg.optim.betas,
+                             weight_decay=cfg.optim.weight_decay, foreach=False)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}, to name the fields two configs differ in."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _fresh_state(cfg: TrainConfig, out_dir: Path):
@@ -362,21 +434,11 @@ def _fresh_state(cfg: TrainConfig, out_dir: Path):
         "complete": False,
         "train_seconds": 0.0,
         "checkpoint_seconds": {"0": 0.0},  # step -> training wall time when it was saved (not part of the bits)
-        "versions": _versions(),
+        "versions": package_versions(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
+    write_manifest(out_dir, manifest)
     return model, optimizer, generator, SmoothedLoss(), manifest
-
-
-def _check_empty(out_dir: Path, resume: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunExistsError(f"{out_dir} is a file; the run directory must be a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if (out_dir / MANIFEST_FILE).exists() and not resume:
-            raise RunExistsError(f"{out_dir} already holds a run; resume it (--resume) or choose another directory")
-        if not (out_dir / MANIFEST_FILE).exists():
-            raise RunExistsError(f"{out_dir} is not empty and holds no run; choose an empty or new directory")
 
 
 def _resume_state(cfg: TrainConfig, out_dir: Path):
@@ -384,47 +446,28 @@ def _resume_state(cfg: TrainConfig, out_dir: Path):
     if not (out_dir / MANIFEST_FILE).exists():
         return None
     manifest = read_manifest(out_dir)
-    saved = manifest.get("train_config")
-    if saved != cfg.to_dict():
-        diff = sorted(k for k in set(saved or {}) | set(cfg.to_dict()) if (saved or {}).get(k) != cfg.to_dict().get(k))
+    saved = TrainConfig.from_dict(manifest.get("train_config") or {}).to_dict()
+    wanted = cfg.to_dict()
+    if saved != wanted:
+        a, b = _flatten(saved), _flatten(wanted)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise ValueError(f"cannot resume {out_dir}: its train_config differs in {', '.join(diff) or 'format'}")
     if not manifest["checkpoints"]:
-        _remove_run_files(out_dir)
+        remove_run_files(out_dir)
         return None
     last = manifest["checkpoints"][-1]
     step = int(last["step"])
-    _clean_leftovers(out_dir, keep=step_name(step))
+    clean_leftovers(out_dir, keep=step_name(step))
     resume_dir = out_dir / RESUME_DIR / step_name(step)
-    if not (resume_dir / OPTIMIZER_FILE).exists() or not (resume_dir / STATE_FILE).exists():
+    if not has_training_state(resume_dir):
         raise ValueError(f"cannot resume {out_dir}: the training state of step {step} ({resume_dir}) is missing")
     model = load_checkpoint(out_dir / last["path"])
     optimizer = _make_optimizer(cfg, model)
     generator = torch.Generator()
-    extra = json.loads((resume_dir / STATE_FILE).read_text())
-    _load_training_state(resume_dir / OPTIMIZER_FILE, extra, optimizer, generator)
+    extra = load_training_state(resume_dir, optimizer, generator)
     ema = SmoothedLoss(avg=float(extra["loss_avg"]), count=int(extra["loss_count"]))
+    manifest["train_config"] = wanted
     return model, optimizer, generator, ema, manifest
-
-
-def _remove_run_files(out_dir: Path) -> None:
-    """A run killed before its first checkpoint: start it again from nothing."""
-    for name in (CHECKPOINTS_DIR, RESUME_DIR):
-        shutil.rmtree(out_dir / name, ignore_errors=True)
-
-
-def _clean_leftovers(out_dir: Path, keep: str) -> None:
-    """Remove what a killed run may leave: temporary dirs and resume states other than `keep`'s."""
-    for parent in (out_dir / CHECKPOINTS_DIR, out_dir / RESUME_DIR):
-        if not parent.is_dir():
-            continue
-        for child in parent.iterdir():
-            # A kill between save_checkpoint's two renames leaves the only copy in `.<name>.old.*/ck`.
-            if child.name.startswith(".") and ".old." in child.name and (child / "ck").is_dir():
-                name = child.name[1:].split(".old.")[0]
-                if not (parent / name).exists():
-                    os.replace(child / "ck", parent / name)
-            if child.name.startswith(".") or (parent.name == RESUME_DIR and child.name != keep):
-                shutil.rmtree(child, ignore_errors=True)
 
 
 # ---- saving --------------------------------------------------------------------------------------
@@ -444,123 +487,16 @@ def _checkpoint(
     previous resume state. A kill at any point leaves the manifest naming whole checkpoints only,
     the last of which has its resume state."""
     name = step_name(step)
-    tokens_seen = step * cfg.batch_size * cfg.data.seq_len
+    tokens_seen = step * cfg.optim.batch_size * cfg.data.seq_len
     meta = {
         "step": step, "tokens_seen": tokens_seen, "loss": loss, "lr": cfg.lr_at(max(step - 1, 0)),
         "data": cfg.data.to_dict(), "bos_token_id": cfg.data.bos_token_id, "seed": cfg.seed,
     }
     save_checkpoint(model, out_dir / CHECKPOINTS_DIR / name, meta)
-    _save_training_state(out_dir / RESUME_DIR / name, optimizer, generator, ema, step)
+    save_training_state(out_dir / RESUME_DIR / name, optimizer, generator,
+                        {"step": step, "loss_avg": ema.avg, "loss_count": ema.count})
     entry = {"step": step, "path": f"{CHECKPOINTS_DIR}/{name}", "tokens_seen": tokens_seen, "loss": loss}
     manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["step"] != step] + [entry]
     manifest["complete"] = step == cfg.steps
-    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
-    for old in (out_dir / RESUME_DIR).iterdir():
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _save_training_state(
-    directory: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator, ema: SmoothedLoss, step: int
-) -> None:
-    """AdamW moments and the generator state as safetensors, the rest as JSON, written atomically."""
-    opt_state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {"generator_state": generator.get_state()}
-    for index, per_param in opt_state["state"].items():
-        for key, value in per_param.items():
-            tensors[f"state.{index}.{key}"] = value.detach().contiguous().cpu()
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt_state["param_groups"]]
-    extra = {"step": step, "loss_avg": ema.avg, "loss_count": ema.count, "param_groups": groups}
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        save_file(tensors, str(tmp / OPTIMIZER_FILE))
-        write_json_atomic(tmp / STATE_FILE, extra)
-        os.chmod(tmp, 0o777 & ~current_umask())
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _load_training_state(
-    path: Path, extra: dict[str, Any], optimizer: torch.optim.Optimizer, generator: torch.Generator
-) -> None:
-    tensors = load_file(str(path))
-    generator.set_state(tensors.pop("generator_state"))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in extra["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("induction-toolkit", "torch", "transformer-lens"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-# ---- the report ---------------------------------------------------------------------------------
-
-@dataclass
-class TrainReport:
-    """`induction train`: the run directory's checkpoints and settings, read from its manifest.
-
-    JSON: ``{"run", "complete", "train_config", "data", "train_seconds", "checkpoints": [{"step",
-    "path", "tokens_seen", "loss"}], "provenance"}``.
-    """
-
-    run: str
-    manifest: dict[str, Any]
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    title = "Training run"
-    columns = ("step", "tokens_seen", "loss", "path")
-
-    def to_json(self) -> dict[str, Any]:
-        m = self.manifest
-        return {
-            "run": self.run, "complete": m.get("complete"), "train_config": m.get("train_config"),
-            "data": m.get("data"), "train_seconds": m.get("train_seconds"), "checkpoints": m["checkpoints"],
-            "provenance": self.provenance,
-        }
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [{c: entry.get(c) for c in self.columns} for entry in self.manifest["checkpoints"]]
-
-    def summary(self) -> list[str]:
-        m = self.manifest
-        cfg = m.get("train_config") or {}
-        kind = "attention-only" if cfg.get("attn_only") else "GPT-2-style (LayerNorm + MLP)"
-        lines = [f"run: {self.run} ({'complete' if m.get('complete') else 'incomplete: continue with --resume'})",
-                 f"model: {cfg.get('n_layers')}-layer {kind}, d_model {cfg.get('d_model')}, {cfg.get('n_heads')} heads; "
-                 f"{cfg.get('steps')} steps of {cfg.get('batch_size')} sequences, seed {cfg.get('seed')}"]
-        if m["checkpoints"]:
-            last = m["checkpoints"][-1]
-            lines.append(f"{len(m['checkpoints'])} checkpoints; last: step {last['step']}, loss {last['loss']:.3f}; "
-                         f"training time {m.get('train_seconds', 0.0):.1f} s")
-        return lines
-
-    def to_dataframe(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.rows(), columns=list(self.columns))
-
-
-def train_report(
-    run_dir: str | os.PathLike[str], provenance_fn: Callable[[dict[str, Any], float], dict[str, Any]] | None = None,
-    runtime_s: float = 0.0,
-) -> TrainReport:
-    """The `TrainReport` of a run directory (its manifest as it is now)."""
-    manifest = read_manifest(run_dir)
-    settings = {"train_config": manifest.get("train_config")}
-    prov = provenance_fn(settings, runtime_s) if provenance_fn else {"settings": settings, "runtime_s": round(runtime_s, 3)}
-    return TrainReport(run=str(run_dir), manifest=manifest, provenance=prov)
+    write_manifest(out_dir, manifest)
+    drop_resume_states(out_dir, keep=name)
