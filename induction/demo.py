@@ -106,79 +106,58 @@ def ensure_default_runs(names: list[str], parallel: bool, note: Callable[[str], 
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
-    """Run the demo (module docstring) and return its reports and key numbers."""
-    import torch
+    """Run the demo (module docstring) and return its reports and key numbers.
 
-    from induction import plots
-    from induction.effects import (HeadEffectReport, ablation_effects, controllable, metric_setup, patching_effects,
-                                   set_ablation_control)
-    from induction.formation import TrackConfig, track
-    from induction.icl import icl_score
-    from induction.models import load_model, model_info
-    from induction.report import ScanReport, format_report, provenance
-    from induction.scores import score_heads
+    Every report comes from a job of `induction.jobs`, with the settings the CLI would use, so the
+    demo's numbers are the CLI's.
+    """
+    from induction import jobs, plots
+    from induction.effects import controllable
+    from induction.icl import ICLConfig
+    from induction.models import load_model
+    from induction.prompts import RepeatedTokensConfig
+    from induction.report import format_report, provenance
+    from induction.scores import ScoreConfig
 
     start = time.perf_counter()
     progress = _Progress(cfg.progress)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out_dir=cfg.out_dir)
     reports = result.reports
-    torch.manual_seed(cfg.seed)
 
     progress(1, "default models")
     runs = ensure_default_runs(["2l", "1l"], cfg.parallel, lambda m: progress(1, m))
 
-    def prov(model_spec: str, settings: dict[str, Any], t0: float, checkpoint: Any = None) -> dict[str, Any]:
-        return provenance(model_spec, checkpoint, cfg.seed, settings, time.perf_counter() - t0)
-
     progress(2, "scanning heads")
-    models = {}
-    for name in ("2l", "1l"):
-        t0 = time.perf_counter()
-        model = models[name] = load_model(runs[name])
-        info = model_info(model)
-        scores = score_heads(model)
-        icl = icl_score(model, seed=cfg.seed)
-        reports[f"scan_{name}"] = ScanReport(model=str(runs[name]), checkpoint=info.checkpoint, scores=scores, icl=icl,
-                                             provenance=prov(str(runs[name]), {"detector": scores.config.to_dict()}, t0, info.checkpoint))
+    scan_cfg = jobs.ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(seed=cfg.seed)), icl=ICLConfig(seed=cfg.seed))
+    models = {name: load_model(runs[name]) for name in ("2l", "1l")}
+    for name, model in models.items():
+        reports[f"scan_{name}"] = jobs.scan(model, scan_cfg)
 
     progress(3, "tracking formation over checkpoints")
     for name in ("2l", "1l"):
-        t0 = time.perf_counter()
-        reports[f"track_{name}"] = track(
-            runs[name], TrackConfig(), progress=cfg.progress,
-            provenance_fn=lambda settings, runtime, n=name: provenance(str(runs[n]), "all", cfg.seed, settings, runtime),
-        )
+        reports[f"track_{name}"] = jobs.track(runs[name], jobs.TrackConfig(scan=scan_cfg), progress=cfg.progress)
 
     progress(4, "ablating and patching heads (ICL score)")
     model = models["2l"]
-    spec = str(runs["2l"])
-    setup = metric_setup(model, "icl", n_sequences=32, seed=cfg.seed)
+    metric = jobs.MetricSpec(name="icl", sequences=32, seed=cfg.seed)
     # All of a layer's heads can be induction heads; the control needs other heads in the same layers.
-    control_heads = controllable(reports["scan_2l"].scores.induction_heads(), model.cfg.n_heads)
+    control_heads = tuple(controllable(reports["scan_2l"].scores.induction_heads(), model.cfg.n_heads)) or None
+    label = None if control_heads is None else f"the {len(control_heads)} strongest induction heads"
     for method in ("zero", "mean"):
-        t0 = time.perf_counter()
-        baseline, values = ablation_effects(model, setup, method, seed=cfg.seed)
-        control = None
-        if control_heads:
-            control = set_ablation_control(model, setup, control_heads, method, n_draws=cfg.draws, seed=cfg.seed,
-                                           label=f"the {len(control_heads)} strongest induction heads")
-        reports[f"ablate_{method}"] = HeadEffectReport(
-            model=spec, command="ablate", method=method, metric="icl", baseline=baseline, values=values, control=control,
-            provenance=prov(spec, {"metric": "icl", "sequences": 32, "data": setup.description}, t0))
+        reports[f"ablate_{method}"] = jobs.ablate(model, jobs.AblateConfig(
+            method=method, metric=metric, heads=control_heads, heads_label=label, draws=cfg.draws))
     for method in ("exact", "attribution"):
-        t0 = time.perf_counter()
-        baseline, clean, values = patching_effects(model, setup, method)
-        reports[f"patch_{method}"] = HeadEffectReport(
-            model=spec, command="patch", method=method, metric="icl", baseline=baseline, values=values, reference=clean,
-            provenance=prov(spec, {"metric": "icl", "sequences": 32, "data": setup.description}, t0))
+        reports[f"patch_{method}"] = jobs.patch(model, jobs.PatchConfig(method=method, metric=metric))
 
     if cfg.fewshot:
         # Lookup is pure induction, so the default model (trained on repeats only) performs it: the demo
         # needs no third model. `induction train --data fewshot` trains one for the rule and
         # classification tasks.
         progress(5, "few-shot lookup under label manipulations")
-        reports["fewshot"] = _fewshot_report(models["2l"], runs["2l"], cfg, control_heads)
+        reports["fewshot"] = jobs.fewshot(model, jobs.FewShotConfig(
+            task="lookup", labels=("gold", "flipped", "random"), shots=(0, 1, 2, 4, 8), n_prompts=200, seed=cfg.seed,
+            ablate_heads=control_heads, ablate_shots=8, ablate_draws=cfg.draws))
     else:
         progress(5, "few-shot skipped")
 
@@ -193,7 +172,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         "key_numbers": result.key_numbers, "runs": {k: str(v) for k, v in runs.items()},
         "static_figures": "ok" if not result.static_problems else next(iter(result.static_problems.values())),
         "provenance": provenance("embedded defaults", None, cfg.seed, {"draws": cfg.draws, "fewshot": cfg.fewshot},
-                                 result.runtime_s),
+                                 result.runtime_s, device="cpu", dtype="float32"),
     })
     write_text_atomic(cfg.out_dir / "index.html", _index_html(figures, result))
     write_text_atomic(cfg.out_dir / "report.md", _report_md(reports, figures, result, format_report))
@@ -201,44 +180,26 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     return result
 
 
-def _fewshot_report(model, run: Path, cfg: DemoConfig, heads: list[tuple[int, int]]):
-    from induction.fewshot import FewShotConfig, ablate_fewshot_heads, evaluate_fewshot, FewShotReport
-    from induction.models import model_info
-    from induction.report import provenance
-
-    t0 = time.perf_counter()
-    labels = ["gold", "flipped", "random"]
-    shots = evaluate_fewshot(model, task="lookup", labels=labels, shots=(0, 1, 2, 4, 8), n_prompts=200, seed=cfg.seed)
-    ablation = None
-    if heads:
-        ablation = ablate_fewshot_heads(model, FewShotConfig(task="lookup", labels="gold", k=8, n_prompts=200, seed=cfg.seed),
-                                        heads=heads, n_draws=cfg.draws)
-    info = model_info(model)
-    settings = {"task": "lookup", "labels": labels, "shots": [0, 1, 2, 4, 8], "n_prompts": 200, "ablation_k": 8,
-                "ablated_heads": [list(h) for h in heads]}
-    return FewShotReport(model=str(run), task="lookup", labels=labels, shots=shots, ablation=ablation,
-                         provenance=provenance(str(run), info.checkpoint, cfg.seed, settings, time.perf_counter() - t0))
-
-
 def _figures(reports: dict[str, Any]) -> dict[str, Any]:
     from induction import plots
 
+    exact, attribution = reports["patch_exact"], reports["patch_attribution"]
     figs = {
         "scan_2l": reports["scan_2l"].plot("heatmap"),
         "scatter_2l": reports["scan_2l"].plot("scatter"),
         "scan_1l": reports["scan_1l"].plot("heatmap"),
         "formation_2l": reports["track_2l"].plot(),
         "formation_1l": reports["track_1l"].plot(),
-        "mosaic_2l": plots.plot_mosaic(reports["track_2l"]),
+        "mosaic_2l": reports["track_2l"].plot("mosaic"),
         "ablate_zero": reports["ablate_zero"].plot(),
         "ablate_mean": reports["ablate_mean"].plot(),
-        "patch_exact": reports["patch_exact"].plot(),
-        "patch_vs_attribution": plots.plot_patching_comparison(reports["patch_exact"], reports["patch_attribution"]),
+        "patch_exact": exact.plot(),
+        "patch_vs_attribution": plots.plot_patching_comparison(exact.effects, attribution.effects, exact.metric),
     }
     if "fewshot" in reports:
         figs["fewshot"] = reports["fewshot"].plot()
         if reports["fewshot"].ablation is not None:
-            figs["fewshot_ablation"] = plots.plot_fewshot_ablation(reports["fewshot"].ablation)
+            figs["fewshot_ablation"] = reports["fewshot"].plot("ablation")
     return figs
 
 
@@ -256,20 +217,22 @@ def key_numbers(reports: dict[str, Any]) -> dict[str, Any]:
         rep = reports[f"ablate_{method}"]
         top = rep.rows()[0]
         out[f"ablate_{method}_top"] = {"head": f"L{top['layer']}H{top['head']}", "effect": top["effect"]}
-        if rep.control:
+        control = rep.control_json()
+        if control:
             out[f"ablate_{method}_induction_vs_random"] = {
-                "induction_effect": rep.control["effect"], "random_effect": rep.control["random_effect"],
-                "random_effect_ci": rep.control["random_effect_ci"],
-                "distinct_random_sets": rep.control["distinct_random_sets"], "heads": rep.control["heads_label"]}
+                "induction_effect": control["effect"], "random_effect": control["random_effect"],
+                "random_effect_ci": control["random_effect_ci"],
+                "distinct_random_sets": control["distinct_random_sets"], "heads": control["heads_label"]}
     exact, attr = reports["patch_exact"], reports["patch_attribution"]
     out["patch_rank_correlation"] = spearman(exact.effects, attr.effects)
     if "fewshot" in reports:
         fs = reports["fewshot"]
         out["fewshot_lookup_accuracy"] = {f"{s.labels}@k={s.k}": round(s.accuracy, 3) for s in fs.shots}
         if fs.ablation is not None:
-            a = fs.ablation
-            out["fewshot_ablation"] = {"baseline": a.baseline.accuracy, "top_heads": a.top.accuracy,
-                                       "random_heads": a.random_accuracy, "top": [f"L{l}H{h}" for l, h in a.top.heads]}
+            a = fs.ablation.to_dict()
+            out["fewshot_ablation"] = {"baseline": a["baseline"]["accuracy"], "top_heads": a["top"]["accuracy"],
+                                       "random_heads": a["random_accuracy"],
+                                       "top": [f"L{layer}H{h}" for layer, h in a["top_heads"]]}
     return out
 
 

@@ -1,4 +1,8 @@
-"""Figures, built from the same report objects as the tables, in one paper style.
+"""Figures, drawn from the same report objects as the tables (`Report.plot()`), in one paper style.
+
+Each function takes a report's contents (head scores, checkpoints, shot results, effects), typed,
+so `induction.report` calls it and this module imports no report and no job; compute modules never
+import it.
 
 Style: Okabe-Ito colour-blind-safe palette, a sequential (viridis) / diverging (RdBu) colour scale
 for heatmaps, 12 pt text at a column width of ~3.4 in (500 px at 150 dpi), labelled axes with units.
@@ -10,16 +14,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from torch import Tensor
 
+from induction.fewshot.ablation import FewShotAblation
+from induction.fewshot.evaluate import ShotResult
 from induction.fileio import atomic_path
-
-if TYPE_CHECKING:
-    from induction.report import ScanReport
+from induction.formation import CheckpointScores, PhaseChange
+from induction.scores import HeadScores
 
 # Okabe & Ito (2008), colour-blind safe.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -78,12 +84,10 @@ def head_heatmap(values: np.ndarray, label: str, signed: bool = False, title: st
     return paper_layout(fig, width=max(COLUMN_WIDTH_PX, 60 * n_heads + 160), height=max(260, 45 * n_layers + 140), title=title)
 
 
-def plot_scan(report: "ScanReport", kind: str = "heatmap") -> go.Figure:
+def plot_scan(s: HeadScores, name: str, kind: str = "heatmap") -> go.Figure:
     """Scan figures: `heatmap` (prefix-matching and copying side by side, induction heads outlined),
     `scatter` (prefix-matching vs copying, Olsson et al. 2022), or any single score name."""
-    s = report.scores
     marks = s.is_induction.numpy()
-    name = f"{Path(str(report.model)).name or report.model}"
     if kind in SCORE_LABELS:
         values = getattr(s, kind).numpy()
         return head_heatmap(values, SCORE_LABELS[kind], signed=kind in SIGNED_SCORES, marks=marks,
@@ -115,7 +119,7 @@ def plot_scan(report: "ScanReport", kind: str = "heatmap") -> go.Figure:
                         title=f"Head scores — {name} (induction heads outlined)")
 
 
-def prefix_copying_scatter(s: Any, title: str | None = None) -> go.Figure:
+def prefix_copying_scatter(s: HeadScores, title: str | None = None) -> go.Figure:
     """Prefix-matching vs copying per head, coloured by layer, with the detector's thresholds."""
     fig = go.Figure()
     for layer in range(s.n_layers):
@@ -194,7 +198,7 @@ def _write_static(fig: go.Figure, tmp: str, suffix: str) -> None:
                               "HTML works: use a .html path") from None
 
 
-# ---- few-shot (induction.fewshot) ----------------------------------------------------------------
+# ---- few-shot ------------------------------------------------------------------------------------
 
 LABEL_VARIANT_NAMES = {
     "gold": "gold labels", "random": "random labels", "flipped": "flipped labels",
@@ -202,15 +206,15 @@ LABEL_VARIANT_NAMES = {
 }
 
 
-def plot_fewshot(report: Any) -> go.Figure:
-    """Accuracy vs number of demonstrations k, one line per label variant (`FewShotReport`).
+def plot_fewshot(shots: Sequence[ShotResult], labels: Sequence[str], title: str) -> go.Figure:
+    """Accuracy vs number of demonstrations k, one line per label variant.
 
     Solid: agreement with the in-context answer (95% bootstrap CI as error bars); dotted, for
     manipulated labels: agreement with the gold label, in the same colour.
     """
     fig = go.Figure()
-    for i, variant in enumerate(report.labels):
-        points = sorted((s for s in report.shots if s.labels == variant), key=lambda s: s.k)
+    for i, variant in enumerate(labels):
+        points = sorted((s for s in shots if s.labels == variant), key=lambda s: s.k)
         colour = PALETTE[i % len(PALETTE)]
         ks = [s.k for s in points]
         acc = [s.accuracy for s in points]
@@ -228,59 +232,52 @@ def plot_fewshot(report: Any) -> go.Figure:
                 line=dict(color=colour, width=1.5, dash="dot"), showlegend=True,
                 hovertemplate="k=%{x}: %{y:.3f}<extra>" + variant + " vs gold</extra>",
             ))
-    ks = sorted({s.k for s in report.shots})
+    ks = sorted({s.k for s in shots})
     fig.update_xaxes(title_text="demonstrations in the prompt (k)", tickvals=ks,
                      type="log" if len(ks) > 3 and min(ks) >= 1 else "linear")
     fig.update_yaxes(title_text="top-1 accuracy", range=[-0.03, 1.03])
-    name = Path(str(report.model)).name or report.model
-    return paper_layout(fig, title=f"Few-shot {report.task} — {name}")
+    return paper_layout(fig, title=title)
 
 
-def plot_fewshot_ablation(ablation: Any) -> go.Figure:
-    """Accuracy unablated, with the top prefix-matching heads ablated, and with each layer-matched
-    random head set ablated (`FewShotAblation`), 95% bootstrap CIs as error bars."""
-    top = ", ".join(f"L{l}H{h}" for l, h in ablation.top.heads)
-    bars = [("unablated", ablation.baseline), (f"top heads ({top})", ablation.top)]
+def plot_fewshot_ablation(result: FewShotAblation) -> go.Figure:
+    """Accuracy unablated, with the head set ablated, and with each layer-matched random head set
+    ablated, 95% bootstrap CIs as error bars."""
+    d = result.to_dict()
+    top = ", ".join(f"L{layer}H{h}" for layer, h in d["top_heads"])
+    bars = [("unablated", d["baseline"]), (f"ablated ({top})", d["top"]),
+            ("layer-matched random", {"accuracy": d["random_accuracy"], "accuracy_ci": d["random_accuracy_ci"]})]
     fig = go.Figure()
     for i, (label, res) in enumerate(bars):
-        ci = res.accuracy_ci or (res.accuracy, res.accuracy)
+        ci = res["accuracy_ci"] or (res["accuracy"], res["accuracy"])
         fig.add_trace(go.Bar(
-            x=[label], y=[res.accuracy], marker_color=PALETTE[i], name=label, showlegend=False,
-            error_y=dict(type="data", array=[ci[1] - res.accuracy], arrayminus=[res.accuracy - ci[0]]),
+            x=[label], y=[res["accuracy"]], marker_color=PALETTE[i], name=label, showlegend=False,
+            error_y=dict(type="data", array=[ci[1] - res["accuracy"]], arrayminus=[res["accuracy"] - ci[0]]),
         ))
-    ci = ablation.random_accuracy_ci or (ablation.random_accuracy, ablation.random_accuracy)
-    fig.add_trace(go.Bar(
-        x=["layer-matched random"], y=[ablation.random_accuracy], marker_color=PALETTE[2], showlegend=False,
-        error_y=dict(type="data", array=[ci[1] - ablation.random_accuracy], arrayminus=[ablation.random_accuracy - ci[0]]),
-    ))
     fig.add_trace(go.Scatter(
-        x=["layer-matched random"] * len(ablation.random), y=[r.accuracy for r in ablation.random], mode="markers",
+        x=["layer-matched random"] * len(d["random"]), y=[r["accuracy"] for r in d["random"]], mode="markers",
         marker=dict(color="#000", size=5, opacity=0.6), name="random draws", showlegend=False,
-        hovertext=[", ".join(f"L{l}H{h}" for l, h in r.heads) for r in ablation.random],
+        hovertext=[", ".join(f"L{layer}H{h}" for layer, h in r["heads"]) for r in d["random"]],
     ))
     fig.update_yaxes(title_text="top-1 accuracy", range=[0, 1.05])
-    cfg = ablation.config
-    return paper_layout(fig, title=f"Ablating heads: {cfg.task}, k={cfg.k} ({ablation.method} ablation)")
+    return paper_layout(fig, title=f"Ablating heads: {d['task']}, k={d['k']} ({d['method']} ablation)")
 
 
-def plot_effects(report: Any) -> go.Figure:
-    """Layer x head heatmap of each head's effect (value - baseline) from an ablation/patching report."""
-    effects = report.effects.numpy()
-    bound = float(np.nanmax(np.abs(effects))) or 1.0
-    what = "ablating" if report.command == "ablate" else "patching"
-    return head_heatmap(effects, f"Δ {report.metric}", signed=True, zrange=(-bound, bound),
-                        title=f"Effect of {what} each head on {report.metric} ({report.method})")
+def plot_effects(effects: Tensor, metric: str, title: str) -> go.Figure:
+    """Layer x head heatmap of each head's effect (value - baseline) on `metric`."""
+    values = effects.numpy()
+    bound = float(np.nanmax(np.abs(values))) or 1.0
+    return head_heatmap(values, f"Δ {metric}", signed=True, zrange=(-bound, bound), title=title)
 
 
-def plot_formation(report: Any) -> go.Figure:
-    """Formation curves over training (`induction.formation.TrackReport`; Olsson et al. 2022, argument 1).
+def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str) -> go.Figure:
+    """Formation curves over training (Olsson et al. 2022, argument 1).
 
     Four panels on a shared log-step axis: each head's prefix-matching score, each head's copying
     score (one colour per head, heads flagged as induction heads at the last checkpoint drawn thick),
     the ICL score, and the train (smoothed) and held-out loss. The phase-change window (10%-90%) is
     shaded and its steepest point dashed. Step 0 cannot sit on a log axis and is left out.
     """
-    points = [c for c in report.checkpoints if c.step >= 1]
+    points = [c for c in checkpoints if c.step >= 1]
     steps = [c.step for c in points]
     fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.035,
                         subplot_titles=("prefix matching (per head)", "copying (per head)", "ICL score", "loss"))
@@ -304,7 +301,7 @@ def plot_formation(report: Any) -> go.Figure:
                                      line=dict(color=PALETTE[1], width=2)), row=4, col=1)
         fig.add_trace(go.Scatter(x=steps, y=[c.held_out_loss for c in points], mode="lines+markers", name="held-out loss",
                                  line=dict(color=PALETTE[0], width=2), marker=dict(size=4)), row=4, col=1)
-    pc = report.phase_change
+    pc = phase_change
     if pc is not None:
         fig.add_vrect(x0=pc.start_step, x1=pc.end_step, fillcolor="rgba(213,94,0,0.12)", line_width=0,
                       layer="below", row="all", col=1)
@@ -315,19 +312,19 @@ def plot_formation(report: Any) -> go.Figure:
     fig.update_yaxes(title_text="score", range=[-1.05, 1.05], row=2, col=1)
     fig.update_yaxes(title_text="nats", row=3, col=1)
     fig.update_yaxes(title_text="nats/token", row=4, col=1)
-    name = Path(str(report.run)).name or report.run
     window = "" if pc is None else f" — phase change at step {pc.step} ({pc.start_step}-{pc.end_step})"
     return paper_layout(fig, width=COLUMN_WIDTH_PX + 200, height=900, title=f"Induction-head formation — {name}{window}")
 
 
-def plot_mosaic(report: Any, n_panels: int = 6, score: str = "prefix_matching") -> go.Figure:
+def plot_mosaic(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str,
+                n_panels: int = 6, score: str = "prefix_matching") -> go.Figure:
     """An induction "mosaic": the layer x head heatmap of `score` at up to `n_panels` checkpoints of a
     run (log-spaced over its steps, or bracketing its phase change: before, start, steepest point, end,
     last), side by side on one colour scale, induction heads outlined."""
-    points = report.checkpoints
+    points = list(checkpoints)
     if not points:
         return paper_layout(go.Figure(), title="no checkpoints")
-    chosen = _mosaic_checkpoints(points, report.phase_change, n_panels)
+    chosen = _mosaic_checkpoints(points, phase_change, n_panels)
     n_layers = 1 + max(h["layer"] for h in chosen[0].heads)
     n_heads = 1 + max(h["head"] for h in chosen[0].heads)
     fig = make_subplots(rows=1, cols=len(chosen), subplot_titles=[f"step {c.step}" for c in chosen],
@@ -349,12 +346,11 @@ def plot_mosaic(report: Any, n_panels: int = 6, score: str = "prefix_matching") 
         fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
         fig.update_yaxes(dtick=1, autorange="reversed", showticklabels=col == 1,
                          title_text="layer" if col == 1 else None, row=1, col=col)
-    name = Path(str(report.run)).name or report.run
     return paper_layout(fig, width=max(COLUMN_WIDTH_PX, 150 * len(chosen) + 120), height=max(240, 45 * n_layers + 170),
                         title=f"Induction mosaic: {SCORE_LABELS.get(score, score)} over training — {name}")
 
 
-def _mosaic_checkpoints(points: list, phase_change: Any, n_panels: int) -> list:
+def _mosaic_checkpoints(points: list[CheckpointScores], phase_change: PhaseChange | None, n_panels: int) -> list[CheckpointScores]:
     """Checkpoints nearest to log-spaced steps; around a phase change, its start, steepest point and end."""
     steps = np.array([max(c.step, 1) for c in points], dtype=float)
     if phase_change is not None:
@@ -367,11 +363,12 @@ def _mosaic_checkpoints(points: list, phase_change: Any, n_panels: int) -> list:
     return [points[i] for i in idx]
 
 
-def plot_patching_comparison(exact: Any, attribution: Any) -> go.Figure:
-    """Attribution patching's estimate against exact activation patching, one point per head."""
-    x = exact.effects.flatten().numpy()
-    y = attribution.effects.flatten().numpy()
-    n_heads = exact.values.shape[1]
+def plot_patching_comparison(exact: Tensor, attribution: Tensor, metric: str) -> go.Figure:
+    """Attribution patching's estimate against exact activation patching, one point per head
+    (`exact`, `attribution`: `[layer, head_index]` effects)."""
+    x = exact.flatten().numpy()
+    y = attribution.flatten().numpy()
+    n_heads = exact.shape[1]
     labels = [f"L{i // n_heads}H{i % n_heads}" for i in range(len(x))]
     lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
     fig = go.Figure([
@@ -381,7 +378,7 @@ def plot_patching_comparison(exact: Any, attribution: Any) -> go.Figure:
                    marker=dict(size=8, color=PALETTE[0]), showlegend=False,
                    hovertemplate="%{text}: exact %{x:.3f}, attribution %{y:.3f}<extra></extra>"),
     ])
-    fig.update_xaxes(title_text=f"exact patching effect on {exact.metric} (nats)")
+    fig.update_xaxes(title_text=f"exact patching effect on {metric} (nats)")
     fig.update_yaxes(title_text="attribution estimate (nats)")
     return paper_layout(fig, title="Attribution patching vs exact activation patching")
 

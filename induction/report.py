@@ -1,12 +1,13 @@
-"""Reports: the objects that the CLI prints, notebooks display and figures read.
+"""Reports: the objects that the CLI prints, notebooks display and figures read; and their provenance.
 
 Every report is a plain dataclass with
 - `to_json()`: the CONTRACT's JSON dict (with "provenance"),
 - `rows()`: the table rows (list of flat dicts), `columns`, `title`, `summary()`,
 - `to_dataframe()`: `rows()` as a pandas DataFrame,
-- `plot()`: its figure (plotly), from `induction.plots`.
+- `plot()`: its figure (plotly), drawn by `induction.plots` from the report's contents.
 `format_report(report, fmt)` renders any of them as table | json | csv | markdown, so every number
-has one source.
+has one source. The jobs (`induction.jobs`) build reports; compute modules return plain results and
+never import this module, except `induction.train`, which records `package_versions()` in its runs.
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
+from torch import Tensor
+
+from induction.effects import HeadSetAblation
+from induction.fewshot.ablation import FewShotAblation
+from induction.fewshot.evaluate import ShotResult
 from induction.fileio import json_default
+from induction.formation import CheckpointScores, PhaseChange
 from induction.icl import ICLScore
 from induction.scores import SCORE_NAMES, HeadScores
 
@@ -54,19 +61,31 @@ def provenance(
     seed: int | None = None,
     settings: dict[str, Any] | None = None,
     runtime_s: float | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
-    """What every report records about how it was made."""
+    """What every report records about how it was made (device and dtype: where the model ran)."""
     return {
         "versions": package_versions(),
         "model": model_spec,
         "checkpoint": checkpoint,
         "seed": seed,
+        "device": device,
+        "dtype": dtype,
         "settings": settings or {},
         "runtime_s": None if runtime_s is None else round(runtime_s, 3),
         "command": " ".join(["induction", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("induction") else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "platform": platform.platform(),
     }
+
+
+def model_placement(model: Any) -> dict[str, str | None]:
+    """{"device", "dtype"} of a model's parameters, for `provenance`."""
+    param = next(iter(model.parameters()), None)
+    if param is None:
+        return {"device": None, "dtype": None}
+    return {"device": str(param.device), "dtype": str(param.dtype).replace("torch.", "")}
 
 
 def head_sort_key(rec: dict[str, Any]) -> tuple:
@@ -128,10 +147,13 @@ class ScanReport:
         return to_dataframe(self)
 
     def plot(self, kind: str = "heatmap"):
+        """``heatmap`` (prefix-matching and copying), ``scatter`` (Olsson et al.), or one score's name."""
         from induction import plots
 
-        return plots.plot_scan(self, kind=kind)
+        return plots.plot_scan(self.scores, name=display_name(self.model), kind=kind)
 
+
+# ---- formatting ------------------------------------------------------------------------------
 
 def _flat(rec: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
     return {c: rec.get(c) for c in columns}
@@ -194,3 +216,308 @@ def _rich_table(report: Report, rows: list[dict[str, Any]], cols: list[str], wid
     for line in report.summary():
         console.print(line, highlight=False, soft_wrap=True)
     return buf.getvalue()
+
+
+# ---- the other reports -------------------------------------------------------------------------
+
+@dataclass
+class TrackReport:
+    """`induction track`: scores over every checkpoint of a run, and the phase change.
+
+    JSON (CONTRACT): ``{"run", "checkpoints": [{"step", "tokens_seen", "loss", "held_out_loss",
+    "icl_score", "heads": [HEAD...]}], "phase_change": {"step", "start_step", "end_step"} | null,
+    "provenance"}``.
+    """
+
+    run: str
+    checkpoints: list[CheckpointScores]
+    phase_change: PhaseChange | None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    title = "Induction-head formation"
+    columns = ("step", "tokens_seen", "loss", "held_out_loss", "icl_score", "best_head",
+               "best_prefix_matching", "best_copying", "n_induction_heads")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "checkpoints": [c.to_dict() for c in self.checkpoints],
+            "phase_change": None if self.phase_change is None else self.phase_change.to_dict(),
+            "provenance": self.provenance,
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for c in self.checkpoints:
+            best = c.best_head()
+            out.append({
+                "step": c.step, "tokens_seen": c.tokens_seen, "loss": c.loss, "held_out_loss": c.held_out_loss,
+                "icl_score": c.icl_score, "best_head": f"L{best['layer']}H{best['head']}",
+                "best_prefix_matching": best["prefix_matching"], "best_copying": best["copying"],
+                "n_induction_heads": len(c.induction_heads),
+            })
+        return out
+
+    def summary(self) -> list[str]:
+        lines = [f"run: {self.run} ({len(self.checkpoints)} checkpoints)"]
+        if not self.checkpoints:
+            return lines
+        pc = self.phase_change
+        if pc is None:
+            lines.append("phase change: none (the best prefix-matching score never reached the threshold)")
+        else:
+            lines.append(f"phase change: step {pc.step} (10%-90% complete between steps {pc.start_step} and {pc.end_step})")
+        first, last = self.checkpoints[0], self.checkpoints[-1]
+        if first.icl_score is not None and last.icl_score is not None:
+            lines.append(f"ICL score: {first.icl_score:.3f} at step {first.step} -> {last.icl_score:.3f} at step {last.step}")
+        heads = ", ".join(f"L{layer}H{head}" for layer, head in last.induction_heads) or "none"
+        lines.append(f"induction heads at step {last.step}: {heads}")
+        return lines
+
+    def to_dataframe(self, per_head: bool = False):
+        """One row per checkpoint (`rows()`), or with per_head=True one row per (checkpoint, head)."""
+        import pandas as pd
+
+        if not per_head:
+            return pd.DataFrame(self.rows(), columns=list(self.columns))
+        records = []
+        for c in self.checkpoints:
+            for h in c.heads:
+                records.append({"step": c.step, "tokens_seen": c.tokens_seen, "icl_score": c.icl_score,
+                                "held_out_loss": c.held_out_loss, **{k: v for k, v in h.items() if not k.endswith("_ci")}})
+        return pd.DataFrame(records)
+
+    def plot(self, kind: str = "formation"):
+        """``formation`` (curves over training, phase change shaded) or ``mosaic`` (head heatmaps at
+        checkpoints bracketing the phase change)."""
+        from induction import plots
+
+        if kind == "formation":
+            return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run))
+        if kind == "mosaic":
+            return plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run))
+        raise ValueError(f"unknown track plot {kind!r}; choose formation or mosaic")
+
+
+@dataclass
+class HeadEffectReport:
+    """`induction ablate` / `induction patch`: each head's value of the metric and its effect.
+
+    `values[l, h]` is the metric with head (l, h) ablated (or patched); `effect = value - baseline`,
+    where the baseline is the unablated run (ablation) or the corrupted run (patching). `control`,
+    when present, compares ablating a head set with layer-matched random sets.
+    """
+
+    model: str
+    command: str
+    method: str
+    metric: str
+    baseline: float
+    values: Tensor
+    reference: float | None = None
+    control: HeadSetAblation | None = None
+    control_label: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    columns = ("layer", "head", "value", "effect")
+
+    @property
+    def title(self) -> str:
+        return f"Head effects on {self.metric} ({self.command}, {self.method})"
+
+    @property
+    def effects(self) -> Tensor:
+        return self.values - self.baseline
+
+    def heads(self) -> list[dict[str, Any]]:
+        out = []
+        for layer in range(self.values.shape[0]):
+            for head in range(self.values.shape[1]):
+                value = float(self.values[layer, head])
+                out.append({"layer": layer, "head": head, "value": value, "effect": value - self.baseline})
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"model": self.model, "method": self.method, "metric": self.metric, "baseline": self.baseline,
+               "heads": self.heads(), "provenance": self.provenance}
+        if self.reference is not None:
+            out["clean"] = self.reference
+        if self.control is not None:
+            out["control"] = self.control_json()
+        return out
+
+    def control_json(self) -> dict[str, Any] | None:
+        """The head-set control (CONTRACT's ``control``): the set's value and effect, and the random sets'."""
+        c = self.control
+        if c is None:
+            return None
+        rv = c.random_means()
+        value, random_mean = c.target.mean(), float(rv.mean())
+        lo, hi = c.random_ci() or (random_mean, random_mean)
+        return {
+            "heads": [list(h) for h in c.target.heads],
+            "heads_label": self.control_label or ", ".join(f"L{layer}H{h}" for layer, h in c.target.heads),
+            "value": value, "effect": value - self.baseline,
+            "random_sets": [[list(h) for h in r.heads] for r in c.random],
+            "random_values": rv.tolist(), "random_mean": random_mean, "random_effect": random_mean - self.baseline,
+            "random_ci": [lo, hi], "random_effect_ci": [lo - self.baseline, hi - self.baseline],
+            "distinct_random_sets": c.n_distinct_random_sets,
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        return sorted(self.heads(), key=lambda r: -abs(r["effect"]))
+
+    def summary(self) -> list[str]:
+        what = "unablated run" if self.command == "ablate" else "corrupted run"
+        lines = [f"model: {self.model}", f"baseline ({what}): {self.baseline:.4f}"]
+        if self.reference is not None:
+            lines.append(f"clean run: {self.reference:.4f}")
+        top = self.rows()[:3]
+        lines.append("largest effects: " + ", ".join(f"L{r['layer']}H{r['head']} {r['effect']:+.3f}" for r in top))
+        c = self.control_json()
+        if c:
+            lines.append(
+                f"ablating {c['heads_label']} together: {c['value']:.4f} (effect {c['effect']:+.3f}); "
+                f"{len(c['random_values'])} layer-matched random sets ({c['distinct_random_sets']} distinct): mean "
+                f"{c['random_mean']:.4f} [95% CI {c['random_ci'][0]:.4f}, {c['random_ci'][1]:.4f}]"
+            )
+        return lines
+
+    def to_dataframe(self):
+        return to_dataframe(self)
+
+    def plot(self):
+        """The layer x head heatmap of each head's effect."""
+        from induction import plots
+
+        what = "ablating" if self.command == "ablate" else "patching"
+        return plots.plot_effects(self.effects, self.metric, title=f"Effect of {what} each head on {self.metric} ({self.method})")
+
+
+def _fmt_ci(ci: Sequence[float] | None) -> str:
+    return "" if ci is None else f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+@dataclass
+class FewShotReport:
+    """`induction fewshot`: accuracy vs number of shots per label variant, and optionally the head ablation.
+
+    JSON (CONTRACT): ``{"model", "task", "labels", "shots": [{"k", "accuracy", "accuracy_ci",
+    "mean_logprob", ...}], "provenance"}``. With one label variant ``labels`` is its name; with
+    several it is their list and every shot entry names its variant in ``"labels"``.
+    """
+
+    model: str
+    task: str
+    labels: list[str]
+    shots: list[ShotResult]
+    ablation: FewShotAblation | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    title = "Few-shot accuracy"
+    columns = ("labels", "k", "accuracy", "ci_low", "ci_high", "accuracy_gold", "mean_logprob", "mean_logprob_gold", "n_prompts")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": self.model, "task": self.task,
+            "labels": self.labels[0] if len(self.labels) == 1 else list(self.labels),
+            "shots": [s.to_dict() for s in self.shots],
+        }
+        if self.ablation is not None:
+            out["ablation"] = self.ablation.to_dict()
+        out["provenance"] = self.provenance
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"labels": s.labels, "k": s.k, "accuracy": s.accuracy,
+             "ci_low": None if s.accuracy_ci is None else s.accuracy_ci[0],
+             "ci_high": None if s.accuracy_ci is None else s.accuracy_ci[1],
+             "accuracy_gold": s.accuracy_gold, "mean_logprob": s.mean_logprob,
+             "mean_logprob_gold": s.mean_logprob_gold, "n_prompts": s.n_prompts}
+            for s in self.shots
+        ]
+
+    def summary(self) -> list[str]:
+        lines = [
+            f"model: {self.model}; task: {self.task}; labels: {', '.join(self.labels)}",
+            "accuracy: top-1 match with the answer the demonstrations imply; accuracy_gold: with the task's gold label",
+        ]
+        if self.ablation is not None:
+            a, d = self.ablation.ablation, self.ablation.to_dict()
+            heads = ", ".join(f"L{layer}H{h}" for layer, h in a.target.heads)
+            lines.append(f"head ablation ({a.method}, k={d['k']}, {d['n_prompts']} prompts, labels {d['labels']}):")
+            lines.append(f"  unablated accuracy {d['baseline']['accuracy']:.3f}{_fmt_ci(d['baseline']['accuracy_ci'])}")
+            lines.append(f"  heads {heads} ablated: {d['top']['accuracy']:.3f}{_fmt_ci(d['top']['accuracy_ci'])}")
+            lines.append(
+                f"  {len(a.random)} layer-matched random sets ({a.n_distinct_random_sets} distinct) ablated: "
+                f"mean {d['random_accuracy']:.3f}{_fmt_ci(d['random_accuracy_ci'])} (over draws)"
+            )
+            lines.append(f"  random minus ablated: {d['drop_difference']:.3f}{_fmt_ci(d['drop_difference_ci'])}")
+        return lines
+
+    def to_dataframe(self):
+        return to_dataframe(self)
+
+    def plot(self, kind: str = "shots"):
+        """``shots``: accuracy vs k per label variant; ``ablation``: the head-ablation comparison."""
+        from induction import plots
+
+        if kind == "shots":
+            return plots.plot_fewshot(self.shots, self.labels, title=f"Few-shot {self.task} — {display_name(self.model)}")
+        if kind == "ablation":
+            if self.ablation is None:
+                raise ValueError("this report has no head ablation (run with ablate > 0)")
+            return plots.plot_fewshot_ablation(self.ablation)
+        raise ValueError(f"unknown few-shot plot {kind!r}; choose shots or ablation")
+
+
+@dataclass
+class TrainReport:
+    """`induction train`: the run directory's checkpoints and settings, read from its manifest.
+
+    JSON: ``{"run", "complete", "train_config", "data", "train_seconds", "checkpoints": [{"step",
+    "path", "tokens_seen", "loss"}], "provenance"}``.
+    """
+
+    run: str
+    manifest: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    title = "Training run"
+    columns = ("step", "tokens_seen", "loss", "path")
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "run": self.run, "complete": m.get("complete"), "train_config": m.get("train_config"),
+            "data": m.get("data"), "train_seconds": m.get("train_seconds"), "checkpoints": m["checkpoints"],
+            "provenance": self.provenance,
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{c: entry.get(c) for c in self.columns} for entry in self.manifest["checkpoints"]]
+
+    def summary(self) -> list[str]:
+        m = self.manifest
+        cfg = m.get("train_config") or {}
+        kind = "attention-only" if (cfg.get("model") or {}).get("attn_only", True) else "GPT-2-style (LayerNorm + MLP)"
+        model, optim, schedule = (cfg.get(part) or {} for part in ("model", "optim", "schedule"))
+        lines = [f"run: {self.run} ({'complete' if m.get('complete') else 'incomplete: continue with --resume'})",
+                 f"model: {model.get('n_layers')}-layer {kind}, d_model {model.get('d_model')}, {model.get('n_heads')} heads; "
+                 f"{schedule.get('steps')} steps of {optim.get('batch_size')} sequences, seed {cfg.get('seed')}"]
+        if m["checkpoints"]:
+            last = m["checkpoints"][-1]
+            lines.append(f"{len(m['checkpoints'])} checkpoints; last: step {last['step']}, loss {last['loss']:.3f}; "
+                         f"training time {m.get('train_seconds', 0.0):.1f} s")
+        return lines
+
+    def to_dataframe(self):
+        return to_dataframe(self)
+
+
+def display_name(spec: Any) -> str:
+    """A short name for figure titles: the last path component of a spec."""
+    from pathlib import Path
+
+    return Path(str(spec)).name or str(spec)

@@ -1,19 +1,23 @@
 """The `induction` command line: one console script, one module per subcommand.
 
-Each subcommand module defines `add_parser(subparsers, common)` and `run(args) -> int`. Every
-subcommand takes --format, --out, --seed and --quiet (the `common` parent parser); bad input ends with
-one line on stderr naming the problem and a non-zero exit status, never a traceback (set
-INDUCTION_DEBUG=1 to see one).
+Each subcommand module defines `add_parser(subparsers, common)` and `run(args) -> int`: it turns the
+arguments into its job's Config (`induction.jobs`; every default is read from the Config, never
+restated here), calls the job and prints the report. Every subcommand takes --format, --out, --seed
+and --quiet (the `common` parent parser); bad input ends with one line on stderr naming the problem
+and a non-zero exit status, never a traceback (set INDUCTION_DEBUG=1 to see one).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import inspect
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from induction.report import FORMATS, format_report
 
@@ -150,10 +154,153 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", help="Hugging Face revision (e.g. Pythia step1000)")
 
 
-def load_model_from_args(args: argparse.Namespace):
-    from induction.models import load_model
+def run_job(args: argparse.Namespace, job: Callable[..., Any], target: Any, cfg: Any,
+            plot: Callable[[Any], Any] | None = None) -> int:
+    """What every subcommand does once its Config is built: check --out and --plot before any work,
+    run the job, print (or write) its report, and write its figure."""
+    check_out_path(args)
+    check_plot_path(args)
+    report = job(target, cfg, progress=not args.quiet)
+    emit(report, args)
+    if plot is not None:
+        save_plot(lambda: plot(report), args)
+    return 0
 
-    return load_model(args.model, checkpoint=args.checkpoint, revision=args.revision)
+
+def config_from(cls: type, args: argparse.Namespace, flags: Flags, **fixed: Any) -> Any:
+    """`cls(**given options, **fixed)`; a validation error names the option, not the field
+    ("--prompts must be >= 1", not "n_prompts must be >= 1")."""
+    try:
+        return cls(**given(args, flags), **fixed)
+    except ValueError as exc:
+        message = str(exc)
+        for name, spec in flags.items():
+            flag = spec if isinstance(spec, str) else spec[0]
+            message = re.sub(rf"^{re.escape(name)}\b", flag, message)
+        raise CLIError(f"induction: error: {message}") from None
+
+
+def one_of(what: str, allowed: tuple[str, ...]) -> Callable[[str], str]:
+    """An argparse type for one name from `allowed`, with a one-line error naming the choices."""
+
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"unknown {what} {text!r}; choose one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def comma_list(what: str, allowed: tuple[str, ...] | None = None, item: Callable[[str], Any] = str,
+               minimum: int | None = None, sort: bool = False) -> Callable[[str], tuple]:
+    """An argparse type for "a,b,c": items converted by `item`, checked against `allowed` (or `minimum`),
+    no repeats (`sort` drops them and orders the rest); a one-line error otherwise."""
+
+    def parse(text: str) -> tuple:
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        if not names:
+            raise argparse.ArgumentTypeError(f"no {what} given")
+        try:
+            values = [item(name) for name in names]
+        except ValueError:
+            kind = {"int": "integers", "float": "numbers"}.get(item.__name__, "values")
+            raise argparse.ArgumentTypeError(f"{what} takes comma-separated {kind}, got {text!r}") from None
+        for value in values:
+            if allowed is not None and value not in allowed:
+                raise argparse.ArgumentTypeError(f"unknown {what} {value!r}; choose from {', '.join(allowed)}")
+            if minimum is not None and value < minimum:
+                raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {text!r}")
+        if sort:
+            return tuple(sorted(set(values)))
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"{what} repeated in {text!r}")
+        return tuple(values)
+
+    return parse
+
+
+def model_ref(args: argparse.Namespace):
+    """The `ModelRef` the MODEL arguments name (loaded by the job)."""
+    from induction.models import ModelRef
+
+    return ModelRef(args.model, checkpoint=args.checkpoint, revision=args.revision)
+
+
+# ---- options generated from a Config -------------------------------------------------------------
+# An option that sets a Config field takes its default from the dataclass and its help from the
+# field's entry in the class docstring ("Attributes:"), so the CLI restates neither.
+
+Flags = Mapping[str, "str | tuple[str, dict[str, Any]]"]
+"""field name -> flag, or (flag, extra `add_argument` keywords such as `type`, `choices`, `metavar`)."""
+
+
+def config_default(cls: type, name: str) -> Any:
+    """The default of dataclass `cls`'s field `name` (what an option left out means)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise KeyError(f"{cls.__name__}.{name} has no default")
+    raise KeyError(f"{cls.__name__} has no field {name}")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's description in `cls`'s Google-style docstring ("Attributes:" section), first sentence."""
+    docs: dict[str, str] = {}
+    current = None
+    in_section = False
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        if line.strip() == "Attributes:":
+            in_section = True
+            continue
+        if not in_section:
+            continue
+        match = re.match(r"^    (\w+)(?:, \w+)*: (.*)$", line)
+        if match:
+            current = match.group(1)
+            docs[current] = match.group(2)
+        elif line.startswith("        ") and current:
+            docs[current] += " " + line.strip()
+        elif line.strip():
+            in_section = False
+    return {name: re.split(r"(?<=[a-z0-9)])\. ", text, maxsplit=1)[0].rstrip(".") for name, text in docs.items()}
+
+
+def _scalar_type(cls: type, name: str) -> Callable[[str], Any]:
+    annotation = str(next(f.type for f in dataclasses.fields(cls) if f.name == name))
+    for text, kind in (("bool", str), ("int", int), ("float", float)):
+        if re.search(rf"\b{text}\b", annotation):
+            return kind
+    return str
+
+
+def add_options(group: Any, cls: type, flags: Flags) -> None:
+    """One option per field in `flags` (defaults and help from `cls`; see the note above)."""
+    docs = field_docs(cls)
+    for name, spec in flags.items():
+        flag, extra = (spec, {}) if isinstance(spec, str) else spec
+        shown = config_default(cls, name)
+        if isinstance(shown, (list, tuple)):
+            shown = ",".join(str(v) for v in shown)
+        kwargs = {"type": _scalar_type(cls, name), **extra}
+        if "choices" in kwargs:
+            kwargs.pop("type")
+        help_text = kwargs.pop("help", None) or docs.get(name) or name.replace("_", " ")
+        help_text = help_text.replace(f" ({shown})", "")  # the docstring's own note of the default
+        group.add_argument(flag, default=None, help=f"{help_text} (default: {shown})", **kwargs)
+
+
+def given(args: argparse.Namespace, flags: Flags) -> dict[str, Any]:
+    """{field: value} for the options of `flags` that were given on the command line."""
+    out = {}
+    for name, spec in flags.items():
+        flag = spec if isinstance(spec, str) else spec[0]
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            out[name] = value
+    return out
 
 
 if __name__ == "__main__":

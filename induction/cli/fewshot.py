@@ -3,53 +3,43 @@
 ``--labels`` takes one variant or a comma-separated list (``gold,flipped,random``): every variant is
 evaluated on the same gold prompts and becomes one line of the ``--plot`` figure. ``--ablate N``
 also ablates the N heads with the highest prefix-matching scores and compares with layer-matched
-random head sets (`induction.fewshot.ablate_fewshot_heads`).
+random head sets (`induction.fewshot.ablation`).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
-from induction.cli import CLIError, add_model_arguments, check_out_path, check_plot_path, emit, load_model_from_args, save_plot
-
-
-def _names(allowed: tuple[str, ...], what: str):
-    def parse(text: str) -> list[str]:
-        names = [t.strip() for t in text.split(",") if t.strip()]
-        if not names:
-            raise argparse.ArgumentTypeError(f"no {what} given")
-        for name in names:
-            if name not in allowed:
-                raise argparse.ArgumentTypeError(f"unknown {what} {name!r}; choose from {', '.join(allowed)}")
-        if len(set(names)) != len(names):
-            raise argparse.ArgumentTypeError(f"{what} repeated in {text!r}")
-        return names
-
-    return parse
+from induction.cli import (
+    CLIError,
+    add_model_arguments,
+    add_options,
+    comma_list,
+    config_from,
+    model_ref,
+    one_of,
+    run_job,
+)
 
 
-def _task(text: str) -> str:
+def _options() -> tuple[dict, dict]:
+    from induction.effects import ABLATION_METHODS
+    from induction.fewshot.labels import LABEL_VARIANTS
     from induction.tasks import TASKS
 
-    if text not in TASKS:
-        raise argparse.ArgumentTypeError(f"unknown task {text!r}; choose one of {', '.join(TASKS)}")
-    return text
-
-
-def _shots(text: str) -> list[int]:
-    try:
-        shots = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shots takes comma-separated integers, got {text!r}") from None
-    if not shots or min(shots) < 0:
-        raise argparse.ArgumentTypeError(f"--shots takes integers >= 0, got {text!r}")
-    return sorted(set(shots))
+    return {
+        "task": ("--task", {"type": one_of("task", TASKS), "metavar": "NAME"}),
+        "labels": ("--labels", {"type": comma_list("label variant", LABEL_VARIANTS), "metavar": "L[,L...]"}),
+        "shots": ("--shots", {"type": comma_list("--shots", item=int, minimum=0, sort=True), "metavar": "K[,K...]"}),
+        "n_prompts": "--prompts", "orders": "--orders", "batch_size": "--batch-size", "n_bootstrap": "--bootstrap",
+    }, {
+        "ablate": ("--ablate", {"metavar": "N"}), "ablate_shots": ("--ablate-shots", {"metavar": "K"}),
+        "ablate_draws": "--ablate-draws", "ablate_method": ("--ablate-method", {"choices": ABLATION_METHODS}),
+    }
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.fewshot import LABEL_VARIANTS
-    from induction.tasks import TASKS
+    from induction.jobs import FewShotConfig
 
     p = sub.add_parser(
         "fewshot", parents=[common], help="few-shot accuracy by number of demonstrations",
@@ -59,66 +49,29 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                     "the answer the demonstrations imply, 'accuracy_gold' with the task's gold label.",
     )
     add_model_arguments(p)
-    p.add_argument("--task", type=_task, default="lookup", metavar="NAME",
-                   help=f"one of {', '.join(TASKS)} (default: lookup)")
-    p.add_argument("--labels", type=_names(LABEL_VARIANTS, "label variant"), default=["gold"], metavar="L[,L...]",
-                   help=f"label variant(s), comma-separated, one plot line each: {', '.join(LABEL_VARIANTS)} (default: gold)")
-    p.add_argument("--shots", type=_shots, default=[0, 1, 2, 4, 8], metavar="K[,K...]",
-                   help="numbers of demonstrations (default: 0,1,2,4,8)")
-    p.add_argument("--prompts", type=int, default=200, help="prompts per (labels, k) point (default: 200)")
-    p.add_argument("--orders", type=int, default=1,
-                   help="also score each prompt with its demonstrations in ORDERS-1 random orders (default: 1)")
+    prompts, ablation = _options()
+    add_options(p, FewShotConfig, prompts)
     p.add_argument("--query-not-in-context", action="store_true",
                    help="rule/classification: do not force the query's input/class into the demonstrations")
-    p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass (default: 32)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0: none; default: 1000)")
-    g = p.add_argument_group("which heads carry it")
-    g.add_argument("--ablate", type=int, default=0, metavar="N",
-                   help="ablate the N top prefix-matching heads and compare with layer-matched random heads (default: 0, off)")
-    g.add_argument("--ablate-shots", type=int, metavar="K", help="k of the ablation prompts (default: the largest --shots)")
-    g.add_argument("--ablate-draws", type=int, default=10, help="random head sets (default: 10)")
-    g.add_argument("--ablate-method", choices=("zero", "mean", "resample"), default="zero",
-                   help="ablation (default: zero)")
+    add_options(p.add_argument_group("which heads carry it"), FewShotConfig, ablation)
     p.add_argument("--plot", metavar="FILE", help="write accuracy vs k, one line per label variant (.html, .png, .svg, .pdf)")
     p.add_argument("--plot-kind", choices=("shots", "ablation"), default="shots",
                    help="shots (default) or ablation (needs --ablate)")
     p.set_defaults(func=run)
 
 
+def fewshot_config_from_args(args: argparse.Namespace):
+    from induction.jobs import FewShotConfig
+
+    prompts, ablation = _options()
+    return config_from(FewShotConfig, args, {**prompts, **ablation}, query_in_context=not args.query_not_in_context,
+                       seed=args.seed)
+
+
 def run(args: argparse.Namespace) -> int:
-    check_out_path(args)
-    check_plot_path(args)
-    for name in ("prompts", "orders", "batch_size"):
-        if getattr(args, name) < 1:
-            raise CLIError(f"induction fewshot: error: --{name.replace('_', '-')} must be >= 1")
-    if args.ablate < 0 or args.ablate_draws < 1:
-        raise CLIError("induction fewshot: error: --ablate must be >= 0 and --ablate-draws >= 1")
-    if args.plot_kind == "ablation" and args.plot and not args.ablate:
+    from induction.jobs import fewshot
+
+    cfg = fewshot_config_from_args(args)
+    if args.plot_kind == "ablation" and args.plot and not cfg.ablating:
         raise CLIError("induction fewshot: error: --plot-kind ablation needs --ablate N")
-    start = time.perf_counter()
-    model = load_model_from_args(args)
-    report = fewshot_model(model, args, start)
-    emit(report, args)
-    save_plot(lambda: report.plot(kind=args.plot_kind), args)
-    return 0
-
-
-def fewshot_model(model, args: argparse.Namespace, start: float):
-    import torch
-
-    from induction.fewshot import fewshot_report
-    from induction.models import model_info
-    from induction.report import provenance
-
-    torch.manual_seed(args.seed)
-    info = model_info(model)
-
-    def prov(settings, _runtime):
-        return provenance(info.spec, info.checkpoint, args.seed, settings, time.perf_counter() - start)
-
-    return fewshot_report(
-        model, task=args.task, labels=args.labels, shots=args.shots, ablate=args.ablate,
-        ablate_shots=args.ablate_shots, ablate_draws=args.ablate_draws, ablate_method=args.ablate_method,
-        provenance_fn=prov, n_prompts=args.prompts, seed=args.seed, query_in_context=not args.query_not_in_context,
-        n_orders=args.orders, batch_size=args.batch_size, n_bootstrap=args.bootstrap, progress=not args.quiet,
-    )
+    return run_job(args, fewshot, model_ref(args), cfg, lambda report: report.plot(kind=args.plot_kind))

@@ -1,0 +1,35 @@
+"""The jobs: one per `induction` subcommand, each `job(model or target, Config) -> Report`.
+
+The CLI turns arguments into a Config and prints the Report; `induction demo`, the notebooks and
+distributed executors call the same functions, so every report is built here and only here.
+
+| subcommand | job | config | report |
+|---|---|---|---|
+| train | `train(out_dir, TrainConfig)` | `induction.train.TrainConfig` | `TrainReport` |
+| scan | `scan(model, ScanConfig)` | `ScanConfig` | `ScanReport` |
+| track | `track(run, TrackConfig)` | `TrackConfig` | `TrackReport` |
+| ablate | `ablate(model, AblateConfig)` | `AblateConfig` | `HeadEffectReport` |
+| patch | `patch(model, PatchConfig)` | `PatchConfig` | `HeadEffectReport` |
+| fewshot | `fewshot(model, FewShotConfig)` | `FewShotConfig` | `FewShotReport` |
+"""
+
+from induction.jobs.effects import AblateConfig, MetricSpec, PatchConfig, ablate, patch
+from induction.jobs.fewshot import FewShotConfig, fewshot
+from induction.jobs.scan import ScanConfig, scan
+from induction.jobs.track import TrackConfig, track
+from induction.jobs.train import train
+
+__all__ = [
+    "AblateConfig",
+    "FewShotConfig",
+    "MetricSpec",
+    "PatchConfig",
+    "ScanConfig",
+    "TrackConfig",
+    "ablate",
+    "fewshot",
+    "patch",
+    "scan",
+    "track",
+    "train",
+]

@@ -1,0 +1,110 @@
+"""`fewshot`: few-shot accuracy by number of demonstrations per label variant (`induction fewshot MODEL`),
+and optionally which heads carry it (a head set ablated vs layer-matched random sets)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import torch
+
+from circuits import Head
+from induction.checks import check_choice, check_min
+from induction.effects import ABLATION_METHODS
+from induction.fewshot.ablation import ablate_fewshot_heads
+from induction.fewshot.evaluate import evaluate_fewshot
+from induction.fewshot.labels import LABEL_VARIANTS
+from induction.fewshot.render import FewShotPromptConfig, toy_data_config
+from induction.models import ModelLike, model_info, resolve_model
+from induction.report import FewShotReport, model_placement, provenance
+from induction.stats import DEFAULT_RESAMPLES
+from induction.tasks import TASKS, TOY_TASKS
+from induction.vocab import TaskError
+
+
+@dataclass
+class FewShotConfig:
+    """Settings of `fewshot`.
+
+    Attributes:
+        task: one of `induction.tasks.TASKS` (lookup, rule, classification; antonyms,
+            country_capital, word_category).
+        labels: label variants (`LABEL_VARIANTS`), each evaluated on the same gold prompts.
+        shots: numbers of demonstrations k.
+        n_prompts: prompts per (labels, k) point (200).
+        orders: also score each prompt with its demonstrations in `orders - 1` random orders (1).
+        query_in_context: rule / classification: a k >= 1 prompt shows the query's input / class.
+        batch_size: prompts per forward pass (32).
+        n_bootstrap: bootstrap resamples for the intervals (0: none).
+        seed: seeds the prompts.
+        ablate: also ablate this many top prefix-matching heads against layer-matched random sets (0: off).
+        ablate_heads: instead, ablate this head set.
+        ablate_shots: k of the ablation prompts (None: the largest of `shots`).
+        ablate_draws: random head sets (10).
+        ablate_method: `circuits.METHODS`.
+    """
+
+    task: str = "lookup"
+    labels: Sequence[str] = ("gold",)
+    shots: Sequence[int] = (0, 1, 2, 4, 8)
+    n_prompts: int = 200
+    orders: int = 1
+    query_in_context: bool = True
+    batch_size: int = 32
+    n_bootstrap: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    ablate: int = 0
+    ablate_heads: Sequence[Head] | None = None
+    ablate_shots: int | None = None
+    ablate_draws: int = 10
+    ablate_method: str = "zero"
+
+    def __post_init__(self) -> None:
+        self.labels, self.shots = tuple(self.labels), tuple(int(k) for k in self.shots)
+        if self.ablate_heads is not None:
+            self.ablate_heads = tuple((int(layer), int(h)) for layer, h in self.ablate_heads)
+        check_choice("task", self.task, TASKS, TaskError)
+        for name in self.labels:
+            check_choice("label variant", name, LABEL_VARIANTS, TaskError)
+        if not self.labels or not self.shots:
+            raise TaskError("give at least one label variant and one number of shots")
+        check_min("the number of shots", min(self.shots), 0, TaskError)
+        for name in ("n_prompts", "orders", "batch_size", "ablate_draws"):
+            check_min(name, getattr(self, name), 1, TaskError)
+        check_min("ablate", self.ablate, 0, TaskError)
+        check_choice("ablation method", self.ablate_method, ABLATION_METHODS, TaskError)
+
+    @property
+    def ablating(self) -> bool:
+        return bool(self.ablate or self.ablate_heads)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: bool = False) -> FewShotReport:
+    """Accuracy vs k per label variant (`evaluate_fewshot`), and the head-set ablation if asked for."""
+    cfg = cfg or FewShotConfig()
+    start = time.perf_counter()
+    model = resolve_model(model)
+    torch.manual_seed(cfg.seed)
+    results = evaluate_fewshot(model, cfg.task, cfg.labels, cfg.shots, n_prompts=cfg.n_prompts, seed=cfg.seed,
+                               query_in_context=cfg.query_in_context, n_orders=cfg.orders,
+                               batch_size=cfg.batch_size, n_bootstrap=cfg.n_bootstrap, progress=progress)
+    ablation = None
+    if cfg.ablating:
+        k = cfg.ablate_shots if cfg.ablate_shots is not None else max(cfg.shots)
+        prompts = FewShotPromptConfig(task=cfg.task, labels=cfg.labels[0], k=k, n_prompts=cfg.n_prompts,
+                                      query_in_context=cfg.query_in_context, seed=cfg.seed)
+        ablation = ablate_fewshot_heads(model, prompts, n_heads=cfg.ablate or None, heads=cfg.ablate_heads,
+                                        n_draws=cfg.ablate_draws, method=cfg.ablate_method,
+                                        n_bootstrap=cfg.n_bootstrap, progress=progress)
+    info = model_info(model)
+    settings = cfg.to_dict()
+    if cfg.task in TOY_TASKS:
+        settings["toy_layout"] = toy_data_config(model).resolved().to_dict()
+    prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start,
+                      **model_placement(model))
+    return FewShotReport(model=info.spec, task=cfg.task, labels=list(cfg.labels), shots=results, ablation=ablation,
+                         provenance=prov)

@@ -1,0 +1,24 @@
+"""`train`: a toy model trained on its synthetic stream into a run directory (`induction train --out DIR`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from induction.report import TrainReport, provenance
+from induction.runs import read_manifest
+from induction.train import TrainConfig
+from induction.train import train as train_run
+
+
+def train(out_dir: str | os.PathLike[str], cfg: TrainConfig | None = None, *, resume: bool = False,
+          progress: bool = False) -> TrainReport:
+    """Train `cfg` into `out_dir` (or continue it with `resume`) and report the run's checkpoints."""
+    cfg = cfg or TrainConfig()
+    start = time.perf_counter()
+    train_run(cfg, out_dir, resume=resume, progress=progress)
+    manifest = read_manifest(out_dir)
+    settings = {"train_config": manifest.get("train_config")}
+    prov = provenance(str(out_dir), None, cfg.seed, settings, time.perf_counter() - start, device="cpu", dtype="float32")
+    return TrainReport(run=str(Path(out_dir)), manifest=manifest, provenance=prov)
