@@ -31,7 +31,7 @@ def handbuilt_dir(tmp_path_factory):
     """The hand-built induction model (tests/helpers.py) saved as a checkpoint directory."""
     from helpers import build_induction_model
 
-    from induction.models import save_checkpoint
+    from induction.checkpoint import save_checkpoint
 
     path = tmp_path_factory.mktemp("handbuilt") / "model"
     save_checkpoint(build_induction_model(), path, {"bos_token_id": 0})

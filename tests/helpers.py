@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.models import ModelInfo, boot_native, native_config
+from induction.checkpoint import boot_native, native_config
+from induction.models import ModelInfo
 
 OFFSET = 5
 

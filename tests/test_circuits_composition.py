@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-from transformer_lens import FactoredMatrix
 from test_circuits_models import native_model, single_thread  # noqa: F401 (autouse fixture)
+from transformer_lens import FactoredMatrix
 
 import circuits
 

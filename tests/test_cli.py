@@ -69,8 +69,8 @@ def test_scan_writes_html_heatmap(handbuilt_dir, tmp_path, capsys):
         (["scan", "{model}", "--plot", "{tmp}/x.gif"], "use one of"),
         (["scan", "{model}", "--out", "{tmp}/nodir/x.json"], "does not exist"),
         (["scan", "{model}", "--text", "{tmp}/t.txt"], "no tokenizer"),
-        (["scan", "{model}", "--prompts", "0"], "n_prompts must be >= 1"),
-        (["scan", "{model}", "--prefix-threshold", "2"], "prefix_threshold must be in"),
+        (["scan", "{model}", "--prompts", "0"], "--prompts must be >= 1"),
+        (["scan", "{model}", "--prefix-threshold", "2"], "--prefix-threshold must be in"),
         (["scan", "{model}", "--checkpoint", "5"], "single checkpoint"),
         (["nosuchcommand"], "invalid choice"),
     ],
@@ -106,10 +106,11 @@ def test_scan_huggingface_directory_with_text_and_frequency_exclusion(tmp_path, 
     report = json.loads(out.read_text())
     assert "text file t.txt" in report["icl"]["data"] and len(report["heads"]) == 8
     assert report["provenance"]["settings"]["detector"]["prompts"]["exclude_top"] == 10
+    import torch
+
     from induction.models import load_model
     from induction.prompts import RepeatedTokensConfig
     from induction.scores import build_prompts
-    import torch
 
     model = load_model(tmp_path / "gpt2")
     prompts = build_prompts(model, RepeatedTokensConfig(n_prompts=8, exclude_top=10, seq_len=48),

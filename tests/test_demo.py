@@ -17,16 +17,28 @@ def demo_dir(tmp_path_factory):
     return out
 
 
+FIGURES = ("scan_2l", "scatter_2l", "scan_1l", "formation_2l", "formation_1l", "mosaic_2l", "ablate_zero",
+           "ablate_mean", "patch_exact", "patch_vs_attribution", "fewshot", "fewshot_ablation")
+
+
 def test_demo_writes_every_report_and_figure(demo_dir):
     for name in ("scan_2l", "scan_1l", "track_2l", "track_1l", "ablate_zero", "ablate_mean", "patch_exact",
                  "patch_attribution", "fewshot", "demo"):
         report = json.loads((demo_dir / f"{name}.json").read_text())
-        assert "provenance" in report or "provenance" in report.get("key_numbers", {}) or name == "demo"
+        prov = report["provenance"]
+        assert prov["seed"] == 0 and prov["runtime_s"] > 0 and "torch" in prov["versions"], name
+        assert prov["device"] == "cpu" and prov["dtype"] == "float32", name
     html = (demo_dir / "index.html").read_text()
-    assert html.count("<figure") >= 10 and "plotly" in html.lower()
+    assert html.count("<figure") == len(FIGURES) and "plotly" in html.lower()
+    demo = json.loads((demo_dir / "demo.json").read_text())
     md = (demo_dir / "report.md").read_text()
-    for svg in re.findall(r"\(figures/(\w+)\.svg\)", md):
-        assert (demo_dir / "figures" / f"{svg}.svg").exists()
+    linked = re.findall(r"\(figures/(\w+)\.svg\)", md)
+    if demo["static_figures"] == "ok":  # Chromium present: every figure is an SVG the report links to
+        assert sorted(linked) == sorted(FIGURES)
+        for name in FIGURES:
+            assert (demo_dir / "figures" / f"{name}.svg").read_text().lstrip().startswith("<svg")
+    else:  # no Chromium: the report says so and links no missing file
+        assert linked == [] and "Static figures were not written" in md
 
 
 def test_demo_numbers_are_the_reports_numbers(demo_dir):

@@ -3,8 +3,10 @@ phase-change detector that finds known change points and nothing in flat curves.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,48 +14,44 @@ import pytest
 import torch
 from helpers import save_tiny_hf_gpt2
 
-from induction import formation
+import induction.models
 from induction.data import sample_batch
-from induction.formation import (
-    HELD_OUT_SEED_OFFSET,
-    PhaseChange,
-    TrackConfig,
-    TrackReport,
-    detect_phase_change,
-    revision_steps,
-    track,
-    track_revisions,
-)
-from induction.icl import icl_score
-from induction.models import load_model, read_manifest
+from induction.formation import PhaseChange, detect_phase_change, revision_steps
+from induction.icl import ICLConfig, icl_score
+from induction.jobs import ScanConfig, TrackConfig, track
+from induction.jobs.track import HELD_OUT_SEED_OFFSET
+from induction.report import TrackReport
+
+track_job = importlib.import_module("induction.jobs.track")  # the module (`induction.jobs.track` is the job)
+from induction.models import load_model
 from induction.prompts import RepeatedTokensConfig
+from induction.runs import read_manifest
 from induction.scores import ScoreConfig, score_heads
 from induction.train import TrainConfig, train
 
 HEAD_KEYS = {"layer", "head", "prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token", "is_induction"}
 
 
-def quick_track_config(**overrides) -> TrackConfig:
-    base = dict(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8), n_bootstrap=0),
-                icl_sequences=8, held_out_sequences=8)
-    base.update(overrides)
-    return TrackConfig(**base)
+def quick_track_config(icl_sequences: int = 8, **overrides) -> TrackConfig:
+    scan = ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8), n_bootstrap=0),
+                      icl=ICLConfig(n_sequences=icl_sequences, n_bootstrap=0))
+    return TrackConfig(**{"scan": scan, "held_out_sequences": 8, **overrides})
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    cfg = TrainConfig(d_model=32, n_ctx=32, d_vocab=32, batch_size=4, steps=12, n_log_checkpoints=3, checkpoint_every=10)
+    cfg = TrainConfig.from_flat(d_model=32, n_ctx=32, d_vocab=32, batch_size=4, steps=12, n_log_checkpoints=3, checkpoint_every=10)
     return train(cfg, tmp_path_factory.mktemp("run") / "run", progress=False)
 
 
 class CallCounter:
-    """Wraps `induction.formation.score_heads` and counts calls."""
+    """Wraps the track job's `score_heads` and counts calls."""
 
     def __init__(self, monkeypatch, fail_on: int | None = None):
         self.calls = 0
         self.fail_on = fail_on
-        self.real = formation.score_heads
-        monkeypatch.setattr(formation, "score_heads", self)
+        self.real = track_job.score_heads
+        monkeypatch.setattr(track_job, "score_heads", self)
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -65,8 +63,8 @@ class CallCounter:
 # ---- the report ---------------------------------------------------------------------------------
 
 def test_track_report_follows_the_contract_and_agrees_with_scan(tiny_run, tmp_path):
-    cfg = quick_track_config()
-    report = track(tiny_run, cfg, progress=False, cache=False)
+    cfg = quick_track_config(cache=False)
+    report = track(tiny_run, cfg)
     data = json.loads(json.dumps(report.to_json()))
     assert set(data) == {"run", "checkpoints", "phase_change", "provenance"}
     manifest = read_manifest(tiny_run)
@@ -81,7 +79,7 @@ def test_track_report_follows_the_contract_and_agrees_with_scan(tiny_run, tmp_pa
     # Every number has one source: the same functions on the loaded checkpoint give the same values.
     model = load_model(tiny_run, checkpoint=10)
     last = report.checkpoints[3]
-    assert last.heads == score_heads(model, cfg.detector).to_records()
+    assert last.heads == score_heads(model, cfg.scan.detector).to_records()
     assert last.icl_score == icl_score(model, n_sequences=8, seed=0, n_bootstrap=0).score
     seed = manifest["train_config"]["seed"] + HELD_OUT_SEED_OFFSET
     held_out = sample_batch(TrainConfig.from_dict(manifest["train_config"]).data, 8, torch.Generator().manual_seed(seed))
@@ -94,12 +92,26 @@ def test_track_report_follows_the_contract_and_agrees_with_scan(tiny_run, tmp_pa
     assert len(per_head) == 5 * 8 and HEAD_KEYS <= set(per_head.columns)
 
 
-def test_held_out_batch_is_not_the_training_stream(tiny_run):
+def test_held_out_loss_is_measured_off_the_training_stream(tiny_run):
+    """track's held-out batch is drawn with the training seed + the offset, never the training stream."""
     manifest = read_manifest(tiny_run)
+    seed = manifest["train_config"]["seed"]
+    report = track(tiny_run, quick_track_config(cache=False))
+    assert report.provenance["settings"]["held_out_seed"] == seed + HELD_OUT_SEED_OFFSET
+    model = load_model(tiny_run, checkpoint=12)
     data = TrainConfig.from_dict(manifest["train_config"]).data
-    train_first = sample_batch(data, 8, torch.Generator().manual_seed(manifest["train_config"]["seed"]))
-    held_out = sample_batch(data, 8, torch.Generator().manual_seed(manifest["train_config"]["seed"] + HELD_OUT_SEED_OFFSET))
-    assert not torch.equal(train_first, held_out)
+
+    def loss(generator_seed: int) -> float:
+        batch = sample_batch(data, 8, torch.Generator().manual_seed(generator_seed))
+        with torch.no_grad():
+            logits = model(batch)
+        return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch[:, 1:].flatten()).item()
+
+    held_out = report.checkpoints[-1].held_out_loss
+    assert held_out == pytest.approx(loss(seed + HELD_OUT_SEED_OFFSET), rel=1e-5)
+    assert held_out != pytest.approx(loss(seed), rel=1e-5)  # not the batch the training stream starts with
+    other = track(tiny_run, quick_track_config(cache=False, held_out_seed=7))
+    assert other.checkpoints[-1].held_out_loss == pytest.approx(loss(7), rel=1e-5)
 
 
 # ---- caching ------------------------------------------------------------------------------------
@@ -110,21 +122,21 @@ def test_second_track_recomputes_nothing(tiny_run, tmp_path, monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     counter = CallCounter(monkeypatch)
-    first = track(run, quick_track_config(), progress=False)
+    first = track(run, quick_track_config())
     assert counter.calls == 5
-    second = track(run, quick_track_config(), progress=False)
+    second = track(run, quick_track_config())
     assert counter.calls == 5  # all five came from <run>/track/
     assert second.to_json()["checkpoints"] == first.to_json()["checkpoints"]
     # Changed settings get their own cache and are computed afresh; the old results stay.
-    track(run, quick_track_config(icl_sequences=4), progress=False)
+    track(run, quick_track_config(icl_sequences=4))
     assert counter.calls == 10
     assert len([p for p in (run / "track").iterdir() if p.is_dir()]) == 2
     # The phase-change settings are not part of the key: no recomputation.
-    track(run, quick_track_config(phase_threshold=0.9), progress=False)
+    track(run, quick_track_config(phase_threshold=0.9))
     assert counter.calls == 10
     # A changed scoring definition (the source of the scoring modules) is recomputed too.
-    monkeypatch.setattr(formation, "scoring_code_hash", lambda: "a-new-copying-score")
-    track(run, quick_track_config(), progress=False)
+    monkeypatch.setattr(track_job, "scoring_code_hash", lambda: "a-new-copying-score")
+    track(run, quick_track_config())
     assert counter.calls == 15
 
 
@@ -135,21 +147,21 @@ def test_interrupted_track_resumes_and_changed_weights_are_rescored(tiny_run, tm
     shutil.copytree(tiny_run, run)
     counter = CallCounter(monkeypatch, fail_on=3)
     with pytest.raises(KeyboardInterrupt):
-        track(run, quick_track_config(), progress=False)
+        track(run, quick_track_config())
     assert counter.calls == 3
-    track(run, quick_track_config(), progress=False)
+    track(run, quick_track_config())
     assert counter.calls == 3 + 3  # the two finished checkpoints were not recomputed
     # Rewriting a checkpoint's weights invalidates its cached scores only.
     ckpt = run / "checkpoints" / "step_000003"
     shutil.copy(run / "checkpoints" / "step_000010" / "model.safetensors", ckpt / "model.safetensors")
-    report = track(run, quick_track_config(), progress=False)
+    report = track(run, quick_track_config())
     assert counter.calls == 7
     by_step = {c.step: c for c in report.checkpoints}
     assert by_step[3].heads == by_step[10].heads
     # A corrupt cache file is recomputed, not trusted.
     cache = next(p for p in (run / "track").iterdir() if p.is_dir())
     (cache / "step_000012.json").write_text("{not json")
-    track(run, quick_track_config(), progress=False)
+    track(run, quick_track_config())
     assert counter.calls == 8
 
 
@@ -230,34 +242,34 @@ def test_track_revisions_loads_each_revision_in_turn(tmp_path, monkeypatch):
         calls.append((spec, revision))
         return load_model(dirs[revision])  # a local directory stands in for the hub revision
 
-    monkeypatch.setattr(formation, "load_model", fake_load_model)
-    cfg = quick_track_config()
+    monkeypatch.setattr(induction.models, "load_model", fake_load_model)
     revisions = ["step1000", "step0", "step100"]
-    report = track_revisions("org/model", revisions, cfg, progress=False, cache_dir=tmp_path / "cache")
+    cfg = quick_track_config(revisions=revisions, cache_dir=tmp_path / "cache")
+    report = track("org/model", cfg)
     assert calls == [("org/model", r) for r in revisions]
     assert [c.step for c in report.checkpoints] == [1000, 0, 100]
     assert [c.revision for c in report.checkpoints] == revisions
     data = json.loads(json.dumps(report.to_json()))
     assert data["run"] == "org/model" and data["checkpoints"][0]["revision"] == "step1000"
     assert all(c["tokens_seen"] is None and c["loss"] is None for c in data["checkpoints"])
-    expected = score_heads(load_model(dirs["step100"]), cfg.detector).to_records()
+    expected = score_heads(load_model(dirs["step100"]), cfg.scan.detector).to_records()
     assert report.checkpoints[2].heads == expected
     assert math.isfinite(report.checkpoints[2].held_out_loss) and math.isfinite(report.checkpoints[2].icl_score)
     # Cached by spec and revision: a repeat loads nothing.
-    again = track_revisions("org/model", revisions, cfg, progress=False, cache_dir=tmp_path / "cache")
+    again = track("org/model", cfg)
     assert len(calls) == 3 and again.to_json()["checkpoints"] == report.to_json()["checkpoints"]
     with pytest.raises(ValueError, match="repeated"):
-        track_revisions("org/model", ["step0", "step0"], cfg, progress=False)
+        track("org/model", replace(cfg, revisions=("step0", "step0")))
 
 
 # ---- figure -------------------------------------------------------------------------------------
 
 def test_formation_figure_shows_the_curves_and_the_window(tiny_run, tmp_path):
-    from induction.plots import plot_formation, save_figure
+    from induction.plots import save_figure
 
-    report = track(tiny_run, quick_track_config(), progress=False, cache=False)
+    report = track(tiny_run, quick_track_config(cache=False))
     report.phase_change = PhaseChange(step=5, start_step=3, end_step=10)
-    fig = plot_formation(report)
+    fig = report.plot()
     steps = [c.step for c in report.checkpoints if c.step >= 1]
     prefix_l1h2 = next(t for t in fig.data if t.name == "L1H2")
     assert list(prefix_l1h2.x) == steps
@@ -275,7 +287,7 @@ def test_formation_figure_shows_the_curves_and_the_window(tiny_run, tmp_path):
 @pytest.fixture(scope="module")
 def default_tracks(tmp_path_factory) -> dict[int, TrackReport]:
     root = tmp_path_factory.mktemp("default")
-    return {n: track(train(TrainConfig(n_layers=n), root / f"{n}l", progress=False), progress=False) for n in (2, 1)}
+    return {n: track(train(TrainConfig.from_flat(n_layers=n), root / f"{n}l", progress=False)) for n in (2, 1)}
 
 
 @pytest.mark.slow

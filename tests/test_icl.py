@@ -8,8 +8,9 @@ import pytest
 import torch
 from helpers import assert_close, build_induction_model, save_tiny_hf_gpt2
 
+from induction.checkpoint import boot_native, native_config
 from induction.icl import ICLDataError, icl_positions, icl_score
-from induction.models import boot_native, load_model, native_config
+from induction.models import load_model
 
 
 def test_positions_follow_olsson_and_scale():

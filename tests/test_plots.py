@@ -50,10 +50,11 @@ def test_svg_export_contains_the_figure(report, tmp_path):
 
 
 def test_mosaic_brackets_the_phase_change():
-    from types import SimpleNamespace as NS
+    from induction.formation import CheckpointScores, PhaseChange
 
-    points = [NS(step=s) for s in (0, 1, 2, 5, 10, 50, 100, 400, 450, 500, 550, 600, 1000)]
-    chosen = [c.step for c in plots._mosaic_checkpoints(points, NS(start_step=440, step=505, end_step=560), 6)]
+    points = [CheckpointScores(step=s, tokens_seen=None, loss=None, held_out_loss=0.0, icl_score=None, heads=[])
+              for s in (0, 1, 2, 5, 10, 50, 100, 400, 450, 500, 550, 600, 1000)]
+    chosen = [c.step for c in plots._mosaic_checkpoints(points, PhaseChange(start_step=440, step=505, end_step=560), 6)]
     assert chosen[0] == 0 and chosen[-1] == 1000
     assert {450, 500, 550} <= set(chosen)  # the panels show the change itself, not just log-spaced steps
     flat = [c.step for c in plots._mosaic_checkpoints(points, None, 4)]

@@ -6,7 +6,8 @@ import pytest
 import torch
 from helpers import OFFSET, ROLES, assert_close, build_induction_model
 
-from induction.models import ModelInfo, boot_native, native_config
+from induction.checkpoint import boot_native, native_config
+from induction.models import ModelInfo
 from induction.prompts import RepeatedTokensConfig
 from induction.scores import ScoreConfig, copying_ov_scores, score_heads
 
@@ -51,10 +52,22 @@ def test_fixed_offset_head_fakes_induction_only_with_a_fixed_period(handbuilt):
     assert not s_varied.is_induction[ROLES.fixed_offset]
 
 
-def test_bootstrap_ci_brackets_the_mean(handbuilt_scores):
+def test_bootstrap_ci_width_matches_the_analytic_standard_error(handbuilt_scores):
+    """95% percentile-bootstrap intervals over prompts are about mean -/+ 1.96 standard errors."""
+    checked = 0
     for name, ci in handbuilt_scores.ci.items():
-        mean = getattr(handbuilt_scores, name)
-        assert (ci[..., 0] <= mean + 1e-6).all() and (mean <= ci[..., 1] + 1e-6).all(), name
+        per_prompt = handbuilt_scores.per_prompt[name].double()  # [prompt, layer, head]
+        n = per_prompt.shape[0]
+        se = per_prompt.std(0, unbiased=True) / n**0.5
+        mean = per_prompt.mean(0)
+        width = (ci[..., 1] - ci[..., 0]).double()
+        varied = se > 1e-3
+        assert torch.allclose(width[varied], 2 * 1.96 * se[varied], rtol=0.25), name
+        assert (width[~varied] < 0.01).all(), name  # a score constant over prompts has no spread
+        centre = (ci[..., 0] + ci[..., 1]).double() / 2
+        assert ((centre - mean).abs()[varied] <= se[varied]).all(), name
+        checked += int(varied.sum())
+    assert checked >= 8  # enough heads vary over prompts for the check to mean something
 
 
 def _loop_scores(model, tokens, first):

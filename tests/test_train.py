@@ -10,15 +10,16 @@ import torch
 from safetensors.torch import load_file
 
 from induction.data import ToyDataConfig
-from induction.models import MANIFEST_FILE, load_model, read_manifest, run_checkpoints
-from induction.train import RESUME_DIR, RunExistsError, TrainConfig, train
+from induction.models import load_model
+from induction.runs import MANIFEST_FILE, RESUME_DIR, RunExistsError, read_manifest, run_checkpoints
+from induction.train import TrainConfig, train
 
 
 def tiny_config(**overrides) -> TrainConfig:
     """A run that takes about a second: 2 layers of 4 heads, d_model 32, context 32, 24 steps."""
     base = dict(d_model=32, n_ctx=32, d_vocab=32, batch_size=4, steps=24, n_log_checkpoints=5, checkpoint_every=10)
     base.update(overrides)
-    return TrainConfig(**base)
+    return TrainConfig.from_flat(**base)
 
 
 def weights(run: Path, step: int) -> dict[str, torch.Tensor]:
@@ -66,23 +67,31 @@ def test_config_validation_names_the_allowed_values(overrides, message):
 
 def test_config_defaults_and_round_trip():
     cfg = TrainConfig()
-    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_ctx, cfg.d_vocab, cfg.attn_only) == (2, 64, 4, 128, 128, True)
+    m = cfg.model
+    assert (m.n_layers, m.d_model, m.n_heads, m.n_ctx, m.d_vocab, m.attn_only) == (2, 64, 4, 128, 128, True)
+    assert (cfg.optim.batch_size, cfg.schedule.steps, cfg.resolved_lr, cfg.resolved_warmup_steps) == (16, 1000, 1e-2, 0)
     assert cfg.data == ToyDataConfig(d_vocab=128, seq_len=128)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    gpt2 = TrainConfig(attn_only=False)
+    gpt2 = TrainConfig.from_flat(attn_only=False)
     assert gpt2.model_config()["normalization_type"] == "LN" and gpt2.model_config()["d_mlp"] == 256
     assert (gpt2.resolved_lr, gpt2.resolved_warmup_steps) == (3e-3, 400)
     assert gpt2.lr_at(0) == pytest.approx(3e-3 / 400) and gpt2.lr_at(399) == gpt2.lr_at(5000) == 3e-3
     # A small vocabulary caps the segment length (segments hold distinct tokens).
-    assert TrainConfig(d_vocab=16).data.resolved_max_segment == 15
+    assert TrainConfig.from_flat(d_vocab=16).data.resolved_max_segment == 15
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         TrainConfig.from_dict({"layers": 2})
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({**cfg.to_dict(), "extra": 1})
+    # Format 1 (flat) train_configs, as older runs recorded them, read as the same config.
+    flat = {"n_layers": 1, "lr": 0.02, "steps": 30, "seed": 3, "betas": [0.9, 0.95]}
+    old = TrainConfig.from_dict(flat)
+    assert (old.model.n_layers, old.optim.lr, old.optim.betas, old.schedule.steps, old.seed) == (1, 0.02, (0.9, 0.95), 30, 3)
 
 
 def test_checkpoint_schedule_is_log_spaced_plus_every_n_plus_final():
-    cfg = TrainConfig(steps=1000, n_log_checkpoints=4, checkpoint_every=300)
+    cfg = TrainConfig.from_flat(steps=1000, n_log_checkpoints=4, checkpoint_every=300)
     assert cfg.checkpoint_steps() == [0, 1, 10, 100, 300, 600, 900, 1000]
-    assert TrainConfig(steps=7, n_log_checkpoints=0, checkpoint_every=0).checkpoint_steps() == [0, 7]
+    assert TrainConfig.from_flat(steps=7, n_log_checkpoints=0, checkpoint_every=0).checkpoint_steps() == [0, 7]
     default = TrainConfig().checkpoint_steps()
     assert default[0] == 0 and default[-1] == 1000 and default == sorted(set(default))
     assert sum(s < 100 for s in default) >= 10  # the early plateau is resolved on a log axis
@@ -130,13 +139,13 @@ def test_existing_run_is_not_overwritten_and_resume_checks_the_config(reference_
     (tmp_path / "junk" / "notes.txt").write_text("mine")
     with pytest.raises(RunExistsError, match="not empty"):
         train(tiny_config(), tmp_path / "junk", progress=False)
-    with pytest.raises(ValueError, match="differs in lr, seed"):
+    with pytest.raises(ValueError, match="differs in optim.lr, seed"):
         train(tiny_config(seed=3, lr=0.5), reference_run, resume=True, progress=False)
 
 
 # ---- atomic writes ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("target, fail_on_call", [("induction.models.save_file", 4), ("induction.train.save_file", 3)])
+@pytest.mark.parametrize("target, fail_on_call", [("induction.checkpoint.save_file", 4), ("induction.runs.save_file", 3)])
 def test_failure_mid_save_leaves_only_whole_checkpoints_and_resumes(reference_run, tmp_path, monkeypatch, target, fail_on_call):
     """An exception while writing checkpoint weights (models) or resume state (train) mid-run."""
     import importlib
@@ -175,7 +184,7 @@ def test_failure_mid_save_leaves_only_whole_checkpoints_and_resumes(reference_ru
 def test_manifest_round_trips_through_load_model(reference_run):
     cfg = tiny_config()
     manifest = read_manifest(reference_run)
-    assert manifest["format_version"] == 1 and manifest["complete"]
+    assert manifest["format_version"] == 2 and manifest["complete"]
     assert TrainConfig.from_dict(manifest["train_config"]) == cfg
     assert manifest["data"] == cfg.data.to_dict()
     assert [c["step"] for c in manifest["checkpoints"]] == cfg.checkpoint_steps() == [0, 1, 2, 5, 10, 11, 20, 24]
@@ -225,7 +234,7 @@ def test_training_leaves_thread_count_and_global_rng_alone(tmp_path):
 @pytest.fixture(scope="module")
 def default_runs(tmp_path_factory) -> dict[int, Path]:
     root = tmp_path_factory.mktemp("default")
-    return {n: train(TrainConfig(n_layers=n), root / f"{n}l", progress=False) for n in (2, 1)}
+    return {n: train(TrainConfig.from_flat(n_layers=n), root / f"{n}l", progress=False) for n in (2, 1)}
 
 
 @pytest.mark.slow
@@ -254,7 +263,7 @@ def test_cli_train_writes_a_run_and_resumes_it(tmp_path, capsys):
             "--log-checkpoints", "3", "--checkpoint-every", "0", "-q", "--out", str(run)]
     assert main(argv + ["--steps", "4", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["run"] == str(run) and report["complete"] and report["train_config"]["n_layers"] == 1
+    assert report["run"] == str(run) and report["complete"] and report["train_config"]["model"]["n_layers"] == 1
     assert [c["step"] for c in report["checkpoints"]] == [0, 1, 2, 4] and "versions" in report["provenance"]
     assert load_model(run).cfg.n_layers == 1
 
@@ -278,7 +287,7 @@ def test_default_run_trains_once_when_two_processes_ask(tmp_path, monkeypatch):
     with ctx.Pool(2) as pool:
         runs = pool.map(_tiny_default_run, [0, 1])
     assert runs[0] == runs[1]
-    from induction.models import run_checkpoints
+    from induction.runs import run_checkpoints
 
     assert [s for s, _ in run_checkpoints(runs[0])][-1] == 3  # one complete run, no crash from a shared directory
 
@@ -287,7 +296,7 @@ def _tiny_default_run(_: int) -> str:
     import induction.defaults as d
     from induction.train import TrainConfig
 
-    d.DEFAULTS["tiny"] = lambda: TrainConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=3,
+    d.DEFAULTS["tiny"] = lambda: TrainConfig.from_flat(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=3,
                                              n_log_checkpoints=2, checkpoint_every=0)
     return str(d.default_run("tiny", progress=False))
 
@@ -299,7 +308,7 @@ def test_resume_recovers_a_checkpoint_caught_mid_swap(tmp_path):
 
     from induction.train import TrainConfig, train
 
-    cfg = TrainConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=4, n_log_checkpoints=2,
+    cfg = TrainConfig.from_flat(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=4, n_log_checkpoints=2,
                       checkpoint_every=2)
     run = train(cfg, tmp_path / "run", progress=False, stop_after=2)
     ck = run / "checkpoints" / "step_000002"
