@@ -36,6 +36,8 @@ class DemoConfig:
         fewshot: run the few-shot part.
         draws: layer-matched random head sets in the ablation controls.
         progress: progress lines on stderr.
+        device, dtype: where and in what precision the models are measured (`induction.devices`;
+            None: auto, float32). The default models are trained on the CPU either way.
     """
 
     out_dir: Path
@@ -44,11 +46,16 @@ class DemoConfig:
     fewshot: bool = True
     draws: int = 10
     progress: bool = True
+    device: str | None = None
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         if self.draws < 1:
             raise ValueError(f"draws must be >= 1, got {self.draws}")
+        from induction.devices import resolve_device, resolve_dtype
+
+        resolve_device(self.device), resolve_dtype(self.dtype)  # fail before training anything
 
 
 @dataclass
@@ -112,6 +119,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     demo's numbers are the CLI's.
     """
     from induction import jobs, plots
+    from induction.devices import placement
     from induction.effects import controllable
     from induction.icl import ICLConfig
     from induction.models import load_model
@@ -130,13 +138,14 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
 
     progress(2, "scanning heads")
     scan_cfg = jobs.ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(seed=cfg.seed)), icl=ICLConfig(seed=cfg.seed))
-    models = {name: load_model(runs[name]) for name in ("2l", "1l")}
+    models = {name: load_model(runs[name], device=cfg.device, dtype=cfg.dtype) for name in ("2l", "1l")}
     for name, model in models.items():
         reports[f"scan_{name}"] = jobs.scan(model, scan_cfg)
 
     progress(3, "tracking formation over checkpoints")
     for name in ("2l", "1l"):
-        reports[f"track_{name}"] = jobs.track(runs[name], jobs.TrackConfig(scan=scan_cfg), progress=cfg.progress)
+        reports[f"track_{name}"] = jobs.track(runs[name], jobs.TrackConfig(scan=scan_cfg, device=cfg.device, dtype=cfg.dtype),
+                                              progress=cfg.progress)
 
     progress(4, "ablating and patching heads (ICL score)")
     model = models["2l"]
@@ -172,7 +181,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         "key_numbers": result.key_numbers, "runs": {k: str(v) for k, v in runs.items()},
         "static_figures": "ok" if not result.static_problems else next(iter(result.static_problems.values())),
         "provenance": provenance("embedded defaults", None, cfg.seed, {"draws": cfg.draws, "fewshot": cfg.fewshot},
-                                 result.runtime_s, device="cpu", dtype="float32"),
+                                 result.runtime_s, **placement(models["2l"])),
     })
     write_text_atomic(cfg.out_dir / "index.html", _index_html(figures, result))
     write_text_atomic(cfg.out_dir / "report.md", _report_md(reports, figures, result, format_report))

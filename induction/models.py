@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.checkpoint import (
@@ -31,6 +32,7 @@ from induction.checkpoint import (
     read_json,
     read_meta,
 )
+from induction.devices import place, resolve_device, resolve_dtype
 from induction.runs import MANIFEST_FILE, is_run_dir, read_manifest, run_checkpoints
 
 
@@ -56,6 +58,32 @@ class ModelInfo:
 
 
 def load_model(
+    spec: str | os.PathLike[str],
+    checkpoint: int | str | None = None,
+    revision: str | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> TransformerBridge:
+    """Load what a MODEL spec names (CONTRACT.md), in eval mode, on `device` in `dtype`.
+
+    Args:
+        spec, checkpoint, revision: as `load_spec`.
+        device: ``auto`` (default: CUDA when available, else the CPU), ``cpu``, ``cuda``,
+            ``cuda:N`` or ``mps`` (`induction.devices`); checked before anything is loaded.
+        dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
+
+    Raises:
+        ModelLoadError: one line naming what is missing or wrong.
+        DeviceError: a device or dtype this machine cannot provide (one line).
+    """
+    target, precision = resolve_device(device), resolve_dtype(dtype)
+    model = load_spec(spec, checkpoint, revision)
+    place(model, target, precision)
+    return model.eval()
+
+
+def load_spec(
     spec: str | os.PathLike[str],
     checkpoint: int | str | None = None,
     revision: str | None = None,
@@ -167,9 +195,12 @@ class ModelRef:
     spec: str
     checkpoint: int | str | None = None
     revision: str | None = None
+    device: str | None = None
+    dtype: str | None = None
 
     def load(self) -> TransformerBridge:
-        return load_model(self.spec, checkpoint=self.checkpoint, revision=self.revision)
+        return load_model(self.spec, checkpoint=self.checkpoint, revision=self.revision, device=self.device,
+                          dtype=self.dtype)
 
 
 ModelLike = Union[TransformerBridge, ModelRef, str, os.PathLike]

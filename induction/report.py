@@ -80,14 +80,6 @@ def provenance(
     }
 
 
-def model_placement(model: Any) -> dict[str, str | None]:
-    """{"device", "dtype"} of a model's parameters, for `provenance`."""
-    param = next(iter(model.parameters()), None)
-    if param is None:
-        return {"device": None, "dtype": None}
-    return {"device": str(param.device), "dtype": str(param.dtype).replace("torch.", "")}
-
-
 def head_sort_key(rec: dict[str, Any]) -> tuple:
     """Induction heads first, then by prefix-matching score, strongest first."""
     return (not rec.get("is_induction", False), -rec.get("prefix_matching", 0.0), rec["layer"], rec["head"])

@@ -45,6 +45,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from induction.checkpoint import boot_native, load_checkpoint, native_config, save_checkpoint
 from induction.checks import check_min
 from induction.data import ToyDataConfig
+from induction.devices import model_device, resolve_device, resolve_dtype
 from induction.report import package_versions
 from induction.runs import (
     CHECKPOINTS_DIR,
@@ -300,6 +301,8 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    device: str | torch.device | None = "cpu",
+    dtype: str | torch.dtype | None = None,
 ) -> Path:
     """Train `cfg`'s model on its synthetic stream, writing a run directory (module docstring).
 
@@ -311,6 +314,10 @@ def train(
         progress: show a tqdm bar with the smoothed loss on stderr.
         stop_after: stop once this many steps are done, without a final checkpoint, as if the
             process were killed there (for tests of `resume`, and for training in slices).
+        device: where to train (`induction.devices`; "auto": CUDA when available). The default is
+            the CPU, where runs are bit-reproducible (GPU kernels need not be).
+        dtype: the precision of the forward and backward passes (autocast); weights and AdamW
+            moments stay in float32. None or float32: full precision.
 
     Returns:
         The run directory.
@@ -320,6 +327,7 @@ def train(
         ValueError: resuming with a different config, or a run whose resume state is missing.
     """
     out_dir = Path(out_dir)
+    target, precision = resolve_device(device), resolve_dtype(dtype)
     state = _resume_state(cfg, out_dir) if resume else None
     if state is None:
         check_empty(out_dir, resume)
@@ -328,16 +336,24 @@ def train(
     start = manifest["checkpoints"][-1]["step"] if manifest["checkpoints"] else 0
     if start >= cfg.steps:
         return out_dir
+    if target != model_device(state[0]):
+        state[0].to(target)
+        state[1].load_state_dict(state[1].state_dict())  # moves AdamW's resumed moments to the parameters' device
+    state[-1].setdefault("hardware", []).append({"from_step": start, "device": str(target),
+                                                 "autocast": str(precision).replace("torch.", "")})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_loop(cfg, out_dir, state, start, progress, stop_after)
+        return _train_loop(cfg, out_dir, state, start, progress, stop_after, precision)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bool, stop_after: int | None) -> Path:
+def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bool, stop_after: int | None,
+                precision: torch.dtype = torch.float32) -> Path:
     model, optimizer, generator, ema, manifest = state
+    device = model_device(model)
+    autocast = torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32)
     schedule = cfg.checkpoint_steps()
     begin = time.perf_counter()
     wall_before = float(manifest.get("train_seconds", 0.0))
@@ -352,8 +368,9 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
         for step in range(start, end):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
-            tokens = sample_stream(cfg.data, cfg.optim.batch_size, generator)
-            loss = model(tokens, return_type="loss")
+            tokens = sample_stream(cfg.data, cfg.optim.batch_size, generator).to(device)
+            with autocast:
+                loss = model(tokens, return_type="loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip is not None:
@@ -378,7 +395,8 @@ def initial_loss(model: TransformerBridge, cfg: TrainConfig, generator: torch.Ge
     """Loss at step 0: on the first training batch, drawn from a copy so the stream is unchanged."""
     peek = torch.Generator().set_state(generator.get_state())
     with torch.no_grad():
-        return float(model(sample_stream(cfg.data, cfg.optim.batch_size, peek), return_type="loss"))
+        tokens = sample_stream(cfg.data, cfg.optim.batch_size, peek).to(model_device(model))
+        return float(model(tokens, return_type="loss"))
 
 
 @dataclass

@@ -238,7 +238,7 @@ def test_track_revisions_loads_each_revision_in_turn(tmp_path, monkeypatch):
         save_tiny_hf_gpt2(path, seed=seed)
     calls = []
 
-    def fake_load_model(spec, checkpoint=None, revision=None):
+    def fake_load_model(spec, checkpoint=None, revision=None, device=None, dtype=None):
         calls.append((spec, revision))
         return load_model(dirs[revision])  # a local directory stands in for the hub revision
 

@@ -152,6 +152,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="run directory, checkpoint directory, or Hugging Face directory/name")
     parser.add_argument("--checkpoint", help="step of a run directory (default: last), or a published checkpoint")
     parser.add_argument("--revision", help="Hugging Face revision (e.g. Pythia step1000)")
+    add_device_arguments(parser)
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device and --dtype (`induction.devices`), for every subcommand that runs a model."""
+    from induction.devices import DEVICES, DTYPES
+
+    g = parser.add_argument_group("hardware")
+    g.add_argument("--device", default="auto", help=f"{'|'.join(DEVICES)}: where the model runs "
+                                                   "(default: auto, CUDA when available)")
+    g.add_argument("--dtype", default="float32", choices=tuple(DTYPES),
+                   help="parameter precision; scores accumulate in float32 (default: float32)")
 
 
 def run_job(args: argparse.Namespace, job: Callable[..., Any], target: Any, cfg: Any,
@@ -220,10 +232,11 @@ def comma_list(what: str, allowed: tuple[str, ...] | None = None, item: Callable
 
 
 def model_ref(args: argparse.Namespace):
-    """The `ModelRef` the MODEL arguments name (loaded by the job)."""
+    """The `ModelRef` the MODEL arguments name (loaded by the job, on --device in --dtype)."""
     from induction.models import ModelRef
 
-    return ModelRef(args.model, checkpoint=args.checkpoint, revision=args.revision)
+    return ModelRef(args.model, checkpoint=args.checkpoint, revision=args.revision, device=args.device,
+                    dtype=args.dtype)
 
 
 # ---- options generated from a Config -------------------------------------------------------------

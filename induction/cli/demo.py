@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from induction.cli import add_device_arguments
+
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("demo", parents=[common], help="train (or reuse) the default toy models and run everything",
@@ -14,6 +16,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fewshot", action="store_true", help="skip the few-shot part")
     p.add_argument("--draws", type=int, default=10, help="layer-matched random head sets in the controls (default: 10)")
     p.add_argument("--serial", action="store_true", help="train missing default models one after the other")
+    add_device_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -27,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; the demo writes a directory")
     result = run_demo(DemoConfig(out_dir=out, seed=args.seed, parallel=not args.serial, fewshot=not args.no_fewshot,
-                                 draws=args.draws, progress=not args.quiet))
+                                 draws=args.draws, progress=not args.quiet, device=args.device, dtype=args.dtype))
     if args.format == "json":
         import json
 

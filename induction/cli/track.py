@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from induction.cli import add_options, comma_list, config_from, run_job
+from induction.cli import add_device_arguments, add_options, comma_list, config_from, run_job
 from induction.cli.scan import add_scan_arguments, scan_config_from_args
 
 TRACK = {"held_out_sequences": "--held-out-sequences", "phase_threshold": "--phase-threshold"}
@@ -32,6 +32,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE", help="write the formation curves (.html, .png, .svg, .pdf)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write RUN/track/")
     add_scan_arguments(p)  # the detector and ICL options of `induction scan`, with the same defaults
+    add_device_arguments(p)
     add_options(p.add_argument_group("held-out loss and phase change"), TrackConfig, TRACK)
     p.set_defaults(func=run)
 
@@ -40,7 +41,7 @@ def track_config_from_args(args: argparse.Namespace):
     from induction.jobs import TrackConfig
 
     return config_from(TrackConfig, args, TRACK, scan=scan_config_from_args(args), revisions=args.revisions,
-                       cache=not args.no_cache)
+                       cache=not args.no_cache, device=args.device, dtype=args.dtype)
 
 
 def run(args: argparse.Namespace) -> int:

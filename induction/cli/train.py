@@ -20,7 +20,7 @@ DATA = {"min_segment": "--min-segment", "max_segment": "--max-segment"}
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.cli import add_options
+    from induction.cli import add_device_arguments, add_options
     from induction.data import ToyDataConfig
     from induction.streams import DATA_STREAMS
     from induction.train import DEFAULT_LR, DEFAULT_WARMUP, ModelConfig, OptimConfig, ScheduleConfig
@@ -51,6 +51,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                    help="training stream: repeated (random segments, the default), fewshot (few-shot sequences of "
                         "the lookup, rule and classification tasks, see `induction fewshot`) or mixture (half each)")
     g.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
+    add_device_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -113,6 +114,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"induction: error: --out {args.out}: directory {out.parent} does not exist")
     saved = read_manifest(out).get("train_config") if args.resume and is_run_dir(out) else None
     cfg = config_from_args(args, saved)
-    report = train(out, cfg, resume=args.resume, progress=not args.quiet)
+    report = train(out, cfg, resume=args.resume, device=args.device, dtype=args.dtype, progress=not args.quiet)
     sys.stdout.write(format_report(report, args.format))
     return 0

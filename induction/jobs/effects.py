@@ -15,11 +15,12 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import Head
 from induction.checks import check_choice, check_min
+from induction.devices import placement
 from induction.effects import ABLATION_METHODS, PATCH_METHODS, ablation_effects, head_set_ablation, patching_effects
 from induction.fewshot.evaluate import fewshot_metric_setup
 from induction.metrics import METRICS, MetricSetup, stream_metric_setup
 from induction.models import ModelLike, model_info, resolve_model
-from induction.report import HeadEffectReport, model_placement, provenance
+from induction.report import HeadEffectReport, provenance
 from induction.scores import top_prefix_heads
 
 
@@ -115,7 +116,7 @@ def _report(model: TransformerBridge, command: str, method: str, metric: MetricS
     settings = {"metric": metric.name, "sequences": metric.sequences, "metric_settings": asdict(metric),
                 "data": setup.description, "method": method, **settings}
     prov = provenance(info.spec, info.checkpoint, metric.seed, settings, time.perf_counter() - start,
-                      **model_placement(model))
+                      **placement(model))
     return HeadEffectReport(model=info.spec, command=command, method=method, metric=metric.name, provenance=prov,
                             **fields)
 

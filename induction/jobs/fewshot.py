@@ -11,13 +11,14 @@ import torch
 
 from circuits import Head
 from induction.checks import check_choice, check_min
+from induction.devices import placement
 from induction.effects import ABLATION_METHODS
 from induction.fewshot.ablation import ablate_fewshot_heads
 from induction.fewshot.evaluate import evaluate_fewshot
 from induction.fewshot.labels import LABEL_VARIANTS
 from induction.fewshot.render import FewShotPromptConfig, toy_data_config
 from induction.models import ModelLike, model_info, resolve_model
-from induction.report import FewShotReport, model_placement, provenance
+from induction.report import FewShotReport, provenance
 from induction.stats import DEFAULT_RESAMPLES
 from induction.tasks import TASKS, TOY_TASKS
 from induction.vocab import TaskError
@@ -105,6 +106,6 @@ def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: boo
     if cfg.task in TOY_TASKS:
         settings["toy_layout"] = toy_data_config(model).resolved().to_dict()
     prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start,
-                      **model_placement(model))
+                      **placement(model))
     return FewShotReport(model=info.spec, task=cfg.task, labels=list(cfg.labels), shots=results, ablation=ablation,
                          provenance=prov)

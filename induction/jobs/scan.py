@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
+from induction.devices import placement
 from induction.icl import ICLConfig, icl_score
 from induction.models import ModelLike, model_info, resolve_model
 from induction.prompts import read_token_freqs
-from induction.report import ScanReport, model_placement, provenance
+from induction.report import ScanReport, provenance
 from induction.scores import ScoreConfig, score_heads
 
 
@@ -53,5 +54,5 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     measured = None if icl is None else {k: v for k, v in asdict(icl).items()
                                          if k in ("early_pos", "late_pos", "n_sequences", "seq_len", "data")}
     settings = {**cfg.to_dict(), "icl_measured": measured}
-    prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start, **model_placement(model))
+    prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start, **placement(model))
     return ScanReport(model=info.spec, checkpoint=info.checkpoint, scores=scores, icl=icl, provenance=prov)

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +29,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from induction.cache import ResultCache
 from induction.checkpoints import CheckpointSource, file_sha256, revision_sources, run_sources
 from induction.checks import check_min, check_range
+from induction.devices import resolve_device, resolve_dtype
 from induction.formation import CheckpointScores, phase_change_of
 from induction.icl import default_stream_config, icl_score
 from induction.jobs.scan import ScanConfig
@@ -61,6 +62,9 @@ class TrackConfig:
         revisions: Hugging Face revisions to score instead of a run directory's checkpoints.
         cache: read and write cached results (a run's ``<run>/track/``; for revisions, `cache_dir`).
         cache_dir: where revisions' results are cached (None: not cached).
+        device: where each checkpoint is scored (`induction.devices`; None: auto).
+        dtype: the checkpoints' precision (None: float32). Results are cached per device type and
+            dtype, since they differ in the last digits.
     """
 
     scan: ScanConfig = field(default_factory=ScanConfig)
@@ -71,6 +75,8 @@ class TrackConfig:
     revisions: Sequence[str] | None = None
     cache: bool = True
     cache_dir: str | os.PathLike[str] | None = None
+    device: str | None = None
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         check_min("held_out_sequences", self.held_out_sequences, 1)
@@ -79,6 +85,7 @@ class TrackConfig:
         check_min("min_icl_range", self.min_icl_range, 0)
         if self.revisions is not None:
             self.revisions = tuple(self.revisions)
+        resolve_device(self.device), resolve_dtype(self.dtype)  # fail before any work
 
     @property
     def resolved_phase_threshold(self) -> float:
@@ -110,7 +117,8 @@ class TrackConfig:
         return {"scan": self.scan.to_dict(), "held_out_sequences": self.held_out_sequences,
                 "held_out_seed": self.held_out_seed, "phase_threshold": self.phase_threshold,
                 "min_icl_range": self.min_icl_range, "revisions": None if self.revisions is None else list(self.revisions),
-                "cache": self.cache, "cache_dir": None if self.cache_dir is None else str(self.cache_dir)}
+                "cache": self.cache, "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
+                "device": self.device, "dtype": self.dtype}
 
 
 def scoring_code_hash() -> str:
@@ -172,12 +180,14 @@ def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progre
     key = cfg.cache_key()
     cache = ResultCache(cache_root / key if (cfg.cache and cache_root is not None) else None,
                         cfg.scoring_settings())
+    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+    where = {"device_type": device.type, "dtype": str(dtype).replace("torch.", "")}
     results = []
     for source in tqdm(sources, desc="tracking", unit="ckpt", disable=not progress):
-        identity = {**source.identity, "held_out_seed": held_out_seed}
+        identity = {**source.identity, "held_out_seed": held_out_seed, **where}
         scored = cache.read(source.name, identity)
         if scored is None:
-            model = source.ref.load()
+            model = replace(source.ref, device=str(device), dtype=where["dtype"]).load()
             torch.manual_seed(cfg.scan.seed)
             scored = score_checkpoint(model, cfg, held_out_seed, freqs)
             del model
@@ -187,5 +197,6 @@ def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progre
     phase = phase_change_of(results, cfg.resolved_phase_threshold, cfg.min_icl_range)
     settings = {"track": cfg.to_dict(), "held_out_seed": held_out_seed, "cache_key": key,
                 "data": manifest.get("data"), "train_config": manifest.get("train_config")}
-    prov = provenance(run, None, cfg.scan.seed, settings, time.perf_counter() - start, device="cpu", dtype="float32")
+    prov = provenance(run, None, cfg.scan.seed, settings, time.perf_counter() - start, device=str(device),
+                      dtype=where["dtype"])
     return TrackReport(run=run, checkpoints=results, phase_change=phase, provenance=prov)
