@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -20,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.fileio import current_umask, write_json_atomic
+from induction.fileio import give_default_mode, write_json_atomic
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -73,19 +74,22 @@ def native_config(
     return cfg
 
 
-def boot_native(config: dict[str, Any]) -> TransformerBridge:
-    """Build a TL-native bridge from a config.json dict, in eval mode."""
+def validate_native_config(config: dict[str, Any]) -> None:
+    """Raise unless `config` has the required fields, each a positive integer."""
     missing = [k for k in _REQUIRED_FIELDS if k not in config]
     if missing:
         raise ModelLoadError(f"config.json lacks required field(s): {', '.join(missing)}")
+    for key in _REQUIRED_FIELDS:
+        if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] <= 0:
+            raise ModelLoadError(f"config.json: {key} must be a positive integer, got {config[key]!r}")
+
+
+def boot_native(config: dict[str, Any]) -> TransformerBridge:
+    """Build a TL-native bridge from a config.json dict, in eval mode (on the default device)."""
+    validate_native_config(config)
     cfg = dict(config)
     if isinstance(cfg.get("dtype"), str):
         cfg["dtype"] = getattr(torch, cfg["dtype"].replace("torch.", ""))
-    for key in _REQUIRED_FIELDS:
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
-            raise ModelLoadError(f"config.json: {key} must be a positive integer, got {cfg[key]!r}")
-    if cfg["d_head"] * cfg["n_heads"] <= 0:
-        raise ModelLoadError("config.json: d_head * n_heads must be positive")
     try:
         bridge_cfg = TransformerBridgeConfig.from_dict(cfg)
         with warnings.catch_warnings():
@@ -125,9 +129,10 @@ def save_checkpoint(
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
+        give_default_mode(tmp / WEIGHTS_FILE)
         write_json_atomic(tmp / CONFIG_FILE, native_config_of(model))
         write_json_atomic(tmp / META_FILE, dict(meta or {}))
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
+        give_default_mode(tmp, directory=True)  # mkdtemp makes 0700
         if directory.exists():  # swap: the old checkpoint stays whole until the new one is in place
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
             os.replace(directory, old / "ck")
@@ -147,8 +152,54 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise ModelLoadError(f"{what}: {path} does not exist") from None
+    except PermissionError:
+        raise ModelLoadError(f"{what}: cannot read {path}: permission denied") from None
+    except IsADirectoryError:
+        raise ModelLoadError(f"{what}: {path} is a directory, not a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{what}: {path} is not valid JSON ({one_line(exc)})") from None
+
+
+def safetensors_shapes(path: Path, what: str) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from a safetensors file's header, read without loading any weight."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except PermissionError:
+        raise ModelLoadError(f"{what}: cannot read {path}: permission denied") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{what}: {path} is corrupt ({one_line(exc)})") from None
+
+
+def _layers_in(shapes: dict[str, tuple[int, ...]]) -> int:
+    return 1 + max((int(m.group(1)) for k in shapes if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+
+
+def check_config_against_weights(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], where: Path) -> None:
+    """Raise unless config.json describes exactly the tensors the weights file holds, before any
+    memory is allocated: a config that claims d_vocab 2e7 or 1e5 layers must not be built first.
+
+    The layer count is compared first (cheap, and what would take longest to build); then the model
+    is built on the meta device (no memory) and every shape compared with the header's.
+    """
+    layers = _layers_in(shapes)
+    if config["n_layers"] != layers:
+        raise ModelLoadError(f"checkpoint {where}: config.json says n_layers={config['n_layers']}, "
+                             f"{WEIGHTS_FILE} holds {layers} layer(s)")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in boot_native(config).state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {_short_list(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_short_list(unexpected)}")
+        raise ModelLoadError(f"checkpoint {where}: weights do not match config.json ({'; '.join(parts)})")
+    for key, shape in shapes.items():
+        if shape != expected[key]:
+            raise ModelLoadError(f"checkpoint {where}: {key} has shape {shape}, config.json implies {expected[key]}")
 
 
 def load_checkpoint(directory: str | os.PathLike[str]) -> TransformerBridge:
@@ -161,27 +212,16 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TransformerBridge:
     if not weights.exists():
         raise ModelLoadError(f"checkpoint {directory}: {WEIGHTS_FILE} is missing")
     config = dict(config, init_weights=False)
+    validate_native_config(config)
+    check_config_against_weights(config, safetensors_shapes(weights, f"checkpoint {directory}"), directory)
     model = boot_native(config)
     try:
         state = load_file(str(weights))
+    except PermissionError:
+        raise ModelLoadError(f"checkpoint {directory}: cannot read {WEIGHTS_FILE}: permission denied") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"checkpoint {directory}: {WEIGHTS_FILE} is corrupt ({one_line(exc)})") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {_short_list(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {_short_list(unexpected)}")
-        raise ModelLoadError(f"checkpoint {directory}: weights do not match config.json ({'; '.join(parts)})")
     for key, value in state.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise ModelLoadError(
-                f"checkpoint {directory}: {key} has shape {tuple(value.shape)}, "
-                f"config.json implies {tuple(expected[key].shape)}"
-            )
         if not torch.isfinite(value).all():
             raise ModelLoadError(f"checkpoint {directory}: {key} contains NaN or inf")
     model.load_state_dict(state, strict=True)

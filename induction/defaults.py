@@ -9,7 +9,6 @@ training resumes where it stopped.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -69,20 +68,15 @@ def run_is_complete(run: Path, cfg: TrainConfig) -> bool:
 
 
 def default_run(name: str = "2l", progress: bool = True) -> Path:
-    """The run directory of default model `name`, training it first if it is not cached."""
+    """The run directory of default model `name`, training it first if it is not cached.
+
+    Two processes (a notebook and the demo, say) never train the same run at once: the second
+    waits for the run's lock (`induction.runs.run_lock`), then finds the run complete.
+    """
     cfg = default_config(name)
     run = run_path(name)
     if not run_is_complete(run, cfg):
-        run.parent.mkdir(parents=True, exist_ok=True)
-        # Two processes (a notebook and the demo, say) must not train the same run at once: the second
-        # waits, then finds the run complete.
-        with open(run.parent / f".{run.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if not run_is_complete(run, cfg):
-                    train(cfg, run, resume=True, progress=progress)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        train(cfg, run, resume=True, progress=progress, wait=True)
     return run
 
 

@@ -16,6 +16,12 @@ def current_umask() -> int:
     return mask
 
 
+def give_default_mode(path: str | os.PathLike[str], directory: bool = False) -> None:
+    """chmod `path` to what the user's umask gives a new file (or directory): temp-file helpers and
+    some writers (safetensors) create 0600 files, which other users of a shared run could not read."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`, on error removed."""
@@ -24,7 +30,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; give the file the usual mode
+        give_default_mode(tmp)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -57,7 +57,7 @@ class ICLConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_min("the ICL score's n_sequences", self.n_sequences, 1, ICLDataError)
+        check_min("n_sequences", self.n_sequences, 1, ICLDataError)
         if self.seq_len is not None and self.seq_len < 3:
             raise ICLDataError(f"sequences of {self.seq_len} tokens are too short for an ICL score")
         check_min("batch_size", self.batch_size, 1, ICLDataError)

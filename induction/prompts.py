@@ -12,6 +12,7 @@ so they stay right for any token sequence, including accidental repeats.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -182,4 +183,7 @@ def read_token_freqs(path: str | os.PathLike[str]) -> Tensor:
         raise PromptError(f"--freqs {path} is not a JSON list of counts ({str(exc).splitlines()[0]})") from None
     if not isinstance(counts, list) or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in counts):
         raise PromptError(f"--freqs {path} must hold a JSON list of numbers, one per token id")
+    bad = next((i for i, c in enumerate(counts) if not (math.isfinite(c) and c >= 0)), None)
+    if bad is not None:
+        raise PromptError(f"--freqs {path}: token {bad} has count {counts[bad]!r}; counts must be finite and >= 0")
     return torch.tensor(counts, dtype=torch.float)

@@ -10,18 +10,19 @@ sees whole checkpoints only. This module reads and writes that format; `inductio
 
 from __future__ import annotations
 
-import json
+import fcntl
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from induction.checkpoint import ModelLoadError, read_json
-from induction.fileio import current_umask, write_json_atomic
+from induction.checkpoint import ModelLoadError, one_line, read_json
+from induction.fileio import give_default_mode, write_json_atomic
 
 MANIFEST_FILE = "manifest.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -46,15 +47,50 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def run_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
-    """(step, checkpoint directory) for every checkpoint of a run, by step."""
+    """(step, checkpoint directory) for every checkpoint of a run, by step.
+
+    A checkpoint path must stay inside the run's checkpoints/ folder: a manifest cannot point a
+    run at another run's weights (``../other/checkpoints/...``) or at an absolute path.
+    """
     run_dir = Path(run_dir)
+    root = (run_dir / CHECKPOINTS_DIR).resolve()
     out = []
     for entry in read_manifest(run_dir)["checkpoints"]:
         try:
-            out.append((int(entry["step"]), run_dir / entry["path"]))
+            step, rel = int(entry["step"]), str(entry["path"])
         except (KeyError, TypeError, ValueError):
             raise ModelLoadError(f"run manifest {run_dir / MANIFEST_FILE}: bad checkpoint entry {entry!r}") from None
+        path = (run_dir / rel).resolve()
+        if Path(rel).is_absolute() or path.parent != root:
+            raise ModelLoadError(f"run manifest {run_dir / MANIFEST_FILE}: checkpoint path {rel!r} is outside "
+                                 f"the run's {CHECKPOINTS_DIR}/ folder")
+        out.append((step, run_dir / rel))
     return sorted(out)
+
+
+@contextmanager
+def run_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
+    """Hold the run directory's writer lock (a sibling ``.<name>.lock`` file, flock'ed).
+
+    One process writes a run at a time: a second `induction train` into the same directory is
+    refused in one line (`wait=False`), or waits its turn (`wait=True`, as the default-model cache
+    does). The lock dies with its process, so a killed writer never leaves the run locked.
+    """
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{run_dir.name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise RunBusyError(f"{run_dir} is being written by another process (another `induction train`?); "
+                               "wait for it to finish or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class RunBusyError(ValueError):
+    """Another process holds the run directory's writer lock."""
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
@@ -66,14 +102,22 @@ class RunExistsError(ValueError):
 
 
 def check_empty(out_dir: Path, resume: bool) -> None:
-    """Raise unless `out_dir` can take a new run: absent, empty, or (with `resume`) a run."""
+    """Raise unless `out_dir` can take a new run: absent, empty, a run that never saved a checkpoint
+    (nothing to lose: it is replaced), or (with `resume`) a run."""
     if out_dir.exists() and not out_dir.is_dir():
         raise RunExistsError(f"{out_dir} is a file; the run directory must be a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        if is_run_dir(out_dir) and not resume:
+        if is_run_dir(out_dir) and not resume and not _never_checkpointed(out_dir):
             raise RunExistsError(f"{out_dir} already holds a run; resume it (--resume) or choose another directory")
         if not is_run_dir(out_dir):
             raise RunExistsError(f"{out_dir} is not empty and holds no run; choose an empty or new directory")
+
+
+def _never_checkpointed(out_dir: Path) -> bool:
+    try:
+        return not read_manifest(out_dir)["checkpoints"]
+    except ModelLoadError:
+        return False
 
 
 # ---- the resume state ----------------------------------------------------------------------------
@@ -98,8 +142,9 @@ def save_training_state(
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
+        give_default_mode(tmp / OPTIMIZER_FILE)
         write_json_atomic(tmp / STATE_FILE, {**extra, "param_groups": groups})
-        os.chmod(tmp, 0o777 & ~current_umask())
+        give_default_mode(tmp, directory=True)
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
@@ -113,16 +158,30 @@ def has_training_state(directory: Path) -> bool:
 
 
 def load_training_state(directory: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Any]:
-    """Restore the optimizer and the generator from `save_training_state`'s directory; return its JSON."""
-    extra = json.loads((directory / STATE_FILE).read_text())
-    tensors = load_file(str(directory / OPTIMIZER_FILE))
-    generator.set_state(tensors.pop("generator_state"))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in extra["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    """Restore the optimizer and the generator from `save_training_state`'s directory; return its JSON.
+
+    Raises:
+        ModelLoadError: one line naming the file that is unreadable, corrupt or incomplete.
+    """
+    extra = read_json(directory / STATE_FILE, "resume state")
+    if not isinstance(extra, dict) or not all(k in extra for k in ("param_groups", "loss_avg", "loss_count")):
+        raise ModelLoadError(f"resume state: {directory / STATE_FILE} lacks param_groups, loss_avg or loss_count")
+    try:
+        tensors = load_file(str(directory / OPTIMIZER_FILE))
+    except PermissionError:
+        raise ModelLoadError(f"resume state: cannot read {directory / OPTIMIZER_FILE}: permission denied") from None
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ModelLoadError(f"resume state: {directory / OPTIMIZER_FILE} is corrupt ({one_line(exc)})") from None
+    try:
+        generator.set_state(tensors.pop("generator_state"))
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+        groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in extra["param_groups"]]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise ModelLoadError(f"resume state: {directory} does not match this run's optimizer ({one_line(exc)})") from None
     return extra
 
 

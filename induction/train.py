@@ -30,6 +30,7 @@ core made a 2-thread step up to 20x slower than a 1-thread one on a loaded 2-cor
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -42,10 +43,19 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.checkpoint import boot_native, load_checkpoint, native_config, save_checkpoint
-from induction.checks import check_min
+from induction.checkpoint import (
+    META_FILE,
+    ModelLoadError,
+    boot_native,
+    load_checkpoint,
+    native_config,
+    read_json,
+    save_checkpoint,
+)
+from induction.checks import check_memory, check_min
 from induction.data import ToyDataConfig
 from induction.devices import model_device, resolve_device, resolve_dtype
+from induction.fileio import json_default, write_json_atomic
 from induction.report import package_versions
 from induction.runs import (
     CHECKPOINTS_DIR,
@@ -59,6 +69,8 @@ from induction.runs import (
     load_training_state,
     read_manifest,
     remove_run_files,
+    run_checkpoints,
+    run_lock,
     save_training_state,
     step_name,
     write_manifest,
@@ -303,6 +315,7 @@ def train(
     stop_after: int | None = None,
     device: str | torch.device | None = "cpu",
     dtype: str | torch.dtype | None = None,
+    wait: bool = False,
 ) -> Path:
     """Train `cfg`'s model on its synthetic stream, writing a run directory (module docstring).
 
@@ -318,19 +331,39 @@ def train(
             the CPU, where runs are bit-reproducible (GPU kernels need not be).
         dtype: the precision of the forward and backward passes (autocast); weights and AdamW
             moments stay in float32. None or float32: full precision.
+        wait: when another process is writing `out_dir`, wait for it (True) instead of refusing.
 
     Returns:
         The run directory.
 
     Raises:
         RunExistsError: `out_dir` holds files and `resume` is False.
+        RunBusyError: another process is writing `out_dir` (and `wait` is False).
+        ResourceError: a training step would need more memory than the device has.
         ValueError: resuming with a different config, or a run whose resume state is missing.
     """
     out_dir = Path(out_dir)
     target, precision = resolve_device(device), resolve_dtype(dtype)
+    check_memory(f"a training step of {cfg.optim.batch_size} sequences", step_memory(cfg), target)
+    with run_lock(out_dir, wait=wait):
+        return _train_locked(cfg, out_dir, resume, progress, stop_after, target, precision)
+
+
+def step_memory(cfg: TrainConfig) -> int:
+    """A generous estimate (bytes) of one training step's activations, forward and backward, float32:
+    per token and layer the residual-width tensors and the attention rows, plus the logits."""
+    m = cfg.model
+    width = m.d_model * (12 if m.attn_only else 24)  # q, k, v, z, outputs, norms, MLP (4 x d_model) ...
+    per_token = m.n_layers * (width + 3 * m.n_heads * cfg.data.seq_len) + 4 * m.d_vocab
+    return 2 * 4 * cfg.optim.batch_size * cfg.data.seq_len * per_token
+
+
+def _train_locked(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, stop_after: int | None,
+                  target: torch.device, precision: torch.dtype) -> Path:
     state = _resume_state(cfg, out_dir) if resume else None
     if state is None:
         check_empty(out_dir, resume)
+        remove_run_files(out_dir)  # a run that never saved a checkpoint is replaced whole
         state = _fresh_state(cfg, out_dir)
     manifest = state[-1]
     start = manifest["checkpoints"][-1]["step"] if manifest["checkpoints"] else 0
@@ -426,6 +459,26 @@ def _make_optimizer(cfg: TrainConfig, model: TransformerBridge) -> torch.optim.A
                              weight_decay=cfg.optim.weight_decay, foreach=False)
 
 
+def _meta(cfg: TrainConfig, step: int, loss: float) -> dict[str, Any]:
+    """A checkpoint's meta.json: everything in it follows from the config, the step and the loss."""
+    return {
+        "step": step, "tokens_seen": step * cfg.optim.batch_size * cfg.data.seq_len, "loss": loss,
+        "lr": cfg.lr_at(max(step - 1, 0)), "data": cfg.data.to_dict(), "bos_token_id": cfg.data.bos_token_id,
+        "seed": cfg.seed,
+    }
+
+
+def _repair_meta(ckpt_dir: Path, meta: dict[str, Any]) -> None:
+    """Rewrite a missing or damaged meta.json of the checkpoint a run resumes from (it holds nothing
+    the manifest and the config do not), so a resumed run never ends with an unreadable checkpoint."""
+    try:
+        current = read_json(ckpt_dir / META_FILE, "checkpoint meta")
+    except ModelLoadError:
+        current = None
+    if current != json.loads(json.dumps(meta, default=json_default)):
+        write_json_atomic(ckpt_dir / META_FILE, meta)
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"optim": {"lr": 1}} -> {"optim.lr": 1}, to name the fields two configs differ in."""
     out: dict[str, Any] = {}
@@ -464,22 +517,23 @@ def _resume_state(cfg: TrainConfig, out_dir: Path):
     if not (out_dir / MANIFEST_FILE).exists():
         return None
     manifest = read_manifest(out_dir)
+    if not manifest["checkpoints"]:
+        return None  # nothing was saved: start afresh, whatever config the aborted start had
     saved = TrainConfig.from_dict(manifest.get("train_config") or {}).to_dict()
     wanted = cfg.to_dict()
     if saved != wanted:
         a, b = _flatten(saved), _flatten(wanted)
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise ValueError(f"cannot resume {out_dir}: its train_config differs in {', '.join(diff) or 'format'}")
-    if not manifest["checkpoints"]:
-        remove_run_files(out_dir)
-        return None
     last = manifest["checkpoints"][-1]
     step = int(last["step"])
     clean_leftovers(out_dir, keep=step_name(step))
     resume_dir = out_dir / RESUME_DIR / step_name(step)
     if not has_training_state(resume_dir):
         raise ValueError(f"cannot resume {out_dir}: the training state of step {step} ({resume_dir}) is missing")
-    model = load_checkpoint(out_dir / last["path"])
+    ckpt_dir = dict(run_checkpoints(out_dir))[step]
+    _repair_meta(ckpt_dir, _meta(cfg, step, last["loss"]))
+    model = load_checkpoint(ckpt_dir)
     optimizer = _make_optimizer(cfg, model)
     generator = torch.Generator()
     extra = load_training_state(resume_dir, optimizer, generator)
@@ -505,11 +559,8 @@ def _checkpoint(
     previous resume state. A kill at any point leaves the manifest naming whole checkpoints only,
     the last of which has its resume state."""
     name = step_name(step)
-    tokens_seen = step * cfg.optim.batch_size * cfg.data.seq_len
-    meta = {
-        "step": step, "tokens_seen": tokens_seen, "loss": loss, "lr": cfg.lr_at(max(step - 1, 0)),
-        "data": cfg.data.to_dict(), "bos_token_id": cfg.data.bos_token_id, "seed": cfg.seed,
-    }
+    meta = _meta(cfg, step, loss)
+    tokens_seen = meta["tokens_seen"]
     save_checkpoint(model, out_dir / CHECKPOINTS_DIR / name, meta)
     save_training_state(out_dir / RESUME_DIR / name, optimizer, generator,
                         {"step": step, "loss_avg": ema.avg, "loss_count": ema.count})

@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.exists():
         raise CLIError(f"induction: error: --out {args.out}: directory {out.parent} does not exist")
-    saved = read_manifest(out).get("train_config") if args.resume and is_run_dir(out) else None
+    # A run that never saved a checkpoint has nothing to continue: its options are not binding.
+    manifest = read_manifest(out) if args.resume and is_run_dir(out) else {}
+    saved = manifest.get("train_config") if manifest.get("checkpoints") else None
     cfg = config_from_args(args, saved)
     report = train(out, cfg, resume=args.resume, device=args.device, dtype=args.dtype, progress=not args.quiet)
     sys.stdout.write(format_report(report, args.format))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -154,6 +155,28 @@ def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: 
             "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out)}
 
 
+HEAD_NUMBERS = ("prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token")
+
+
+def valid_result(result: dict[str, Any]) -> bool:
+    """Whether a cached checkpoint result is whole: every (layer, head) of a full grid exactly once,
+    with finite scores, and a finite held-out loss (and ICL score, when there is one)."""
+    heads = result.get("heads")
+    if not isinstance(heads, list) or not heads or not all(isinstance(h, dict) for h in heads):
+        return False
+    try:
+        cells = {(int(h["layer"]), int(h["head"])) for h in heads}
+        numbers = [float(h[k]) for h in heads for k in HEAD_NUMBERS] + [float(result["held_out_loss"])]
+        if result.get("icl_score") is not None:
+            numbers.append(float(result["icl_score"]))
+    except (KeyError, TypeError, ValueError):
+        return False
+    n_layers = 1 + max(layer for layer, _ in cells)
+    n_heads = 1 + max(head for _, head in cells)
+    return (len(heads) == len(cells) == n_layers * n_heads and all(math.isfinite(x) for x in numbers)
+            and all(isinstance(h.get("is_induction"), bool) for h in heads))
+
+
 def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[str, Any], Path | None]:
     """The checkpoints to score, the run's manifest ({} for revisions), and its cache root."""
     if cfg.revisions:
@@ -179,7 +202,7 @@ def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progre
     freqs = read_token_freqs(cfg.scan.freqs) if cfg.scan.freqs is not None else None
     key = cfg.cache_key()
     cache = ResultCache(cache_root / key if (cfg.cache and cache_root is not None) else None,
-                        cfg.scoring_settings())
+                        cfg.scoring_settings(), validate=valid_result)
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     where = {"device_type": device.type, "dtype": str(dtype).replace("torch.", "")}
     results = []
