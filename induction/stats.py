@@ -21,12 +21,25 @@ def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> np
     return np.stack([lo, hi], axis=-1)
 
 
+_RESAMPLE_BUDGET = 2**22
+"""Resampled entries drawn at once: memory stays bounded however many values are resampled."""
+
+
 def bootstrap_means(values: np.ndarray | Tensor, n_bootstrap: int, seed: int = 0) -> np.ndarray:
-    """Means of `n_bootstrap` resamples (with replacement) of the first axis: `[n_bootstrap, ...]`."""
+    """Means of `n_bootstrap` resamples (with replacement) of the first axis: `[n_bootstrap, ...]`.
+
+    Resamples are drawn in chunks of about `_RESAMPLE_BUDGET` entries; the draws, and so the result,
+    are the same as drawing the whole `[n_bootstrap, n]` index matrix at once.
+    """
     x = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(n_bootstrap, len(x)))
-    return x[idx].mean(axis=1)
+    n = len(x)
+    rows = max(1, _RESAMPLE_BUDGET // max(1, n * max(1, x[0].size if n else 1)))
+    means = []
+    for start in range(0, n_bootstrap, rows):
+        idx = rng.integers(0, n, size=(min(rows, n_bootstrap - start), n))
+        means.append(x[idx].mean(axis=1))
+    return np.concatenate(means) if means else np.empty((0, *x.shape[1:]))
 
 
 def bootstrap_ci(

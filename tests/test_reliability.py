@@ -96,6 +96,30 @@ def test_impossible_batch_is_refused_before_anything_is_written(tmp_path, capsys
     assert not (tmp_path / "D").exists()
 
 
+@pytest.mark.parametrize("argv, option", [
+    (["scan", "{run}", "--prompts", "1000000000"], "--prompts 1000000000"),
+    (["scan", "{run}", "--icl-sequences", "1000000000"], "--icl-sequences 1000000000"),
+    (["track", "{run}", "--prompts", "1000000000", "--no-cache"], "--prompts 1000000000"),
+    (["fewshot", "{run}", "--prompts", "1000000000"], "--prompts 1000000000"),
+    (["ablate", "{run}", "--sequences", "1000000000"], "--sequences 1000000000"),
+    (["patch", "{run}", "--sequences", "1000000000"], "--sequences 1000000000"),
+])
+def test_impossible_counts_are_refused_fast_at_bounded_memory(run_copy, capsys, argv, option):
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    code, _, err = cli(capsys, *[a.format(run=run_copy) for a in argv], "-q", "--device", "cpu")
+    assert_one_line(code, err, option, "GiB of memory")
+    assert time.perf_counter() - start < 10
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024 < 256
+
+
+def test_large_counts_that_fit_still_run(run_copy, capsys):
+    code, out, err = cli(capsys, "scan", run_copy, "--prompts", "3000", "--bootstrap", "50", "--no-icl", "-q",
+                         "--device", "cpu", "--format", "json")
+    assert code == 0, err
+    assert len(json.loads(out)["heads"]) == 2
+
+
 def test_a_run_that_never_saved_a_checkpoint_can_be_replaced_or_resumed(tmp_path, capsys):
     aborted = tmp_path / "D"
     aborted.mkdir()

@@ -15,7 +15,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import Head
 from induction.checks import check_choice, check_min
-from induction.devices import placement
+from induction.devices import check_job_memory, placement
 from induction.effects import ABLATION_METHODS, PATCH_METHODS, ablation_effects, head_set_ablation, patching_effects
 from induction.fewshot.evaluate import fewshot_metric_setup
 from induction.metrics import METRICS, MetricSetup, stream_metric_setup
@@ -105,6 +105,9 @@ class PatchConfig:
 def _prepare(model: ModelLike, metric: MetricSpec) -> tuple[TransformerBridge, MetricSetup]:
     """The loaded model and the metric's run on it (seeded as the metric says)."""
     model = resolve_model(model)
+    seq = metric.seq_len or min(int(model.cfg.n_ctx), 512)
+    # Every intervened run is a forward over all the sequences (and the unintervened one is cached).
+    check_job_memory(f"--sequences {metric.sequences}", model, metric.sequences * 8 * seq, 2 * metric.sequences, seq)
     torch.manual_seed(metric.seed)
     return model, metric.setup(model)
 

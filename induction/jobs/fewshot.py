@@ -11,7 +11,7 @@ import torch
 
 from circuits import Head
 from induction.checks import check_choice, check_min
-from induction.devices import placement
+from induction.devices import check_job_memory, placement
 from induction.effects import ABLATION_METHODS
 from induction.fewshot.ablation import ablate_fewshot_heads
 from induction.fewshot.evaluate import evaluate_fewshot
@@ -89,6 +89,10 @@ def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: boo
     cfg = cfg or FewShotConfig()
     start = time.perf_counter()
     model = resolve_model(model)
+    # A prompt holds its k demonstrations (a few tokens each) and its episode (~1 KiB as Python objects).
+    longest = min(int(model.cfg.n_ctx), 4 * max(cfg.shots) + 2)
+    check_job_memory(f"--prompts {cfg.n_prompts}", model, cfg.n_prompts * (1024 + 8 * longest),
+                     min(cfg.n_prompts, cfg.batch_size), longest)
     torch.manual_seed(cfg.seed)
     results = evaluate_fewshot(model, cfg.task, cfg.labels, cfg.shots, n_prompts=cfg.n_prompts, seed=cfg.seed,
                                query_in_context=cfg.query_in_context, n_orders=cfg.orders,

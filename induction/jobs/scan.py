@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from transformer_lens.model_bridge import TransformerBridge
 
-from induction.devices import placement
+from induction.devices import check_job_memory, placement
 from induction.icl import ICLConfig, icl_score
 from induction.models import ModelLike, model_info, resolve_model
 from induction.prompts import read_token_freqs
@@ -41,12 +42,25 @@ class ScanConfig:
                 "freqs": None if self.freqs is None else str(self.freqs)}
 
 
+def check_scan_memory(model: TransformerBridge, cfg: ScanConfig) -> None:
+    """Refuse, in one line, prompt and sequence counts whose tokens, per-prompt scores or forwards
+    would not fit in memory (before anything is built)."""
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    prompts, seq = cfg.detector.prompts.n_prompts, cfg.detector.prompts.seq_len or min(int(model.cfg.n_ctx), 256)
+    per_prompt = 8 * seq + 4 * 5 * n_layers * n_heads  # its tokens and its per-prompt scores
+    check_job_memory(f"--prompts {prompts}", model, prompts * per_prompt, min(prompts, cfg.detector.batch_size), seq)
+    if cfg.icl is not None:
+        n, seq = cfg.icl.n_sequences, cfg.icl.seq_len or min(int(model.cfg.n_ctx), 512)
+        check_job_memory(f"--icl-sequences {n}", model, n * 12 * seq, min(n, cfg.icl.batch_size), seq)
+
+
 def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = False) -> ScanReport:
     """Score every head of `model` (a bridge or a MODEL spec) and measure its ICL score."""
     cfg = cfg or ScanConfig()
     start = time.perf_counter()
     freqs = read_token_freqs(cfg.freqs) if cfg.freqs is not None else None
     model = resolve_model(model)
+    check_scan_memory(model, cfg)
     torch.manual_seed(cfg.seed)
     scores = score_heads(model, cfg.detector, token_freqs=freqs, progress=progress)
     icl = icl_score(model, cfg.icl, progress=progress) if cfg.icl is not None else None

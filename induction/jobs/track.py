@@ -33,7 +33,7 @@ from induction.checks import check_min, check_range
 from induction.devices import resolve_device, resolve_dtype
 from induction.formation import CheckpointScores, phase_change_of
 from induction.icl import default_stream_config, icl_score
-from induction.jobs.scan import ScanConfig
+from induction.jobs.scan import ScanConfig, check_scan_memory
 from induction.losses import per_token_loss
 from induction.models import model_info
 from induction.prompts import read_token_freqs
@@ -211,6 +211,7 @@ def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progre
         scored = cache.read(source.name, identity)
         if scored is None:
             model = replace(source.ref, device=str(device), dtype=where["dtype"]).load()
+            check_scan_memory(model, cfg.scan)
             torch.manual_seed(cfg.scan.seed)
             scored = score_checkpoint(model, cfg, held_out_seed, freqs)
             del model
