@@ -446,11 +446,17 @@ def default_runs_per_forward(model: TransformerBridge, batch: int, n_pos: int) -
       patching a 4-layer x 8-head model on batch 8 x 64 was fastest stacking 2 to 4 runs.
     """
     param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
+    free = free_device_memory(param.device if param is not None else torch.device("cpu"))
+    if free is not None:
         return max(1, int(_CUDA_MEMORY_FRACTION * free) // forward_bytes(model, batch, n_pos))
     return max(1, _PATTERN_BUDGET // (batch * int(model.cfg.n_heads) * n_pos * n_pos))
+
+
+def free_device_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device (`torch.cuda.mem_get_info`); None on other devices."""
+    if device.type != "cuda":
+        return None
+    return int(torch.cuda.mem_get_info(device)[0])
 
 
 def _positions(edit: ZEdit, n_pos: int) -> slice:
