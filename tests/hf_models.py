@@ -154,12 +154,21 @@ def build_hf_model(
     """
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
     if tokenizer:
         build_tokenizer(path, prepend_bos=family == "llama", task_words=task_words)
     torch.manual_seed(seed)
     cfg = _hf_config(family, n_layers, d_model, n_heads, n_ctx, len(tokenizer_vocab(task_words)))
-    model = AutoModelForCausalLM.from_config(cfg).eval()
-    model.save_pretrained(path)
+    # Eager attention is what the bridge runs, so the returned model computes the same numbers.
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" would land in the CLI tests' stderr
+    try:
+        model.save_pretrained(path)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return model
 
 
