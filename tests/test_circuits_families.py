@@ -9,6 +9,8 @@ attention) and agree with full forwards.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from hf_models import FAMILIES
@@ -109,7 +111,9 @@ def test_the_self_check_catches_blocks_resumed_without_their_rotary_tables(hf_br
     with torch.no_grad(), sweep.record_block_inputs(model) as inputs:
         logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     assert inputs.calls[1][1]["position_embeddings"] is not None
-    assert not sweep.resume_check(model, cache, logits, [0, 1], inputs=None)
+    with warnings.catch_warnings():  # the bridge warns that RoPE was not applied: the point here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert not sweep.resume_check(model, cache, logits, [0, 1], inputs=None)
     assert sweep.resume_check(model, cache, logits, [0, 1], inputs=inputs, copies=2)
 
 
@@ -230,6 +234,7 @@ def test_attribution_is_the_derivative_along_the_patch_on_every_family(hf_bridge
     torch.testing.assert_close(estimate, derivative, atol=2e-3 * scale, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["neox", "llama"])
 def test_resume_tolerance_follows_the_dtype_so_bfloat16_resumes(hf_dirs, family):
     """bfloat16 rounds the shortcut and the model's forward differently (~1 epsilon); the check's
     tolerance follows the dtype, so the shortcut is still taken and agrees with full forwards to
