@@ -153,7 +153,6 @@ def build_hf_model(
     Returns the transformers model in eval mode, for comparisons with the bridge.
     """
     from transformers import AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     if tokenizer:
