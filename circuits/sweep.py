@@ -128,12 +128,17 @@ def record_block_inputs(model: TransformerBridge) -> Iterator[BlockInputs]:
 
     def recorder(layer: int) -> Callable:
         def pre_hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-            resid = args[0] if args else next(iter(kwargs.values()))
+            if args:
+                resid, rest = args[0], args[1:]
+            elif "hidden_states" in kwargs:
+                resid, rest = kwargs["hidden_states"], ()
+            else:  # nothing to replay; `resume_check` decides whether the residual alone will do
+                return
             inputs.batch = int(resid.shape[0])
-            kept = {k: _recorded(v) for k, v in kwargs.items()}
+            kept = {k: _recorded(v) for k, v in kwargs.items() if k != "hidden_states" or args}
             if "use_cache" in kept:
                 kept["use_cache"] = False
-            inputs.calls[layer] = (tuple(_recorded(a) for a in args[1:]), kept)
+            inputs.calls[layer] = (tuple(_recorded(a) for a in rest), kept)
 
         return pre_hook
 
