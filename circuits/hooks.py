@@ -23,7 +23,7 @@ return one value per prompt, `[batch]`."""
 Head = tuple[int, int]
 """`(layer, head_index)`."""
 
-_TOLERANCE = 1e-4
+FLOAT32_TOLERANCE = 1e-4
 """Relative tolerance of the engine's self-checks (float32 reorderings stay far below it)."""
 
 
@@ -130,7 +130,7 @@ def head_outputs(
     return torch.einsum("bphd,hdm->bphm", z, W_O.to(z.dtype))
 
 
-def allclose(actual: Tensor, expected: Tensor, rtol: float = _TOLERANCE) -> bool:
+def allclose(actual: Tensor, expected: Tensor, rtol: float = FLOAT32_TOLERANCE) -> bool:
     """Agreement up to reordering (float32 by default), relative to the size of `expected`."""
     if actual.shape != expected.shape:
         return False

@@ -44,8 +44,8 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.generalized_components.block import ParallelBlockBridge
 
 from circuits.hooks import (
-    _TOLERANCE,
     FINAL_RESID,
+    FLOAT32_TOLERANCE,
     Metric,
     allclose,
     attn_out_name,
@@ -266,7 +266,7 @@ def resume_tolerance(model: TransformerBridge) -> float:
     """
     param = next(iter(model.parameters()), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    return max(_TOLERANCE, _EPS_FACTOR * torch.finfo(dtype).eps)
+    return max(FLOAT32_TOLERANCE, _EPS_FACTOR * torch.finfo(dtype).eps)
 
 
 def resume_check(
