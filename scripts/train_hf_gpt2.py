@@ -15,11 +15,16 @@ Checkpoints come at log-spaced steps plus every `save_every` steps, so the plate
 change and the change itself are both resolved. Each checkpoint folder is written to a hidden
 temporary sibling and renamed, so a reader never sees half a checkpoint.
 
-The default recipe (2 layers, d_model 64, 4 heads, context 128, vocabulary 128, AdamW at lr 1e-3
-after a 200-step linear warm-up, batch 32, no dropout) forms induction heads in ~500-700 steps.
+The default recipe -- 2 layers, d_model 64, 4 heads, context 128, vocabulary 128, segments of 16-63
+tokens, weights initialised with std 0.05, no dropout, AdamW at lr 2e-3 after a 100-step linear
+warm-up, then constant, batch 32, gradients clipped at norm 1 -- formed canonical induction heads
+(best prefix-matching 0.05-0.41 at step 400, 0.88-0.93 at 500, 0.99 at 800; copying ~0.9) with seeds
+0, 1 and 2, at ~0.13 s of one CPU core per step. GPT-2's own init (std 0.02) left a plateau of
+~800 steps and std 0.1 a longer one; segments of at least 16 tokens avoid the positional shortcut
+that shorter periods invite (README, "Training recipes").
 
 Usage:
-    python scripts/train_hf_gpt2.py --out runs/hf_gpt2          # ~3 min on one CPU core
+    python scripts/train_hf_gpt2.py --out runs/hf_gpt2          # ~2 min on one CPU core
     induction track runs/hf_gpt2 --plot formation.html           # reads config.json + safetensors only
 """
 
@@ -51,6 +56,8 @@ class HFGPT2Config:
 
     Attributes:
         n_layer, n_embd, n_head, n_ctx, vocab_size: the GPT-2 shape (n_ctx is also the sequence length).
+        initializer_range: std of the initial weights (GPT2Config's field; its default is 0.02).
+        min_segment: the shortest repeated segment of the stream (`ToyDataConfig.min_segment`).
         steps: optimizer updates.
         batch_size: sequences per update.
         lr: peak learning rate (AdamW), reached after `warmup_steps` of linear warm-up, then constant.
@@ -70,10 +77,12 @@ class HFGPT2Config:
     n_head: int = 4
     n_ctx: int = 128
     vocab_size: int = 128
-    steps: int = 1200
+    initializer_range: float = 0.05
+    min_segment: int = 16
+    steps: int = 800
     batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 200
+    lr: float = 2e-3
+    warmup_steps: int = 100
     weight_decay: float = 0.0
     n_log_checkpoints: int = 20
     save_every: int = 50
@@ -89,7 +98,8 @@ class HFGPT2Config:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
-        self.data = ToyDataConfig(d_vocab=self.vocab_size, seq_len=self.n_ctx, bos_token_id=BOS)
+        self.data = ToyDataConfig(d_vocab=self.vocab_size, seq_len=self.n_ctx, min_segment=self.min_segment,
+                                  bos_token_id=BOS)
 
     def save_steps(self) -> list[int]:
         steps = {self.steps}
@@ -109,7 +119,8 @@ def build_model(cfg: HFGPT2Config):
     torch.manual_seed(cfg.seed)
     config = GPT2Config(
         n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, n_positions=cfg.n_ctx, vocab_size=cfg.vocab_size,
-        bos_token_id=BOS, eos_token_id=BOS, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        initializer_range=cfg.initializer_range, bos_token_id=BOS, eos_token_id=BOS,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
     return GPT2LMHeadModel(config)
 
@@ -165,6 +176,10 @@ def train(cfg: HFGPT2Config, out: str | os.PathLike[str], progress: bool = True)
     Returns:
         OUT.
     """
+    from transformers.utils import logging as hf_logging
+
+    if not progress:
+        hf_logging.disable_progress_bar()  # "Writing model shards" at every save
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty; choose a new directory")

@@ -111,7 +111,7 @@ def test_planted_pickles_really_run_code(tmp_path):
 
 # ---- a Trainer-style run ------------------------------------------------------------------------
 
-TINY = dict(n_layer=2, n_embd=32, n_head=4, n_ctx=32, vocab_size=32, steps=6, batch_size=4, lr=1e-2,
+TINY = dict(n_layer=2, n_embd=32, n_head=4, n_ctx=32, vocab_size=32, min_segment=4, steps=6, batch_size=4, lr=1e-2,
             warmup_steps=0, n_log_checkpoints=0, save_every=2, logging_steps=1)
 
 
@@ -371,3 +371,36 @@ def test_a_real_trainer_output_is_tracked(tmp_path):
     assert [c.step for c in report.checkpoints] == [2, 4]
     logged = {e["step"]: e["loss"] for e in trainer.state.log_history if "loss" in e}
     assert [c.loss for c in report.checkpoints] == pytest.approx([logged[2], logged[4]])
+
+
+# ---- the real thing (slow) ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_gpt2_trained_here_is_tracked_through_its_phase_change(tmp_path):
+    """scripts/train_hf_gpt2.py's default recipe, Trainer-style folders with planted pickles:
+    `induction track OUT` finds the phase change, reading nothing but JSON and safetensors."""
+    out = hf_train.train(hf_train.HFGPT2Config(), tmp_path / "out", progress=False)
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    for ckpt in checkpoints:
+        plant_pickles(ckpt, tmp_path / "marker")
+    report_file = tmp_path / "track.json"
+    with pytest.MonkeyPatch.context() as guard:
+        attempts = refuse_unpickling(guard)
+        assert main(["track", str(out), "-q", "--format", "json", "--out", str(report_file)]) == 0
+    assert attempts == [] and not (tmp_path / "marker").exists()
+    report = json.loads(report_file.read_text())
+    steps = [c["step"] for c in report["checkpoints"]]
+    assert steps == sorted(int(p.name.split("-")[1]) for p in checkpoints)
+    pc = report["phase_change"]
+    assert pc is not None, [(c["step"], max(h["prefix_matching"] for h in c["heads"])) for c in report["checkpoints"]]
+    best = {c["step"]: max(h["prefix_matching"] for h in c["heads"]) for c in report["checkpoints"]}
+    before = [c for c in report["checkpoints"] if c["step"] <= pc["start_step"]]
+    after = [c for c in report["checkpoints"] if c["step"] >= pc["end_step"]]
+    assert len(before) >= 5 and len(after) >= 2  # the plateau and the aftermath are both resolved
+    # Best prefix-matching rises past the threshold (0.4) and the ICL score and losses fall, together.
+    assert max(best[c["step"]] for c in before) < 0.4 < min(best[c["step"]] for c in after)
+    assert max(c["icl_score"] for c in after) < min(c["icl_score"] for c in before) - 1.0
+    assert max(c["held_out_loss"] for c in after) < min(c["held_out_loss"] for c in before) - 1.0
+    assert max(c["loss"] for c in after) < min(c["loss"] for c in before) - 1.0  # the Trainer-logged loss
+    assert any(h["is_induction"] for h in report["checkpoints"][-1]["heads"])
+    assert not any(h["is_induction"] for c in before for h in c["heads"])
