@@ -55,9 +55,14 @@ def safetensors_files(directory: Path) -> list[Path]:
     if named is not None and not _is_safetensors_name(str(named)):
         raise ModelLoadError(f"{directory}: config.json names weights file {named!r}, which is not safetensors "
                              "(pickled weights are never loaded)")
+    if named is not None and ("/" in str(named) or "\\" in str(named)):
+        raise ModelLoadError(f"{directory}: config.json names weights file {named!r} outside the directory")
+    named_file = None if named is None else directory / str(named)
+    if named_file is not None and named_file.is_file() and not str(named).endswith(".index.json"):
+        return [named_file]  # what transformers reads when config.json names its weights
     if (directory / SAFETENSORS_FILE).is_file():
         return [directory / SAFETENSORS_FILE]
-    index = directory / SAFETENSORS_INDEX
+    index = named_file if named_file is not None and named_file.is_file() else directory / SAFETENSORS_INDEX
     if index.is_file():
         data = read_json(index, "safetensors index")
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
