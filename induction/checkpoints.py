@@ -3,21 +3,26 @@
 A source is one checkpoint: its step, how to load it (`ModelRef`), what the run recorded about it
 (tokens seen, training loss), and an identity that changes when its weights change (so a cached
 result of a retrained checkpoint is not reused). Sources come from
-- a run directory written by `induction train` (`run_sources`), or
+- a run directory written by `induction train` (`run_sources`),
+- a Hugging Face Trainer output directory (`trainer_sources`: its ``checkpoint-N/`` folders),
+- a folder holding one model directory per revision (`revision_dir_sources`: ``step1000/``, ...), or
 - a Hugging Face model's published revisions (`revision_sources`: Pythia ``step1000``,
   stanford-crfm ``checkpoint-400``).
+Only JSON and safetensors files of the first three are read (`induction.hf_dirs`); the pickles a
+Trainer writes beside them (optimizer.pt, rng_state.pth, scheduler.pt, training_args.bin) are never opened.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from induction.checkpoint import WEIGHTS_FILE
+from induction.checkpoint import WEIGHTS_FILE, ModelLoadError
+from induction.fileio import file_sha256
 from induction.formation import revision_steps
+from induction.hf_dirs import FolderCheckpoint, folder_checkpoints, is_trainer_output, trainer_progress, weights_sha256
 from induction.models import ModelRef
 from induction.runs import read_manifest, run_checkpoints, step_name
 
@@ -59,30 +64,66 @@ def run_sources(run_dir: str | os.PathLike[str]) -> list[CheckpointSource]:
     return out
 
 
+def trainer_sources(out_dir: str | os.PathLike[str]) -> list[CheckpointSource]:
+    """Every ``checkpoint-N/`` folder of a Hugging Face Trainer output directory, by step.
+
+    The step is the folder's number, checked against its trainer_state.json's `global_step`;
+    tokens_seen and loss come from that trainer_state.json where it recorded them
+    (`induction.hf_dirs.trainer_progress`), else None.
+    """
+    out_dir = Path(out_dir)
+    if not is_trainer_output(out_dir):
+        raise ModelLoadError(f"{out_dir} is not a Hugging Face Trainer output (no checkpoint-N/ folders)")
+    return [_folder_source(out_dir, c) for c in folder_checkpoints(out_dir)]
+
+
+def revision_dir_sources(folder: str | os.PathLike[str], revisions: Sequence[str] | None = None) -> list[CheckpointSource]:
+    """The model directories of a folder holding one per revision (``step1000/``, ``rev-400/``), by step,
+    or only the named `revisions`, in the given order.
+
+    A revision's step is the number its folder name ends with (or its trainer_state.json's
+    `global_step`); tokens_seen and loss as for `trainer_sources`.
+    """
+    folder = Path(folder)
+    ckpts = folder_checkpoints(folder)
+    if revisions is not None:
+        _check_revisions(revisions)
+        by_name = {c.name: c for c in ckpts}
+        missing = [r for r in revisions if r not in by_name]
+        if missing:
+            raise ModelLoadError(f"{folder} has no folder {missing[0]!r} (folders: {', '.join(by_name)})")
+        ckpts = [by_name[r] for r in revisions]
+    return [_folder_source(folder, c) for c in ckpts]
+
+
+def _folder_source(folder: Path, ckpt: FolderCheckpoint) -> CheckpointSource:
+    tokens_seen, loss = trainer_progress(ckpt.trainer_state, ckpt.step)
+    return CheckpointSource(
+        step=ckpt.step, ref=ModelRef(str(folder), checkpoint=ckpt.step), name=safe_name(ckpt.name),
+        identity={"weights_sha256": weights_sha256(ckpt.path)}, tokens_seen=tokens_seen, loss=loss,
+    )
+
+
+def _check_revisions(revisions: Sequence[str]) -> None:
+    if not revisions:
+        raise ValueError("give at least one revision")
+    if len(set(revisions)) != len(revisions):
+        raise ValueError(f"revisions repeated in {list(revisions)}")
+
+
 def revision_sources(spec: str, revisions: Sequence[str]) -> list[CheckpointSource]:
     """A Hugging Face model at each of the given revisions, in the given order.
 
     A revision's step is the number its name ends with (``step1000`` -> 1000, ``checkpoint-400`` ->
     400), else its position in `revisions`. tokens_seen and loss are unknown (None).
     """
-    if not revisions:
-        raise ValueError("give at least one revision")
-    if len(set(revisions)) != len(revisions):
-        raise ValueError(f"revisions repeated in {list(revisions)}")
+    _check_revisions(revisions)
     return [
         CheckpointSource(step=step, ref=ModelRef(spec, revision=revision),
                          name=f"{safe_name(spec)}--{safe_name(revision)}",
                          identity={"spec": spec, "revision": revision}, revision=revision)
         for revision, step in zip(revisions, revision_steps(revisions))
     ]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def safe_name(text: str) -> str:

@@ -3,7 +3,10 @@
 A MODEL spec is one of
 1. a run directory written by `induction train` (`induction.runs`; its last checkpoint, or `checkpoint`),
 2. a checkpoint directory (`induction.checkpoint`: config.json + model.safetensors + meta.json),
-3. a Hugging Face model directory or hub name, through `TransformerBridge.boot_transformers`.
+3. a Hugging Face model directory (read by `load_hf_directory`: config.json and safetensors only)
+   or hub name (through `TransformerBridge.boot_transformers`),
+4. a Hugging Face Trainer output (``checkpoint-N/`` folders) or a folder of revision directories
+   (`induction.hf_dirs`; its last checkpoint, or `checkpoint`).
 
 Weights are never unpickled. Every loaded model carries an `induction_info` attribute
 (`ModelInfo`): where it came from, its BOS token, and the synthetic data it was trained on (if
@@ -20,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
@@ -31,10 +34,17 @@ from induction.checkpoint import (
     ModelLoadError,
     load_checkpoint,
     one_line,
-    read_json,
     read_meta,
 )
 from induction.devices import place, resolve_device, resolve_dtype
+from induction.hf_dirs import (
+    FolderCheckpoint,
+    folder_checkpoints,
+    is_checkpoint_folder,
+    is_hf_model_dir,
+    safetensors_files,
+    tokenizer_dir,
+)
 from induction.runs import MANIFEST_FILE, is_run_dir, read_manifest, run_checkpoints
 
 
@@ -45,7 +55,8 @@ class ModelInfo:
     Attributes:
         spec: the MODEL string the user gave.
         kind: "checkpoint", "run" or "huggingface".
-        checkpoint: the checkpoint step (run directories) or revision (Hugging Face), if any.
+        checkpoint: the checkpoint step (run directories, Trainer outputs, folders of revisions)
+            or revision (Hugging Face hub), if any.
         bos_token_id: the token prepended to prompts, or None when the model uses none.
         data: the synthetic training-stream settings (`induction.data.ToyDataConfig` fields), if known.
         meta: the checkpoint's meta.json (step, tokens_seen, loss, ...), if any.
@@ -93,10 +104,13 @@ def load_spec(
     """Load what a MODEL spec names (CONTRACT.md), in eval mode, with `induction_info` attached.
 
     Args:
-        spec: a run directory, a checkpoint directory, a Hugging Face directory or hub name.
-        checkpoint: for a run directory, the step to load (default: the last); for a Hugging Face
-            model, a published training checkpoint (same as `revision`).
-        revision: a Hugging Face revision (Pythia ``step1000``, stanford-crfm ``checkpoint-400``).
+        spec: a run directory, a checkpoint directory, a Hugging Face directory or hub name, a
+            Trainer output or a folder of revision directories.
+        checkpoint: for a run directory, Trainer output or folder of revisions, the step to load
+            (default: the last); for a Hugging Face hub model, a published training checkpoint
+            (same as `revision`).
+        revision: a Hugging Face revision (Pythia ``step1000``, stanford-crfm ``checkpoint-400``);
+            for a Trainer output or a folder of revisions, the name of the checkpoint's folder.
 
     Raises:
         ModelLoadError: one line naming what is missing or wrong.
@@ -122,10 +136,18 @@ def load_spec(
         model = load_checkpoint(ckpt_dir)
         _attach_info(model, spec_str, "run", step, ckpt_dir, run_dir=path)
         return model
+    # A Trainer output may also hold its final model at the top: that is what it names without a checkpoint.
+    if path.is_dir() and (checkpoint is not None or revision is not None or not (path / CONFIG_FILE).exists()) \
+            and is_checkpoint_folder(path):
+        return _load_folder_checkpoint(path, spec_str, checkpoint, revision)
     if path.is_dir() and (path / CONFIG_FILE).exists():
-        config = read_json(path / CONFIG_FILE, "model config")
-        if isinstance(config, dict) and "model_type" in config:
-            return _load_huggingface(spec_str, revision or _as_revision(checkpoint), local=True)
+        if is_hf_model_dir(path):
+            if checkpoint is not None or revision is not None:
+                raise ModelLoadError(f"{path} is a local model directory, which has no revisions or checkpoints "
+                                     "(a Trainer output or a folder of revision directories has)")
+            model = load_hf_directory(path)
+            _attach_hf_info(model, spec_str, None)
+            return model
         if checkpoint is not None:
             raise ModelLoadError(f"{path} is a single checkpoint; --checkpoint applies to run directories")
         model = load_checkpoint(path)
@@ -140,7 +162,7 @@ def load_spec(
         )
     if spec_str.startswith((".", "/", "~")) or os.sep in spec_str.strip("/").split("/", 1)[-1]:
         raise ModelLoadError(f"{spec_str} does not exist")
-    return _load_huggingface(spec_str, revision or _as_revision(checkpoint), local=False)
+    return _load_huggingface(spec_str, revision or _as_revision(checkpoint))
 
 
 def _as_revision(checkpoint: int | str | None) -> str | None:
@@ -150,30 +172,37 @@ def _as_revision(checkpoint: int | str | None) -> str | None:
     return f"step{text}" if text.isdigit() else text
 
 
-def _load_huggingface(spec: str, revision: str | None, local: bool) -> TransformerBridge:
-    # An existing directory is passed as an absolute path: TransformerLens resolves its aliases
-    # ("neox", "neo", "pythia", ...) by exact name before it looks at the filesystem, and no
-    # alias starts with "/", so a local directory is never mistaken for a hub model.
-    name = str(Path(spec).expanduser().resolve()) if local else spec
+def _load_huggingface(spec: str, revision: str | None) -> TransformerBridge:
+    """A hub model (name or cached revision) through `boot_transformers`; local directories go
+    through `load_hf_directory`."""
     try:
         with warnings.catch_warnings(), _quiet_transformers():
             warnings.simplefilter("ignore")
-            model = TransformerBridge.boot_transformers(name, revision=revision)
+            model = TransformerBridge.boot_transformers(spec, revision=revision)
     except Exception as exc:  # transformers raises many types; all mean "cannot load this"
-        where = "local directory" if local else "name (offline: only the Hugging Face cache is searched)"
-        raise ModelLoadError(f"cannot load Hugging Face model {spec!r} from {where}: {one_line(exc)}") from None
+        raise ModelLoadError(f"cannot load Hugging Face model {spec!r} from name (offline: only the Hugging Face "
+                             f"cache is searched): {one_line(exc)}") from None
     model.eval()
+    model.induction_info = ModelInfo(spec=spec, kind="huggingface", checkpoint=revision,
+                                     bos_token_id=_settle_tokenizer(model))
+    return model
+
+
+def _settle_tokenizer(model: TransformerBridge) -> int | None:
+    """Drop the bridge's stand-in tokenizer and return the model's BOS token id.
+
+    Without tokenizer files TransformerLens substitutes an empty tokenizer whose BOS (id 0) is not
+    the model's; text cannot be encoded without a vocabulary, so the model then has no tokenizer and
+    its BOS is the one its config names.
+    """
     tok = getattr(model, "tokenizer", None)
     if tok is not None and len(tok) <= len(set(tok.all_special_ids)):
-        # No tokenizer files: TransformerLens substitutes an empty one whose BOS (id 0) is not the
-        # model's. Text cannot be encoded without a vocabulary, so the model has no tokenizer.
         model.tokenizer = None
         tok = None
     bos = getattr(tok, "bos_token_id", None) if tok is not None else None
     if bos is None:
         bos = getattr(getattr(model.original_model, "config", None), "bos_token_id", None)
-    model.induction_info = ModelInfo(spec=spec, kind="huggingface", checkpoint=revision, bos_token_id=bos)
-    return model
+    return bos
 
 
 @contextlib.contextmanager
@@ -189,6 +218,100 @@ def _quiet_transformers() -> Iterator[None]:
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+
+
+def load_hf_directory(directory: str | os.PathLike[str], tokenizer_from: Sequence[Path] = ()) -> TransformerBridge:
+    """A Hugging Face model directory as a TransformerBridge, reading config.json and safetensors only.
+
+    `TransformerBridge.boot_transformers(dir)` would fall back to unpickling ``pytorch_model.bin``
+    (and cannot be told not to), so the transformers model is built here with
+    ``use_safetensors=True`` and handed to the bridge (`hf_model=`). A directory without
+    safetensors weights, or whose config.json names a non-safetensors weights file, is refused.
+    The path is made absolute: TransformerLens resolves its aliases ("neox", "neo", "pythia", ...)
+    by exact name before it looks at the filesystem, and no alias starts with "/", so a local
+    directory is never mistaken for a hub model. The tokenizer is the directory's own, else the first of
+    `tokenizer_from` that has one (a Trainer saves it in each checkpoint, or only in its output
+    directory), else the bridge's default.
+
+    Raises:
+        ModelLoadError: one line naming the directory and the problem.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(directory).expanduser().resolve()
+    safetensors_files(directory)  # refuses pickled-only weights before transformers sees the directory
+    where = tokenizer_dir(directory, *tokenizer_from)
+    try:
+        with warnings.catch_warnings(), _quiet_transformers():
+            warnings.simplefilter("ignore")
+            config = AutoConfig.from_pretrained(str(directory))
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                str(directory), config=config, use_safetensors=True, attn_implementation="eager", dtype=torch.float32
+            ).eval()
+            tokenizer = None  # the directory's own (or none): the bridge loads it as boot_transformers would
+            if where is not None and where != directory:
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(str(where), add_bos_token=True)
+                except (TypeError, ValueError):  # tokenizers without a BOS setting
+                    tokenizer = AutoTokenizer.from_pretrained(str(where))
+            model = TransformerBridge.boot_transformers(str(directory), hf_model=hf_model, tokenizer=tokenizer,
+                                                        device="cpu", dtype=torch.float32)
+    except Exception as exc:  # transformers raises many types; all mean "cannot load this"
+        raise ModelLoadError(f"cannot load Hugging Face model directory {directory}: {one_line(exc)}") from None
+    model.eval()
+    model.induction_info = ModelInfo(spec=str(directory), kind="huggingface", bos_token_id=_settle_tokenizer(model))
+    return model
+
+
+def _load_folder_checkpoint(
+    folder: Path, spec: str, checkpoint: int | str | None, revision: str | None
+) -> TransformerBridge:
+    """One checkpoint of a Trainer output or a folder of revisions (`induction.hf_dirs`)."""
+    ckpts = folder_checkpoints(folder)
+    chosen = _choose(folder, ckpts, checkpoint, revision)
+    if is_hf_model_dir(chosen.path):
+        model = load_hf_directory(chosen.path, tokenizer_from=(folder,))
+        _attach_hf_info(model, spec, chosen.step)
+    else:  # a checkpoint directory of ours (config.json + model.safetensors) among the revisions
+        model = load_checkpoint(chosen.path)
+        _attach_info(model, spec, "checkpoint", chosen.step, chosen.path)
+    return model
+
+
+def _choose(folder: Path, ckpts: list[FolderCheckpoint], checkpoint: int | str | None,
+            revision: str | None) -> FolderCheckpoint:
+    if checkpoint is not None and revision is not None:
+        raise ModelLoadError("give a checkpoint step or a revision, not both")
+    if revision is not None:
+        named = [c for c in ckpts if c.name == revision]
+        if not named:
+            raise ModelLoadError(f"{folder} has no revision folder {revision!r} (folders: {_names(ckpts)})")
+        return named[0]
+    if checkpoint is None:
+        return ckpts[-1]
+    try:
+        wanted = int(checkpoint)
+    except ValueError:
+        named = [c for c in ckpts if c.name == str(checkpoint)]
+        if named:
+            return named[0]
+        raise ModelLoadError(f"--checkpoint for {folder} must be a step number or a folder name, "
+                             f"got {checkpoint!r}") from None
+    matches = [c for c in ckpts if c.step == wanted]
+    if not matches:
+        raise ModelLoadError(f"{folder} has no checkpoint at step {wanted} (steps: "
+                             f"{', '.join(str(c.step) for c in ckpts)})")
+    return matches[0]
+
+
+def _names(ckpts: list[FolderCheckpoint], n: int = 6) -> str:
+    names = [c.name for c in ckpts]
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _attach_hf_info(model: TransformerBridge, spec: str, step: int | None) -> None:
+    info = model.induction_info
+    model.induction_info = ModelInfo(spec=spec, kind="huggingface", checkpoint=step, bos_token_id=info.bos_token_id)
 
 
 def _attach_info(

@@ -116,8 +116,9 @@ def induction_task(
 
     x, x_other = draw(), draw()
     prefix = torch.full((batch, 1), bos) if bos is not None else torch.empty(batch, 0, dtype=torch.long)
-    clean = torch.cat([prefix, x, x], dim=1)
-    corrupted = torch.cat([prefix, x_other, x], dim=1)
+    device = next(model.parameters()).device  # the same tokens on any device (drawn on the CPU)
+    clean = torch.cat([prefix, x, x], dim=1).to(device)
+    corrupted = torch.cat([prefix, x_other, x], dim=1).to(device)
     start = prefix.shape[1] + half  # first position of the second half
 
     def metric(logits: torch.Tensor) -> torch.Tensor:

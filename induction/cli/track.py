@@ -1,9 +1,11 @@
 """`induction track RUN`: head scores, ICL score and held-out loss over every checkpoint, and the phase change.
 
-RUN is a run directory written by `induction train`; with --revisions it is a Hugging Face model
-(directory or cached hub name) and each listed revision (Pythia ``step1000``, stanford-crfm
-``checkpoint-400``) is scored in turn. Results of a run are cached in ``RUN/track/``, so a repeated or
-interrupted track recomputes nothing already done.
+RUN is a run directory written by `induction train`, a Hugging Face Trainer output directory
+(its ``checkpoint-N/`` folders), or a folder holding one model directory per revision (``step1000/``,
+...); of these only JSON and safetensors files are read, never the pickles a Trainer writes beside
+them. With --revisions RUN may instead be a cached hub model, each listed revision (Pythia
+``step1000``, stanford-crfm ``checkpoint-400``) scored in turn. Results of a local RUN are cached in
+``RUN/track/``, so a repeated or interrupted track recomputes nothing already done.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                     "the held-out loss; then find the phase change, the window in which the best prefix-matching "
                     "score rises and the ICL score falls (Olsson et al. 2022).",
     )
-    p.add_argument("run", metavar="RUN", help="run directory (or, with --revisions, a Hugging Face model)")
+    p.add_argument("run", metavar="RUN", help="run directory, Hugging Face Trainer output directory (checkpoint-N/), "
+                                              "folder of revision directories, or (with --revisions) a hub model")
     p.add_argument("--revisions", type=comma_list("revisions"), metavar="R[,R...]",
-                   help="published training checkpoints of a Hugging Face model, comma-separated (e.g. step1000,step2000)")
+                   help="published training checkpoints of a Hugging Face model, comma-separated (e.g. step1000,step2000); "
+                        "for a folder of revision directories, the folders to score")
     p.add_argument("--plot", metavar="FILE", help="write the formation curves (.html, .png, .svg, .pdf)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write RUN/track/")
     add_scan_arguments(p)  # the detector and ICL options of `induction scan`, with the same defaults

@@ -1,13 +1,16 @@
 """`track`: head scores, ICL score and held-out loss at every checkpoint of a run, and the phase change.
 
-The run is an `induction train` run directory, or (with `revisions`) a Hugging Face model's
-published training checkpoints (`induction.checkpoints`). Each checkpoint is scored with the same
+The run is an `induction train` run directory, a Hugging Face Trainer output directory
+(``checkpoint-N/`` folders), a folder holding one model directory per revision, or (with
+`revisions`) a Hugging Face model's published training checkpoints (`induction.checkpoints`); of
+the local ones only JSON and safetensors files are read. Each checkpoint is scored with the same
 settings as `induction scan` (`ScanConfig`), so a tracked checkpoint and a scanned one give the same
 numbers, plus the held-out loss: the mean next-token loss on a fixed batch of the run's own data
 stream (for models without one, the synthetic stream over their vocabulary), drawn with a seed
 different from the training seed (training seed + `HELD_OUT_SEED_OFFSET`).
 
-Results are cached per checkpoint (`induction.cache`) in ``<run>/track/<settings-key>/``; the key
+Results are cached per checkpoint (`induction.cache`) in ``<run>/track/<settings-key>/`` (local
+runs; a published model's revisions in `TrackConfig.cache_dir`); the key
 hashes every scoring setting and the source of the scoring modules.
 """
 
@@ -28,10 +31,18 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.cache import ResultCache
-from induction.checkpoints import CheckpointSource, file_sha256, revision_sources, run_sources
+from induction.checkpoints import (
+    CheckpointSource,
+    revision_dir_sources,
+    revision_sources,
+    run_sources,
+    trainer_sources,
+)
 from induction.checks import check_min, check_range
 from induction.devices import resolve_device, resolve_dtype
+from induction.fileio import file_sha256
 from induction.formation import CheckpointScores, phase_change_of
+from induction.hf_dirs import is_checkpoint_folder, is_trainer_output
 from induction.icl import default_stream_config, icl_score
 from induction.jobs.scan import ScanConfig, check_scan_memory
 from induction.losses import per_token_loss
@@ -60,7 +71,8 @@ class TrackConfig:
             reported; None means the detector's prefix_threshold.
         min_icl_range: the ICL score joins the phase-change signal only if it moves by at least this
             many nats over the run (0.05).
-        revisions: Hugging Face revisions to score instead of a run directory's checkpoints.
+        revisions: Hugging Face revisions to score instead of a run directory's checkpoints (for a
+            folder of revision directories: the folders to score).
         cache: read and write cached results (a run's ``<run>/track/``; for revisions, `cache_dir`).
         cache_dir: where revisions' results are cached (None: not cached).
         device: where each checkpoint is scored (`induction.devices`; None: auto).
@@ -178,17 +190,24 @@ def valid_result(result: dict[str, Any]) -> bool:
 
 
 def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[str, Any], Path | None]:
-    """The checkpoints to score, the run's manifest ({} for revisions), and its cache root."""
+    """The checkpoints to score, the run's manifest ({} unless an `induction train` run), and its
+    cache root; which kind of run `run` is decides (module docstring)."""
+    path = Path(run).expanduser()
+    if path.is_dir() and is_run_dir(path):
+        return run_sources(path), read_manifest(path), path / TRACK_DIR
+    if path.is_dir() and is_checkpoint_folder(path):
+        if cfg.revisions:  # the named folders only
+            return revision_dir_sources(path, cfg.revisions), {}, path / TRACK_DIR
+        sources = trainer_sources(path) if is_trainer_output(path) else revision_dir_sources(path)
+        return sources, {}, path / TRACK_DIR
     if cfg.revisions:
         root = None if cfg.cache_dir is None else Path(cfg.cache_dir)
         return revision_sources(run, cfg.revisions), {}, root
-    path = Path(run)
     if not path.exists():
         raise ValueError(f"{run} does not exist")
-    if not is_run_dir(path):
-        raise ValueError(f"{run} is not a run directory (no {MANIFEST_FILE}); for a Hugging Face model's "
-                         "published checkpoints give --revisions")
-    return run_sources(path), read_manifest(path), path / TRACK_DIR
+    raise ValueError(f"{run} is not a run directory: no {MANIFEST_FILE} (induction train), no checkpoint-N/ "
+                     "folders (Hugging Face Trainer) and no model folders (one per revision); for a Hugging Face "
+                     "model's published checkpoints give --revisions")
 
 
 def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progress: bool = False) -> TrackReport:
