@@ -45,6 +45,15 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     raise DeviceError(f"unknown device {text!r}; choose one of {', '.join(DEVICES)}")
 
 
+def check_device_name(device: str | torch.device | None) -> str:
+    """`device` as text, checked to be a device name (`DEVICES`) but not that this machine has it:
+    for work that runs elsewhere (Ray workers on a cluster)."""
+    text = "auto" if device is None else str(device).strip().lower()
+    if text not in ("auto", "cpu", "mps") and not re.fullmatch(r"cuda(?::\d+)?", text):
+        raise DeviceError(f"unknown device {text!r}; choose one of {', '.join(DEVICES)}")
+    return text
+
+
 def resolve_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:
     """The torch dtype `dtype` names (None: float32)."""
     if dtype is None:

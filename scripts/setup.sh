@@ -12,7 +12,7 @@ quiet() { "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   quiet $PIP install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi
-quiet $PIP install -q -e '.[dev]'
+quiet $PIP install -q -e '.[dev,ray]'
 # Static export (.png/.svg/.pdf) needs a Chrome binary for kaleido 1.x. Best effort: without it HTML
 # figures still work and the toolkit says how to enable static ones.
 if ! command -v chromium >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1; then

@@ -176,6 +176,22 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
                    help="parameter precision; scores accumulate in float32 (default: float32)")
 
 
+def add_ray_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="run one Ray task per checkpoint: no ADDRESS starts a local Ray runtime; auto, "
+                             "HOST:PORT or ray://HOST:PORT joins a cluster (needs: pip install '.[ray]')")
+
+
+def executor_from_args(args: argparse.Namespace, device: str | None = None):
+    """The executor `--ray [ADDRESS]` asks for (this process without it); a context manager."""
+    from induction.executor import LocalExecutor, RayExecutor
+
+    if getattr(args, "ray", None) is None:
+        return LocalExecutor()
+    gpus = 1 if str(device or "").startswith("cuda") else 0
+    return RayExecutor(None if args.ray == "local" else args.ray, gpus_per_task=gpus)
+
+
 def run_job(args: argparse.Namespace, job: Callable[..., Any], target: Any, cfg: Any,
             plot: Callable[[Any], Any] | None = None) -> int:
     """What every subcommand does once its Config is built: check --out and --plot before any work,

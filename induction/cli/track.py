@@ -11,8 +11,17 @@ them. With --revisions RUN may instead be a cached hub model, each listed revisi
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
-from induction.cli import add_device_arguments, add_options, comma_list, config_from, run_job
+from induction.cli import (
+    add_device_arguments,
+    add_options,
+    add_ray_argument,
+    comma_list,
+    config_from,
+    executor_from_args,
+    run_job,
+)
 from induction.cli.scan import add_scan_arguments, scan_config_from_args
 
 TRACK = {"held_out_sequences": "--held-out-sequences", "phase_threshold": "--phase-threshold"}
@@ -37,6 +46,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write RUN/track/")
     add_scan_arguments(p)  # the detector and ICL options of `induction scan`, with the same defaults
     add_device_arguments(p)
+    add_ray_argument(p)
     add_options(p.add_argument_group("held-out loss and phase change"), TrackConfig, TRACK)
     p.set_defaults(func=run)
 
@@ -51,4 +61,6 @@ def track_config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from induction.jobs import track
 
-    return run_job(args, track, args.run, track_config_from_args(args), lambda report: report.plot())
+    cfg = track_config_from_args(args)
+    with executor_from_args(args, cfg.device) as executor:
+        return run_job(args, partial(track, executor=executor), args.run, cfg, lambda report: report.plot())

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.cache import ResultCache
@@ -39,14 +38,15 @@ from induction.checkpoints import (
     trainer_sources,
 )
 from induction.checks import check_min, check_range
-from induction.devices import resolve_device, resolve_dtype
+from induction.devices import check_device_name, resolve_device, resolve_dtype
+from induction.executor import Executor, LocalExecutor
 from induction.fileio import file_sha256
 from induction.formation import CheckpointScores, phase_change_of
 from induction.hf_dirs import is_checkpoint_folder, is_trainer_output
 from induction.icl import default_stream_config, icl_score
 from induction.jobs.scan import ScanConfig, check_scan_memory
 from induction.losses import per_token_loss
-from induction.models import model_info
+from induction.models import ModelRef, model_info
 from induction.prompts import read_token_freqs
 from induction.report import TrackReport, provenance
 from induction.runs import MANIFEST_FILE, is_run_dir, read_manifest
@@ -98,7 +98,7 @@ class TrackConfig:
         check_min("min_icl_range", self.min_icl_range, 0)
         if self.revisions is not None:
             self.revisions = tuple(self.revisions)
-        resolve_device(self.device), resolve_dtype(self.dtype)  # fail before any work
+        check_device_name(self.device), resolve_dtype(self.dtype)  # fail before any work
 
     @property
     def resolved_phase_threshold(self) -> float:
@@ -210,36 +210,105 @@ def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[s
                      "model's published checkpoints give --revisions")
 
 
-def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progress: bool = False) -> TrackReport:
-    """Score every checkpoint of `run` and find its phase change (module docstring)."""
-    cfg = cfg or TrackConfig()
-    start = time.perf_counter()
+@dataclass
+class TrackPlan:
+    """One run's checkpoints, what the cache already holds, and the tasks that score the rest."""
+
+    run: str
+    cfg: TrackConfig
+    sources: list[CheckpointSource]
+    manifest: dict[str, Any]
+    held_out_seed: int
+    cache_key: str
+    cache_dir: Path | None
+    placement: dict[str, str]
+    cached: dict[int, dict[str, Any]]
+    tasks: list[tuple]
+
+    @property
+    def missing(self) -> list[int]:
+        """Indices (into `sources`) of the checkpoints still to score, one task each."""
+        return [i for i in range(len(self.sources)) if i not in self.cached]
+
+
+def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = False) -> TrackPlan:
+    """What `track` must do for `run`: its checkpoints, the cached results, one task per missing one.
+
+    `remote`: the tasks run elsewhere (Ray workers), so `cfg.device` must exist there, not here.
+    """
     run = str(run)
     sources, manifest, cache_root = _sources(run, cfg)
     train_seed = (manifest.get("train_config") or {}).get("seed")
     held_out_seed = cfg.held_out_seed if cfg.held_out_seed is not None else int(train_seed or 0) + HELD_OUT_SEED_OFFSET
-    freqs = read_token_freqs(cfg.scan.freqs) if cfg.scan.freqs is not None else None
     key = cfg.cache_key()
-    cache = ResultCache(cache_root / key if (cfg.cache and cache_root is not None) else None,
-                        cfg.scoring_settings(), validate=valid_result)
-    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
-    where = {"device_type": device.type, "dtype": str(dtype).replace("torch.", "")}
-    results = []
-    for source in tqdm(sources, desc="tracking", unit="ckpt", disable=not progress):
+    cache_dir = cache_root / key if (cfg.cache and cache_root is not None) else None
+    cache = ResultCache(cache_dir, cfg.scoring_settings(), validate=valid_result)
+    device = torch.device(_remote_device(cfg.device)) if remote else resolve_device(cfg.device)
+    where = {"device_type": device.type, "dtype": str(resolve_dtype(cfg.dtype)).replace("torch.", "")}
+    cached, tasks = {}, []
+    for i, source in enumerate(sources):
         identity = {**source.identity, "held_out_seed": held_out_seed, **where}
-        scored = cache.read(source.name, identity)
-        if scored is None:
-            model = replace(source.ref, device=str(device), dtype=where["dtype"]).load()
-            check_scan_memory(model, cfg.scan)
-            torch.manual_seed(cfg.scan.seed)
-            scored = score_checkpoint(model, cfg, held_out_seed, freqs)
-            del model
-            cache.write(source.name, identity, scored)
-        results.append(CheckpointScores(step=source.step, tokens_seen=source.tokens_seen, loss=source.loss,
-                                        revision=source.revision, **scored))
+        hit = cache.read(source.name, identity)
+        if hit is not None:
+            cached[i] = hit
+        else:
+            ref = replace(source.ref, device=str(device), dtype=where["dtype"])
+            tasks.append((ref, cfg, held_out_seed, cache_dir, source.name, identity, torch.get_num_threads()))
+    return TrackPlan(run, cfg, sources, manifest, held_out_seed, key, cache_dir,
+                     {"device": str(device), "dtype": where["dtype"]}, cached, tasks)
+
+
+def _remote_device(device: str | None) -> str:
+    """The device a remote task loads on: "auto" resolves on the worker, not here."""
+    name = check_device_name(device)
+    return "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
+
+
+def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: Path | None, name: str,
+               identity: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Score one checkpoint and write its cache entry: the unit of work and of resumption.
+
+    The same function runs in this process and in Ray workers (`induction.executor`), with the same
+    torch thread count, so both give the same numbers; the entry is written (atomically) by whoever
+    computed it, so a driver interrupted after a task finished loses nothing.
+    """
+    torch.set_num_threads(threads)  # Ray workers are reused and keep the count torch chose at import
+    freqs = read_token_freqs(cfg.scan.freqs) if cfg.scan.freqs is not None else None
+    model = ref.load()
+    check_scan_memory(model, cfg.scan)
+    torch.manual_seed(cfg.scan.seed)
+    scored = score_checkpoint(model, cfg, held_out_seed, freqs)
+    ResultCache(cache_dir).write(name, identity, scored)
+    return json.loads(json.dumps(scored))  # as a cached result reads back: the same floats either way
+
+
+def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
+                 execution: dict[str, Any] | None = None) -> TrackReport:
+    """The TrackReport of a plan, given the results of its tasks (in task order)."""
+    scored = dict(plan.cached)
+    scored.update(zip(plan.missing, computed))
+    results = [CheckpointScores(step=s.step, tokens_seen=s.tokens_seen, loss=s.loss, revision=s.revision,
+                                **scored[i]) for i, s in enumerate(plan.sources)]
+    cfg = plan.cfg
     phase = phase_change_of(results, cfg.resolved_phase_threshold, cfg.min_icl_range)
-    settings = {"track": cfg.to_dict(), "held_out_seed": held_out_seed, "cache_key": key,
-                "data": manifest.get("data"), "train_config": manifest.get("train_config")}
-    prov = provenance(run, None, cfg.scan.seed, settings, time.perf_counter() - start, device=str(device),
-                      dtype=where["dtype"])
-    return TrackReport(run=run, checkpoints=results, phase_change=phase, provenance=prov)
+    settings = {"track": cfg.to_dict(), "held_out_seed": plan.held_out_seed, "cache_key": plan.cache_key,
+                "data": plan.manifest.get("data"), "train_config": plan.manifest.get("train_config"),
+                "checkpoints_computed": len(computed), "checkpoints_cached": len(plan.cached)}
+    prov = provenance(plan.run, None, cfg.scan.seed, settings, time.perf_counter() - start, **plan.placement)
+    prov.update(execution or {"executor": "local", "workers": 1})
+    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov)
+
+
+def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progress: bool = False,
+          executor: Executor | None = None) -> TrackReport:
+    """Score every checkpoint of `run` and find its phase change (module docstring).
+
+    `executor` runs the missing checkpoints (`induction.executor`: this process by default, or Ray
+    tasks); the report is the same either way.
+    """
+    cfg = cfg or TrackConfig()
+    start = time.perf_counter()
+    executor = executor or LocalExecutor()
+    plan = plan_track(run, cfg, remote=executor.name != "local")
+    computed = executor.map(score_task, plan.tasks, progress=progress, desc="tracking")
+    return finish_track(plan, computed, start, executor.describe())
