@@ -138,7 +138,7 @@ def test_offset_attention_chunking_is_exact():
     assert_close(chunked.nan_to_num(-1.0), whole.nan_to_num(-1.0), atol=1e-6)
 
 
-@pytest.fixture(scope="module", params=["attn-v20-h8", "lnmlp-v32-h10"])
+@pytest.fixture(scope="module", params=["attn-v20-h8", "attn-v32-h10"])
 def shifted_model(request):
     spec = SUITE[request.param]()
     model = build_handbuilt(spec)
