@@ -13,7 +13,7 @@ Each model's truth (`Truth`) comes from its construction:
 
 Methods, what each names, the truth it is scored against, and the order its ranks follow:
 - `is_induction` (`induction.scores`): the flagged heads, against `induction`; ordered by
-  min(prefix_matching / threshold, copying / threshold), which is >= 1 exactly for flagged heads.
+  min(prefix_matching - its threshold, copying - its threshold), >= 0 exactly for flagged heads.
 - `is_shifted_induction` (`induction.offsets`): the flagged heads, against `shifted_induction`;
   ordered by `OffsetScores.shifted_margin` (the same margin at the best offset >= 2).
 - `zero`, `mean`, `resample`, `pattern` ablation and `exact`, `attribution` patching
@@ -43,6 +43,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import Head
+from circuits.hooks import check_heads
 from induction.checks import check_choice, check_min
 from induction.devices import resolve_device, resolve_dtype
 from induction.effects import ablation_effects, patching_effects
@@ -295,6 +296,8 @@ def bench_model(
         progress: progress bars.
     """
     cfg = cfg or BenchConfig()
+    for what in TRUTHS:
+        check_heads(model, truth.heads(what))  # one line naming a head the model does not have
     start = time.perf_counter()
     detector = detector or ScoreConfig()
     detector = ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=cfg.prompts, seed=cfg.seed),
@@ -303,7 +306,7 @@ def bench_model(
     pt, ct = detector.prefix_threshold, detector.copying_threshold
     prompts = build_prompts(model, detector.prompts)
     scores = score_heads(model, detector, prompts=prompts, progress=progress)
-    margin = torch.minimum(scores.prefix_matching / pt, scores.copying / ct)
+    margin = torch.minimum(scores.prefix_matching - pt, scores.copying - ct)
     results = [score_method("is_induction", "induction", truth.induction, margin, scores.is_induction)]
     offset_scores = score_offsets(model, prompts, offsets, detector.batch_size, progress=progress)
     shifted = offset_scores.is_shifted_induction(pt, ct).cpu()

@@ -157,10 +157,9 @@ class HandBuiltSpec:
         """The heads that make the model learn in context: the (canonical and shifted) induction
         heads and the offset heads whose codes they read."""
         readers = self.heads("induction", "shifted_induction")
-        lags = set().union(*(self.layers[layer][h].reads() for layer, h in readers)) if readers else set()
-        feeders = [(layer, h) for layer, h in self.heads(*OFFSET_ROLES)
-                   if self.layers[layer][h].lag in lags and layer < max(lr for lr, _ in readers)]
-        return sorted(set(readers) | set(feeders))
+        feeders = {(layer, h) for rl, rh in readers for layer, h in self.heads(*OFFSET_ROLES)
+                   if layer < rl and self.layers[layer][h].lag in self.layers[rl][rh].reads()}
+        return sorted(set(readers) | feeders)
 
     def roles(self) -> dict[str, str]:
         """"L{layer}H{head}" -> the head's role label."""

@@ -300,10 +300,10 @@ class OffsetScores:
 
     def shifted_margin(self, prefix_threshold: float, copying_threshold: float) -> Float[Tensor, "layer head_index"]:
         """How far into the shifted flag's region each head gets at its best offset >= 2:
-        max over d >= 2 of min(a_d / prefix_threshold, copying_d / copying_threshold) (>= 1 where a
+        max over d >= 2 of min(a_d - prefix_threshold, copying_d - copying_threshold) (>= 0 where a
         shifted offset passes both thresholds); -inf for a head with no scored offset >= 2."""
         shifted = torch.tensor([d >= MIN_SHIFT for d in self.offsets], device=self.attention.device)
-        margin = torch.minimum(self.attention / prefix_threshold, self.copying / copying_threshold)
+        margin = torch.minimum(self.attention - prefix_threshold, self.copying - copying_threshold)
         margin = torch.where(shifted & ~margin.isnan(), margin, float("-inf"))
         return margin.amax(-1)
 
