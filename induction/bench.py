@@ -234,7 +234,7 @@ class BenchConfig:
     """Settings of the benchmark (`induction bench`; the job is `induction.jobs.bench`).
 
     Attributes:
-        models: the suite's models to score (`SUITE`).
+        models: the suite's models to score (`induction.bench.SUITE`).
         prompts: repeated-random-token prompts for the two detector flags.
         sequences: sequences of each model's stream on which the causal methods measure the metric (>= 2).
         metric: ``icl`` (the ICL score) or ``repeat-loss`` (`induction.metrics`).

@@ -426,7 +426,7 @@ def plot_bench(models: Sequence[ModelBench], title: str) -> go.Figure:
     """
     methods = [s.method for s in models[0].methods]
     names = [m.name for m in models]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("recall", "precision"), horizontal_spacing=0.2)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("recall", "precision"), horizontal_spacing=0.06)
     for col, what in enumerate(("recall", "precision"), start=1):
         z, text = [], []
         for method in methods:

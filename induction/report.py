@@ -564,7 +564,8 @@ class BenchReport:
         """Method x model heatmaps of recall and precision (the rank of the last true head as text)."""
         from induction import plots
 
-        return plots.plot_bench(self.models, title=f"Methods against hand-built models ({self.metric})")
+        return plots.plot_bench(self.models, title=f"Methods against hand-built models ({self.metric}); "
+                                                   "[rank of the last true head / true heads]")
 
 
 def display_name(spec: Any) -> str:
