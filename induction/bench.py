@@ -32,6 +32,7 @@ number of true heads): how far down the method's list one must read to find ever
 
 from __future__ import annotations
 
+import math
 import random as _random
 import time
 from dataclasses import asdict, dataclass, field
@@ -147,7 +148,7 @@ class MethodScore:
         precision, recall: of `named` against the truth (None where undefined).
         true_head_rank: the pessimistic rank of its lowest-ranked true head (None without true heads).
         true_head_ranks: each true head's rank, in the truth's order.
-        scores: `[layer, head_index]` the score it orders heads by.
+        scores: `[layer, head_index]` the score it orders heads by (JSON: None where not finite).
     """
 
     method: str
@@ -163,7 +164,7 @@ class MethodScore:
         return {"method": self.method, "truth": self.truth, "precision": self.precision, "recall": self.recall,
                 "true_head_rank": self.true_head_rank, "true_head_ranks": self.true_head_ranks,
                 "named": [list(h) for h in self.named],
-                "scores": [[None if v != v else float(v) for v in row] for row in self.scores.tolist()]}
+                "scores": [[float(v) if math.isfinite(v) else None for v in row] for row in self.scores.tolist()]}
 
 
 def pessimistic_ranks(scores: Float[Tensor, "layer head_index"]) -> Float[Tensor, "layer head_index"]:

@@ -33,8 +33,9 @@ they match at k = j + d with d = c_K - c_Q; to predict tok[q + 1] = tok[j + 1] t
 carry tok[k - (d - 1)], so c_V = d - 1. Canonical induction: c_Q = 0, c_K = 1 (a previous-token
 head), c_V = 0.
 
-Everything is computed on the patterns' device, batched over heads and offsets, and chunked so that
-no intermediate grows beyond `max_elements` entries besides the attention pattern itself.
+Everything is computed on the patterns' device, batched over heads and offsets. The gathers of
+attention at the keys and the per-source logits are chunked to `max_elements` entries; the other
+intermediates are at most `[batch, pos, pos]` booleans, smaller than the attention pattern itself.
 """
 
 from __future__ import annotations

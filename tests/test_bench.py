@@ -63,6 +63,9 @@ def test_scoring_rules_on_a_hand_made_example():
     assert (s.precision, s.recall, s.true_head_rank, s.true_head_ranks) == (0.5, 0.5, 3, [3, 3])
     none = score_method("m", "circuit", [], scores, torch.zeros(2, 2, dtype=torch.bool))
     assert (none.precision, none.recall, none.true_head_rank) == (None, None, None)
+    unscored = score_method("m", "circuit", [(1, 1)], torch.tensor([[1.0, float("-inf")], [float("nan"), 0.0]]), named)
+    assert unscored.true_head_rank == 2 and unscored.to_dict()["scores"] == [[1.0, None], [None, 0.0]]
+    json.dumps(unscored.to_dict(), allow_nan=False)  # valid JSON: no NaN or Infinity
     support = torch.tensor([[1.0, 0.5], [0.05, -2.0]])
     assert name_by_fraction(support, 0.1).tolist() == [[True, True], [False, False]]
     assert not name_by_fraction(-support.abs(), 0.1).any()  # nothing supports ICL: nothing is named
