@@ -119,8 +119,8 @@ def ablate_heads(
         heads: Only these `(layer, head)` (the other entries are NaN); default all.
         reference_tokens: Reference batch for `mean`/`resample` (default `tokens`).
         seed: Seed of the `resample` permutation.
-        runs_per_forward: Ablated runs stacked into one forward (default: as many as
-            keep a forward's attention patterns near 2**20 entries).
+        runs_per_forward: Ablated runs stacked into one forward (default:
+            `circuits.sweep.default_runs_per_forward`, sized by free memory on CUDA).
         progress: Show a progress bar.
 
     Returns:

@@ -23,7 +23,7 @@ return one value per prompt, `[batch]`."""
 Head = tuple[int, int]
 """`(layer, head_index)`."""
 
-_TOLERANCE = 1e-4
+FLOAT32_TOLERANCE = 1e-4
 """Relative tolerance of the engine's self-checks (float32 reorderings stay far below it)."""
 
 
@@ -57,6 +57,11 @@ def resid_pre_name(layer: int) -> str:
 def attn_out_name(layer: int) -> str:
     """`blocks.{layer}.hook_attn_out`: `# [batch, pos, d_model]`, what attention adds to the stream."""
     return f"blocks.{layer}.hook_attn_out"
+
+
+def mlp_out_name(layer: int) -> str:
+    """`blocks.{layer}.hook_mlp_out`: `# [batch, pos, d_model]`, what the MLP adds to the stream."""
+    return f"blocks.{layer}.hook_mlp_out"
 
 
 FINAL_RESID = "ln_final.hook_in"  # [batch, pos, d_model]
@@ -125,9 +130,9 @@ def head_outputs(
     return torch.einsum("bphd,hdm->bphm", z, W_O.to(z.dtype))
 
 
-def allclose(actual: Tensor, expected: Tensor) -> bool:
-    """Agreement up to float32 reordering, relative to the size of `expected`."""
+def allclose(actual: Tensor, expected: Tensor, rtol: float = FLOAT32_TOLERANCE) -> bool:
+    """Agreement up to reordering (float32 by default), relative to the size of `expected`."""
     if actual.shape != expected.shape:
         return False
     scale = max(1.0, float(expected.abs().max()))
-    return float((actual - expected).abs().max()) <= _TOLERANCE * scale
+    return float((actual.float() - expected.float()).abs().max()) <= rtol * scale

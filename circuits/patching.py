@@ -34,7 +34,7 @@ def patch_heads(
     arguments, `patch_heads(model, corrupted_tokens, clean_tokens, metric)`.
 
     The runs are not full forwards: each resumes inside the patched layer from the cached
-    corrupted run and several share a forward (see `circuits.hooks`), with the same numbers.
+    corrupted run and several share a forward (see `circuits.sweep`), with the same numbers.
 
     Args:
         model: A TransformerBridge in eval mode.
@@ -42,8 +42,8 @@ def patch_heads(
         corrupted_tokens: Tokens of the corrupted run, the run that is patched; same shape.
         metric: Logits `[batch, pos, d_vocab]` to a 0-d tensor.
         per_position: Patch one position at a time (`[layer, head_index, pos]` result).
-        runs_per_forward: Patched runs stacked into one forward (default: as many as
-            keep a forward's attention patterns near 2**20 entries).
+        runs_per_forward: Patched runs stacked into one forward (default:
+            `circuits.sweep.default_runs_per_forward`, sized by free memory on CUDA).
         progress: Show a progress bar.
 
     Returns:

@@ -14,8 +14,10 @@ loading it, for jobs that take "a model or a MODEL spec".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -149,18 +151,44 @@ def _as_revision(checkpoint: int | str | None) -> str | None:
 
 
 def _load_huggingface(spec: str, revision: str | None, local: bool) -> TransformerBridge:
+    # An existing directory is passed as an absolute path: TransformerLens resolves its aliases
+    # ("neox", "neo", "pythia", ...) by exact name before it looks at the filesystem, and no
+    # alias starts with "/", so a local directory is never mistaken for a hub model.
+    name = str(Path(spec).expanduser().resolve()) if local else spec
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_transformers():
             warnings.simplefilter("ignore")
-            model = TransformerBridge.boot_transformers(spec, revision=revision)
+            model = TransformerBridge.boot_transformers(name, revision=revision)
     except Exception as exc:  # transformers raises many types; all mean "cannot load this"
         where = "local directory" if local else "name (offline: only the Hugging Face cache is searched)"
         raise ModelLoadError(f"cannot load Hugging Face model {spec!r} from {where}: {one_line(exc)}") from None
     model.eval()
     tok = getattr(model, "tokenizer", None)
+    if tok is not None and len(tok) <= len(set(tok.all_special_ids)):
+        # No tokenizer files: TransformerLens substitutes an empty one whose BOS (id 0) is not the
+        # model's. Text cannot be encoded without a vocabulary, so the model has no tokenizer.
+        model.tokenizer = None
+        tok = None
     bos = getattr(tok, "bos_token_id", None) if tok is not None else None
+    if bos is None:
+        bos = getattr(getattr(model.original_model, "config", None), "bos_token_id", None)
     model.induction_info = ModelInfo(spec=spec, kind="huggingface", checkpoint=revision, bos_token_id=bos)
     return model
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' own progress bars (writing, loading weights) off while a model loads: the
+    CLI's stderr is for its progress and its one-line errors."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _attach_info(

@@ -498,7 +498,8 @@ class TrainReport:
         model, optim, schedule = (cfg.get(part) or {} for part in ("model", "optim", "schedule"))
         lines = [f"run: {self.run} ({'complete' if m.get('complete') else 'incomplete: continue with --resume'})",
                  f"model: {model.get('n_layers')}-layer {kind}, d_model {model.get('d_model')}, {model.get('n_heads')} heads; "
-                 f"{schedule.get('steps')} steps of {optim.get('batch_size')} sequences, seed {cfg.get('seed')}"]
+                 f"{schedule.get('steps')} steps of {(m.get('resolved') or optim).get('batch_size')} sequences, "
+                 f"seed {cfg.get('seed')}"]
         if m["checkpoints"]:
             last = m["checkpoints"][-1]
             lines.append(f"{len(m['checkpoints'])} checkpoints; last: step {last['step']}, loss {last['loss']:.3f}; "

@@ -53,7 +53,7 @@ from induction.checkpoint import (
     save_checkpoint,
 )
 from induction.checks import check_memory, check_min
-from induction.data import ToyDataConfig
+from induction.data import ToyDataConfig, segment_cap
 from induction.devices import model_device, resolve_device, resolve_dtype
 from induction.fileio import json_default, write_json_atomic
 from induction.report import package_versions
@@ -78,8 +78,17 @@ from induction.runs import (
 from induction.streams import data_config_from_dict, sample_stream
 from induction.vocab import FewShotDataConfig
 
-DEFAULT_LR = {"attn_only": 1e-2, "mlp": 3e-3}  # peak lr when OptimConfig.lr is None, by model kind
+# Defaults by model kind, for the fields left at None. GPT-2-style models (LayerNorm + MLP) need a
+# lower lr with warm-up (at 1e-2 their attention stayed uniform), and segments of at least 16 tokens:
+# with the shortest segments at 4, they learned a shortcut first (layer-0 heads at offsets 11, 23, 35
+# solve every period dividing 12, 24 or 36) and then a *shifted* induction circuit built on it
+# (layer-1 heads attending 12 tokens after the earlier occurrence), whatever the lr, warm-up or batch
+# size; from 16 on, canonical induction heads formed (2 of 2 seeds, batch 32; batch 16 formed none
+# by step 3000). See README, "Training recipes".
+DEFAULT_LR = {"attn_only": 1e-2, "mlp": 3e-3}  # peak lr when OptimConfig.lr is None
 DEFAULT_WARMUP = {"attn_only": 0, "mlp": 400}  # warm-up steps when ScheduleConfig.warmup_steps is None
+DEFAULT_BATCH = {"attn_only": 16, "mlp": 32}  # sequences per update when OptimConfig.batch_size is None
+DEFAULT_MIN_SEGMENT = {"attn_only": 4, "mlp": 16}  # shortest repeated segment of the default data
 FORMAT_VERSION = 2  # 2: train_config in parts (model / optim / schedule / data); 1 was flat
 LOSS_SMOOTHING = 0.9  # EMA factor of the logged train loss (bias-corrected, as Adam's moments)
 
@@ -139,20 +148,22 @@ class OptimConfig:
     Attributes:
         lr: peak learning rate; None means 1e-2 for attention-only models and 3e-3 for GPT-2-style
             models, which with LayerNorm and MLPs stay at uniform attention at higher rates.
-        batch_size: sequences per update (16).
+        batch_size: sequences per update; None means 16 for attention-only models and 32 for
+            GPT-2-style ones.
         weight_decay: decoupled weight decay (0.0).
         betas: AdamW betas ((0.9, 0.99)).
         grad_clip: clip the global gradient norm to this (1.0); None disables clipping.
     """
 
     lr: float | None = None
-    batch_size: int = 16
+    batch_size: int | None = None
     weight_decay: float = 0.0
     betas: Sequence[float] = (0.9, 0.99)
     grad_clip: float | None = 1.0
 
     def __post_init__(self) -> None:
-        _positive_int("batch_size", self.batch_size)
+        if self.batch_size is not None:
+            _positive_int("batch_size", self.batch_size)
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number or None, got {self.lr!r}")
         check_min("weight_decay", self.weight_decay, 0)
@@ -236,7 +247,11 @@ class TrainConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.data is None:
-            self.data = ToyDataConfig(d_vocab=self.model.d_vocab, seq_len=self.model.n_ctx)
+            # The shortest segment of the default data depends on the model kind (DEFAULT_MIN_SEGMENT),
+            # within what the vocabulary and context allow.
+            cap = segment_cap(self.model.d_vocab - 1, self.model.n_ctx - 1)
+            self.data = ToyDataConfig(d_vocab=self.model.d_vocab, seq_len=self.model.n_ctx,
+                                      min_segment=max(2, min(DEFAULT_MIN_SEGMENT[self.kind], cap)))
         if self.data.d_vocab != self.model.d_vocab:
             raise ValueError(f"data.d_vocab ({self.data.d_vocab}) must equal d_vocab ({self.model.d_vocab})")
         if self.data.seq_len > self.model.n_ctx:
@@ -258,16 +273,25 @@ class TrainConfig:
         return cls(**{name: _PARTS[name](**values) for name, values in parts.items()}, data=data, seed=seed)
 
     @property
+    def kind(self) -> str:
+        """"attn_only" or "mlp": what the defaults left at None resolve by."""
+        return "attn_only" if self.model.attn_only else "mlp"
+
+    @property
     def resolved_lr(self) -> float:
         if self.optim.lr is not None:
             return self.optim.lr
-        return DEFAULT_LR["attn_only" if self.model.attn_only else "mlp"]
+        return DEFAULT_LR[self.kind]
+
+    @property
+    def batch_size(self) -> int:
+        return self.optim.batch_size if self.optim.batch_size is not None else DEFAULT_BATCH[self.kind]
 
     @property
     def resolved_warmup_steps(self) -> int:
         if self.schedule.warmup_steps is not None:
             return self.schedule.warmup_steps
-        return DEFAULT_WARMUP["attn_only" if self.model.attn_only else "mlp"]
+        return DEFAULT_WARMUP[self.kind]
 
     @property
     def steps(self) -> int:
@@ -344,7 +368,7 @@ def train(
     """
     out_dir = Path(out_dir)
     target, precision = resolve_device(device), resolve_dtype(dtype)
-    check_memory(f"a training step of {cfg.optim.batch_size} sequences", step_memory(cfg), target)
+    check_memory(f"a training step of {cfg.batch_size} sequences", step_memory(cfg), target)
     with run_lock(out_dir, wait=wait):
         return _train_locked(cfg, out_dir, resume, progress, stop_after, target, precision)
 
@@ -355,7 +379,7 @@ def step_memory(cfg: TrainConfig) -> int:
     m = cfg.model
     width = m.d_model * (12 if m.attn_only else 24)  # q, k, v, z, outputs, norms, MLP (4 x d_model) ...
     per_token = m.n_layers * (width + 3 * m.n_heads * cfg.data.seq_len) + 4 * m.d_vocab
-    return 2 * 4 * cfg.optim.batch_size * cfg.data.seq_len * per_token
+    return 2 * 4 * cfg.batch_size * cfg.data.seq_len * per_token
 
 
 def _train_locked(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, stop_after: int | None,
@@ -401,7 +425,7 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
         for step in range(start, end):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
-            tokens = sample_stream(cfg.data, cfg.optim.batch_size, generator).to(device)
+            tokens = sample_stream(cfg.data, cfg.batch_size, generator).to(device)
             with autocast:
                 loss = model(tokens, return_type="loss")
             optimizer.zero_grad(set_to_none=True)
@@ -428,7 +452,7 @@ def initial_loss(model: TransformerBridge, cfg: TrainConfig, generator: torch.Ge
     """Loss at step 0: on the first training batch, drawn from a copy so the stream is unchanged."""
     peek = torch.Generator().set_state(generator.get_state())
     with torch.no_grad():
-        tokens = sample_stream(cfg.data, cfg.optim.batch_size, peek).to(model_device(model))
+        tokens = sample_stream(cfg.data, cfg.batch_size, peek).to(model_device(model))
         return float(model(tokens, return_type="loss"))
 
 
@@ -462,7 +486,7 @@ def _make_optimizer(cfg: TrainConfig, model: TransformerBridge) -> torch.optim.A
 def _meta(cfg: TrainConfig, step: int, loss: float) -> dict[str, Any]:
     """A checkpoint's meta.json: everything in it follows from the config, the step and the loss."""
     return {
-        "step": step, "tokens_seen": step * cfg.optim.batch_size * cfg.data.seq_len, "loss": loss,
+        "step": step, "tokens_seen": step * cfg.batch_size * cfg.data.seq_len, "loss": loss,
         "lr": cfg.lr_at(max(step - 1, 0)), "data": cfg.data.to_dict(), "bos_token_id": cfg.data.bos_token_id,
         "seed": cfg.seed,
     }
@@ -498,6 +522,7 @@ def _fresh_state(cfg: TrainConfig, out_dir: Path):
         "format_version": FORMAT_VERSION,
         "kind": "induction-training-run",
         "train_config": cfg.to_dict(),
+        "resolved": {"lr": cfg.resolved_lr, "warmup_steps": cfg.resolved_warmup_steps, "batch_size": cfg.batch_size},
         "model_config": cfg.model_config(),
         "data": cfg.data.to_dict(),
         "checkpoint_steps": cfg.checkpoint_steps(),

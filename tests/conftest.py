@@ -36,3 +36,26 @@ def handbuilt_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("handbuilt") / "model"
     save_checkpoint(build_induction_model(), path, {"bos_token_id": 0})
     return path
+
+
+@pytest.fixture(scope="session")
+def hf_dirs(tmp_path_factory):
+    """`hf_dirs[family]`: a tiny random Hugging Face model directory of that family (tests/hf_models.py),
+    built on first use, once per session."""
+    from hf_models import FamilyDirs
+
+    return FamilyDirs(tmp_path_factory.mktemp("hf-families"))
+
+
+@pytest.fixture(scope="session")
+def hf_bridges(hf_dirs):
+    """`hf_bridges[family]`: that family's directory loaded with `induction.load_model`, once per session
+    (tests must not modify it)."""
+    from induction.models import load_model
+
+    class Bridges(dict):
+        def __missing__(self, family):
+            self[family] = load_model(hf_dirs[family])
+            return self[family]
+
+    return Bridges()

@@ -61,3 +61,14 @@ def test_benchmark_main_in_process(tmp_path):
     assert results["speedup_patch_vs_transformer_lens"] > 1
     assert results["speedup_attribution_vs_patch"] > 1
     assert -1 <= results["spearman_attribution_vs_patch"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama", "neo"])
+def test_benchmark_on_every_family_takes_the_fast_path(family):
+    """On a random Hugging Face model of each family the benchmark's exact patching takes the
+    in-layer shortcut (rotary tables replayed, parallel blocks finished) and matches TL."""
+    results = bench.main(["--family", family, "--layers", "2", "--heads", "4", "--d-model", "64", "--repeats", "1"])
+    assert results["resumed"] is True
+    assert results["max_abs_diff_vs_transformer_lens"] <= 1e-5
+    assert results["model"] == f"random Hugging Face {family}"

@@ -86,8 +86,8 @@ def test_bridges_that_cannot_resume_fall_back_to_full_forwards(monkeypatch):
     expected = tl_patch(model, clean, corrupted, logit_diff)
     original = sweep.run_from_resid_pre
 
-    def capped(model, resid, layer):  # what the model's own forward would not do
-        return 30 * torch.tanh(original(model, resid, layer) / 30)
+    def capped(model, resid, layer, inputs=None):  # what the model's own forward would not do
+        return 30 * torch.tanh(original(model, resid, layer, inputs) / 30)
 
     monkeypatch.setattr(sweep, "run_from_resid_pre", capped)
     with torch.no_grad():

@@ -29,7 +29,9 @@ os.environ.setdefault("INDUCTION_CACHE", str(REPO / ".cache" / "induction-tests"
 
 PROBE = """
 import json, os, sys
-print(json.dumps({"prefix": sys.prefix, "cwd": os.getcwd(), "cache": os.environ.get("INDUCTION_CACHE")}))
+import induction
+print(json.dumps({"prefix": sys.prefix, "cwd": os.getcwd(), "cache": os.environ.get("INDUCTION_CACHE"),
+                  "induction": induction.__file__}))
 """
 
 
@@ -57,7 +59,9 @@ def test_notebook_is_committed_clean(path):
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
-def test_notebook_executes(path):
+def test_notebook_executes(path, monkeypatch):
+    # The kernel must import this checkout's packages, not whichever checkout is installed (editable).
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(path, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(PROBE))  # in memory only: which kernel, where, which cache
     checks = _assert_cells(nb)
@@ -69,6 +73,7 @@ def test_notebook_executes(path):
     assert Path(probe["prefix"]).resolve() == Path(sys.prefix).resolve(), "the kernel is not this environment's python"
     assert Path(probe["cwd"]).resolve() == NOTEBOOKS.resolve()
     assert probe["cache"] == os.environ["INDUCTION_CACHE"]
+    assert Path(probe["induction"]).resolve().is_relative_to(REPO), probe["induction"]
     assert checks, f"{path.name} has no cell tagged 'assert'"
     for i in checks:
         cell = nb.cells[i]

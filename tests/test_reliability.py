@@ -3,6 +3,7 @@ validated, files readable by others, and every failure one line naming the file 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
@@ -258,3 +259,19 @@ def test_resume_repairs_a_truncated_meta_and_the_run_is_readable(tmp_path, capsy
         assert (a / "meta.json").read_text() == (b / "meta.json").read_text()
     assert load_model(run, checkpoint=4, device="cpu").induction_info.meta["step"] == 4
     assert torch.equal(load_model(run, device="cpu").W_Q, load_model(reference, device="cpu").W_Q)
+
+
+# ---- beyond the list: out-of-memory ------------------------------------------------------------------
+
+@pytest.mark.parametrize("error, needle", [
+    (lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79 GiB total)"),
+     "out of GPU memory (CUDA out of memory)"),
+    (lambda: MemoryError(), "out of memory on this machine"),
+])
+def test_out_of_memory_is_one_line_with_what_to_do(run_copy, capsys, monkeypatch, error, needle):
+    def explode(*a, **k):
+        raise error()
+
+    monkeypatch.setattr(importlib.import_module("induction.jobs.scan"), "score_heads", explode)
+    code, _, err = cli(capsys, "scan", run_copy, "-q", "--device", "cpu")
+    assert_one_line(code, err, needle, "--batch-size")

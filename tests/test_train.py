@@ -69,12 +69,14 @@ def test_config_defaults_and_round_trip():
     cfg = TrainConfig()
     m = cfg.model
     assert (m.n_layers, m.d_model, m.n_heads, m.n_ctx, m.d_vocab, m.attn_only) == (2, 64, 4, 128, 128, True)
-    assert (cfg.optim.batch_size, cfg.schedule.steps, cfg.resolved_lr, cfg.resolved_warmup_steps) == (16, 1000, 1e-2, 0)
+    assert (cfg.batch_size, cfg.schedule.steps, cfg.resolved_lr, cfg.resolved_warmup_steps) == (16, 1000, 1e-2, 0)
     assert cfg.data == ToyDataConfig(d_vocab=128, seq_len=128)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     gpt2 = TrainConfig.from_flat(attn_only=False)
     assert gpt2.model_config()["normalization_type"] == "LN" and gpt2.model_config()["d_mlp"] == 256
-    assert (gpt2.resolved_lr, gpt2.resolved_warmup_steps) == (3e-3, 400)
+    assert (gpt2.resolved_lr, gpt2.resolved_warmup_steps, gpt2.batch_size) == (3e-3, 400, 32)
+    assert gpt2.data.min_segment == 16 and cfg.data.min_segment == 4  # the recipe that forms canonical heads
+    assert TrainConfig.from_flat(attn_only=False, n_ctx=16, d_vocab=16).data.min_segment == 7  # within the cap
     assert gpt2.lr_at(0) == pytest.approx(3e-3 / 400) and gpt2.lr_at(399) == gpt2.lr_at(5000) == 3e-3
     # A small vocabulary caps the segment length (segments hold distinct tokens).
     assert TrainConfig.from_flat(d_vocab=16).data.resolved_max_segment == 15
@@ -319,3 +321,21 @@ def test_resume_recovers_a_checkpoint_caught_mid_swap(tmp_path):
     train(cfg, run, resume=True, progress=False)
     assert (ck / "model.safetensors").read_bytes() == before
     assert not limbo.exists()
+
+
+@pytest.mark.slow
+def test_default_gpt2_style_recipe_forms_canonical_induction_heads(tmp_path):
+    """`induction train --mlp` (LayerNorm + MLP) with its defaults: lr 3e-3, 400 warm-up steps, batch
+    32, segments of at least 16 tokens. With the old shortest segment (4) the same model learned a
+    shifted circuit that canonical prefix-matching scores near 0 (see README, Training recipes)."""
+    from induction.cli import main
+    from induction.jobs import ScanConfig, scan
+    from induction.prompts import RepeatedTokensConfig
+    from induction.scores import ScoreConfig
+
+    run = tmp_path / "mlp"
+    assert main(["train", "--mlp", "--steps", "1000", "--out", str(run), "-q", "--device", "cpu"]) == 0
+    report = scan(run, ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=32), n_bootstrap=0)))
+    heads = report.scores.induction_heads()
+    assert len(heads) >= 2 and all(layer == 1 for layer, _ in heads), report.summary()
+    assert report.icl.score < -3.0

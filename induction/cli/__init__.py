@@ -82,11 +82,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _describe(exc: BaseException) -> str:
+    import torch
+
     from induction.models import ModelLoadError
 
     text = str(exc).strip().splitlines()
     message = text[0] if text else type(exc).__name__
-    if isinstance(exc, (ModelLoadError, ValueError, FileNotFoundError, PermissionError, RuntimeError)):
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in message):
+        # Checked before the generic RuntimeError: the useful line is what to do, not the allocator's report.
+        return ("out of GPU memory (" + message.split(". ")[0] + "); use a smaller --batch-size, --prompts or "
+                "--sequences, a lower --dtype, or --device cpu")
+    if isinstance(exc, MemoryError):
+        return "out of memory on this machine; use a smaller --batch-size, --prompts or --sequences"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or message}"
+    if isinstance(exc, (ModelLoadError, ValueError, FileNotFoundError, RuntimeError)):
         return message
     return f"{type(exc).__name__}: {message}"
 

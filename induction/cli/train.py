@@ -23,7 +23,15 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     from induction.cli import add_device_arguments, add_options
     from induction.data import ToyDataConfig
     from induction.streams import DATA_STREAMS
-    from induction.train import DEFAULT_LR, DEFAULT_WARMUP, ModelConfig, OptimConfig, ScheduleConfig
+    from induction.train import (
+        DEFAULT_BATCH,
+        DEFAULT_LR,
+        DEFAULT_MIN_SEGMENT,
+        DEFAULT_WARMUP,
+        ModelConfig,
+        OptimConfig,
+        ScheduleConfig,
+    )
 
     p = sub.add_parser(
         "train", parents=[common], help="train a toy model with checkpoints (a run directory)",
@@ -39,14 +47,17 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     kind.add_argument("--attn-only", dest="attn_only", action="store_const", const=True,
                       help="attention-only, no LayerNorm (default)")
     kind.add_argument("--mlp", dest="attn_only", action="store_const", const=False,
-                      help=f"GPT-2 style: LayerNorm and an MLP in every block (lr {DEFAULT_LR['mlp']}, "
-                           f"{DEFAULT_WARMUP['mlp']} warm-up steps by default)")
+                      help=f"GPT-2 style: LayerNorm and an MLP in every block (by default lr {DEFAULT_LR['mlp']}, "
+                           f"{DEFAULT_WARMUP['mlp']} warm-up steps, batch {DEFAULT_BATCH['mlp']}, segments of "
+                           f"at least {DEFAULT_MIN_SEGMENT['mlp']} tokens: the recipe that forms canonical induction heads)")
     g = p.add_argument_group("optimisation")
     add_options(g, OptimConfig, {**OPTIM, "lr": "--lr"})
     add_options(g, ScheduleConfig, {"steps": "--steps", "warmup_steps": "--warmup-steps"})
     g = p.add_argument_group("checkpoints and data")
     add_options(g, ScheduleConfig, {k: v for k, v in SCHEDULE.items() if k != "steps"})
-    add_options(g, ToyDataConfig, DATA)
+    g.add_argument("--min-segment", type=int, help=f"shortest repeated segment (default: {DEFAULT_MIN_SEGMENT['attn_only']} "
+                                                   f"attention-only, {DEFAULT_MIN_SEGMENT['mlp']} with --mlp)")
+    add_options(g, ToyDataConfig, {"max_segment": DATA["max_segment"]})
     g.add_argument("--data", choices=DATA_STREAMS,
                    help="training stream: repeated (random segments, the default), fewshot (few-shot sequences of "
                         "the lookup, rule and classification tasks, see `induction fewshot`) or mixture (half each)")

@@ -129,16 +129,48 @@ def first_answer_token(tokenizer: Any, prompt: str, prompt_ids: list[int], answe
     return int(alone[0])
 
 
+def check_known_words(tokenizer: Any, task_name: str, words: Sequence[str]) -> None:
+    """Raise `TaskError` if the tokenizer turns any of `words` into its unknown token.
+
+    A word-level tokenizer that lacks a task's words maps them all to one unknown token, so
+    every prompt would ask for the same token and accuracy would be a meaningless 0.00.
+    """
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return
+    unknown = []
+    for word in dict.fromkeys(words):
+        if unk in tokenizer(" " + word, add_special_tokens=False)["input_ids"]:
+            unknown.append(word)
+    if unknown:
+        shown = ", ".join(repr(w) for w in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise TaskError(
+            f"task {task_name!r}: the model's tokenizer does not know {len(unknown)} of its words ({shown}: "
+            f"they become the unknown token {tokenizer.unk_token!r}); use a model whose tokenizer encodes them"
+        )
+
+
+def _episode_words(episode: Episode, task: TextTask) -> list[str]:
+    words = [w for d in episode.demos for w in (str(d.x), str(d.y))]
+    return [*words, str(episode.query), str(episode.answer), str(episode.gold), task.separator.strip()]
+
+
 def render_text(
     episodes: Sequence[Episode], task: TextTask, tokenizer: Any, bos_token_id: int | None, config: FewShotPromptConfig
 ) -> FewShotPrompts:
-    """Tokenise text episodes (BOS first where the model uses one), right-padded with the pad token."""
+    """Tokenise text episodes (BOS first where the model uses one), right-padded with the pad token.
+
+    Raises `TaskError` naming the words when a prompt or answer contains the unknown token.
+    """
     rows, answers, golds, label_pos = [], [], [], []
     first = int(bos_token_id is not None)
+    unk = getattr(tokenizer, "unk_token_id", None)
     for ep in episodes:
         text, offsets = text_prompt(ep, task)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
+        if unk is not None and unk in ids:
+            check_known_words(tokenizer, task.name, _episode_words(ep, task))
         spans = enc.get("offset_mapping") or [(0, 0)] * len(ids)
         pos = []
         for c in offsets:  # the first token that ends after the label's first character
@@ -147,6 +179,8 @@ def render_text(
         label_pos.append(pos)
         answers.append(first_answer_token(tokenizer, text, ids, str(ep.answer)))
         golds.append(first_answer_token(tokenizer, text, ids, str(ep.gold)))
+        if unk is not None and unk in (answers[-1], golds[-1]):
+            check_known_words(tokenizer, task.name, [str(ep.answer), str(ep.gold)])
     pad = getattr(tokenizer, "pad_token_id", None)
     pad = pad if pad is not None else getattr(tokenizer, "eos_token_id", None)
     pad = pad if pad is not None else 0
@@ -184,7 +218,9 @@ def task_for_model(model: TransformerBridge, name: str, query_in_context: bool =
                 f"task {name!r} is a text task and this model has no tokenizer; "
                 f"use a token-level task ({', '.join(TOY_TASKS)})"
             )
-        return load_text_task(name)
+        task = load_text_task(name)
+        check_known_words(model.tokenizer, name, [w for pair in task.pairs for w in pair])
+        return task
     check_choice("task", name, TASKS, TaskError)
     raise AssertionError("unreachable")
 
