@@ -1,7 +1,8 @@
 """Test helpers: a hand-built induction model with known heads, builders, and `assert_close`.
 
-The hand-built model is a 2-layer attention-only TL-native transformer with no LayerNorm whose
-residual stream has four orthogonal subspaces of one-hot codes:
+The hand-built model (built by `induction.handbuilt`, which holds the general builder) is a 2-layer
+attention-only TL-native transformer with no LayerNorm whose residual stream has four orthogonal
+subspaces of one-hot codes:
 
     tok  [0, V)            the current token (embedding)
     pos  [V, V+N)          the position (positional embedding)
@@ -22,14 +23,13 @@ Heads (attention logits are `gap` apart, so patterns are near one-hot):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.checkpoint import boot_native, native_config
-from induction.models import ModelInfo
+from induction.handbuilt import HandBuiltSpec, build_handbuilt
+from induction.handbuilt import HeadRole as R
 
 OFFSET = 5
 
@@ -52,63 +52,14 @@ ROLES = Roles()
 def build_induction_model(
     d_vocab: int = 24, n_ctx: int = 48, gap: float = 20.0, beta: float = 8.0, bos_token_id: int | None = 0
 ) -> TransformerBridge:
-    """The hand-built model described in the module docstring, in eval mode."""
-    V, N = d_vocab, n_ctx
-    d_model = 3 * V + N
-    d_head = V + N  # room for the duplicate-token head's token match and self-penalty
-    n_heads = 4
-    cfg = native_config(
-        n_layers=2, d_model=d_model, n_heads=n_heads, n_ctx=N, d_vocab=V, attn_only=True,
-        normalization_type=None, seed=0, d_head=d_head,
+    """The hand-built model described in the module docstring, in eval mode (`induction.handbuilt`)."""
+    layers = (
+        (R("previous_token"), R("duplicate_token"), R("fixed_offset", lag=OFFSET), R("inert")),
+        (R("induction", weight=beta), R("anti_induction", weight=-beta / 2), R("self_copy"), R("inert")),
     )
-    model = boot_native(cfg)
-    tok = lambda t: t  # noqa: E731  (subspace offsets, for readability)
-    pos = lambda p: V + p  # noqa: E731
-    prev = lambda t: V + N + t  # noqa: E731
-    out = lambda t: 2 * V + N + t  # noqa: E731
-    scale = gap * math.sqrt(d_head)
-
-    sd = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
-    for t in range(V):
-        sd["embed.weight"][t, tok(t)] = 1.0
-        sd["unembed.weight"][t, out(t)] = 1.0
-    for p in range(N):
-        sd["pos_embed.weight"][p, pos(p)] = 1.0
-
-    def rows(head: int, i: int) -> int:
-        return head * d_head + i
-
-    def qk(layer: int, head: int, pairs: list[tuple[int, int, float]]) -> None:
-        """pairs of (query dim, key dim, weight): score += weight * x_q[qdim] * x_k[kdim] * scale."""
-        for i, (qd, kd, w) in enumerate(pairs):
-            sd[f"blocks.{layer}.attn.q.weight"][rows(head, i), qd] = w * scale
-            sd[f"blocks.{layer}.attn.k.weight"][rows(head, i), kd] = 1.0
-
-    def ov(layer: int, head: int, src: callable, dst: callable, weight: float) -> None:
-        for t in range(V):
-            sd[f"blocks.{layer}.attn.v.weight"][rows(head, t), src(t)] = 1.0
-            sd[f"blocks.{layer}.attn.o.weight"][dst(t), rows(head, t)] = weight
-
-    # L0H0 previous-token: q at position p, k at position p-1.
-    qk(0, 0, [(pos(p), pos(p - 1), 1.0) for p in range(1, N)])
-    ov(0, 0, tok, prev, 1.0)
-    # L0H1 duplicate-token: same token, but not itself.
-    qk(0, 1, [(tok(t), tok(t), 1.0) for t in range(V)] + [(pos(p), pos(p), -1.0) for p in range(N)])
-    # L0H2 fixed offset.
-    qk(0, 2, [(pos(p), pos(p - OFFSET), 1.0) for p in range(OFFSET, N)])
-    ov(0, 2, tok, out, 1.0)
-    # L1H0 induction and L1H1 anti-induction: query token == key's previous token.
-    qk(1, 0, [(tok(t), prev(t), 1.0) for t in range(V)])
-    ov(1, 0, tok, out, beta)
-    qk(1, 1, [(tok(t), prev(t), 1.0) for t in range(V)])
-    ov(1, 1, tok, out, -beta / 2)
-    # L1H2 self-copy.
-    qk(1, 2, [(pos(p), pos(p), 1.0) for p in range(N)])
-    ov(1, 2, tok, out, 1.0)
-
-    model.load_state_dict(sd)
-    model.induction_info = ModelInfo(spec="<hand-built>", kind="memory", bos_token_id=bos_token_id)
-    return model.eval()
+    spec = HandBuiltSpec(layers=layers, d_vocab=d_vocab, n_ctx=n_ctx, gap=gap, bos_token_id=bos_token_id,
+                         bos_fallback=False)
+    return build_handbuilt(spec)
 
 
 def assert_close(actual, expected, atol: float = 1e-5, rtol: float = 1e-5, msg: str = "") -> None:

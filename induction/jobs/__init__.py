@@ -11,8 +11,10 @@ distributed executors call the same functions, so every report is built here and
 | ablate | `ablate(model, AblateConfig)` | `AblateConfig` | `HeadEffectReport` |
 | patch | `patch(model, PatchConfig)` | `PatchConfig` | `HeadEffectReport` |
 | fewshot | `fewshot(model, FewShotConfig)` | `FewShotConfig` | `FewShotReport` |
+| bench | `bench(BenchConfig)` | `BenchConfig` | `BenchReport` |
 """
 
+from induction.jobs.bench import BenchConfig, bench
 from induction.jobs.effects import AblateConfig, MetricSpec, PatchConfig, ablate, patch
 from induction.jobs.fewshot import FewShotConfig, fewshot
 from induction.jobs.scan import ScanConfig, scan
@@ -21,12 +23,14 @@ from induction.jobs.train import train
 
 __all__ = [
     "AblateConfig",
+    "BenchConfig",
     "FewShotConfig",
     "MetricSpec",
     "PatchConfig",
     "ScanConfig",
     "TrackConfig",
     "ablate",
+    "bench",
     "fewshot",
     "patch",
     "scan",

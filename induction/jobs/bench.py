@@ -1,0 +1,44 @@
+"""`bench`: every head-finding method scored against hand-built models with known heads (`induction bench`).
+
+Its Config, `BenchConfig`, lives with the benchmark (`induction.bench`) and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from induction.bench import BenchConfig, bench_model, suite_model
+from induction.devices import check_job_memory, place, placement, resolve_device
+from induction.report import BenchReport, provenance
+
+__all__ = ["BenchConfig", "bench"]
+
+
+def bench(cfg: BenchConfig | None = None, *, progress: bool = False) -> BenchReport:
+    """Build each model of `cfg.models`, score every method on it, and report (`induction.bench`).
+
+    On the CPU it runs single-threaded (restored afterwards): the models are small, and on a busy
+    2-core machine two OpenMP threads waiting for a core made the whole bench ~5x slower.
+    """
+    cfg = cfg or BenchConfig()
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    results, placed = [], {}
+    try:
+        if resolve_device(cfg.device).type == "cpu":
+            torch.set_num_threads(1)
+        for name in cfg.models:
+            model, truth = suite_model(name)
+            place(model, cfg.device, cfg.dtype)
+            seq = int(model.cfg.n_ctx)
+            check_job_memory(f"--prompts {cfg.prompts}", model, cfg.prompts * 8 * seq, min(cfg.prompts, 16), seq)
+            check_job_memory(f"--sequences {cfg.sequences}", model, cfg.sequences * 8 * seq, 2 * cfg.sequences, seq)
+            results.append(bench_model(model, truth, name, cfg, progress=progress))
+            placed = placement(model)
+    finally:
+        torch.set_num_threads(threads)
+    prov = provenance("hand-built suite", None, cfg.seed, cfg.to_dict(), time.perf_counter() - start, **placed)
+    return BenchReport(models=results, metric=cfg.metric, name_fraction=cfg.name_fraction, provenance=prov)
+
