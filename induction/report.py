@@ -399,7 +399,9 @@ class FewShotReport:
     JSON (CONTRACT): ``{"model", "task", "labels", "shots": [{"labels", "k", "accuracy", "accuracy_ci",
     "accuracy_gold", "mean_logprob", ...}], "provenance"}``. With one label variant ``labels`` is its
     name; with several it is their list and every shot entry names its variant in ``"labels"``.
-    Optional parts: ``"ablation"`` (`FewShotAblation.to_dict`), ``"attribution"``
+    Optional parts: ``"bayes_flipped"`` (``--task prior`` on a prior-stream model: per k, the
+    Bayes-optimal predictor's ``p_answer`` / ``p_gold`` on flipped labels, to set beside the shots'
+    ``mean_prob`` / ``mean_prob_gold``), ``"ablation"`` (`FewShotAblation.to_dict`), ``"attribution"``
     (`HeadAttribution.to_dict`) and ``"function_vectors"`` (`FunctionVectors.to_json`: per task,
     ``{"task", "heads": [{"layer", "head", "indirect_effect", "in_vector"}], "zero_shot_accuracy",
     "fv_zero_shot_accuracy", ...}``).
@@ -412,6 +414,7 @@ class FewShotReport:
     ablation: FewShotAblation | None = None
     attribution: HeadAttribution | None = None
     function_vectors: FunctionVectors | None = None
+    bayes_flipped: list[dict[str, Any]] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     title = "Few-shot accuracy"
@@ -428,6 +431,8 @@ class FewShotReport:
             "labels": self.labels[0] if len(self.labels) == 1 else list(self.labels),
             "shots": [s.to_dict() for s in self.shots],
         }
+        if self.bayes_flipped is not None:
+            out["bayes_flipped"] = self.bayes_flipped
         if self.ablation is not None:
             out["ablation"] = self.ablation.to_dict()
         if self.attribution is not None:
@@ -455,6 +460,12 @@ class FewShotReport:
         ]
         if any(s.task_probs for s in self.shots):
             lines.append("task_probs: mean probability of each task's answer for the query (which task the model infers)")
+        if self.bayes_flipped is not None:
+            model = {s.k: s for s in self.shots if s.labels == "flipped"}
+            lines.append("flipped labels, P(in-context answer) / P(prior answer): model vs the Bayes-optimal predictor of "
+                         "the prior stream: " + "; ".join(
+                             f"k={b['k']} {model[b['k']].mean_prob:.2f}/{model[b['k']].mean_prob_gold:.2f} vs "
+                             f"{b['p_answer']:.2f}/{b['p_gold']:.2f}" for b in self.bayes_flipped))
         if self.ablation is not None:
             a, d = self.ablation.ablation, self.ablation.to_dict()
             heads = ", ".join(f"L{layer}H{h}" for layer, h in a.target.heads)

@@ -12,6 +12,7 @@ describes, which is what `induction.train` and the held-out loss use.
 
 from __future__ import annotations
 
+from math import comb
 from typing import Any
 
 import torch
@@ -147,6 +148,50 @@ def sample_prior_batch(
     if len(rows):
         x[rows], y[rows] = _keyed_lookup(len(rows), n_demos, cfg.lookup_keys, torch.tensor(v.content), None, generator)
     return _demonstrations(x, y, cfg.seq_len, cfg.bos_token_id, v.sep if cfg.sep else None, v.delim)
+
+
+def prior_bayes_flipped(cfg: FewShotDataConfig, k: int) -> tuple[float, float]:
+    """What the Bayes-optimal predictor of the prior stream gives a flipped-label prompt:
+    (P(in-context answer), P(prior answer)) for k demonstrations of distinct rule inputs whose
+    labels all differ from the prior (distinct labels: a derangement of the label space), the
+    query's input shown in one of them (k = 0: the query alone).
+
+    The predictor knows the mixture (`prior_weights`, `prior_noise`, the key ranges). Likelihood of
+    the demonstrations under each sequence kind, with n rule inputs and labels and c content tokens:
+    prior (1/n)^k (noise/n)^k; override sum over key counts m of P(m) C(n-k, m-k)/C(n, m) m^-k
+    times 1/(n (n-1) ... (n-k+1)) (distinct labels); lookup the same over c keys, times c^-k. Given
+    the kind, a repeated input keeps its label in override and lookup sequences, while a prior
+    sequence labels it by the prior (probability 1 - noise + noise/n) or at random.
+    """
+    if k < 0:
+        raise TaskError(f"the number of shots must be >= 0, got {k}")
+    v = cfg.vocab
+    n, c = len(v.rule_inputs), len(v.content)
+    w_prior, w_override, w_lookup = cfg.prior_weights
+    noise = cfg.prior_noise
+    keep = 1 - noise + noise / n  # P(prior label | prior sequence)
+    if k == 0:  # the query is the first input: its kind posterior is set by the input pools alone
+        a, b, d = w_prior / n, w_override / n, w_lookup / c
+        return 0.0, (a * keep + b / n + d / c) / (a + b + d)
+
+    def keyed(pool: int, keys: tuple[int, ...]) -> float:
+        lo, hi = keys[0], min(keys[1], pool)
+        lo = min(lo, hi)
+        return sum(comb(pool - k, m - k) / comb(pool, m) * m ** (-k) for m in range(max(lo, k), hi + 1)) / (hi - lo + 1)
+
+    distinct = 1.0
+    for i in range(k):
+        distinct *= 1 / (n - i) if n - i > 0 else 0.0
+    likelihood = {
+        "prior": (1 / n) ** k * (noise / n) ** k,
+        "override": keyed(n, cfg.override_keys) * distinct,
+        "lookup": keyed(c, cfg.lookup_keys) * c ** (-k),
+    }
+    total = w_prior * likelihood["prior"] + w_override * likelihood["override"] + w_lookup * likelihood["lookup"]
+    if total == 0:
+        raise TaskError(f"a flipped-label prompt with k={k} cannot occur in this stream")
+    post_prior = w_prior * likelihood["prior"] / total
+    return (1 - post_prior) + post_prior * noise / n, post_prior * keep
 
 
 def sample_tasks_batch(

@@ -122,6 +122,50 @@ def test_prior_task_is_the_rule_under_its_name():
         assert flipped.answer != flipped.gold and flipped.answer in cfg.vocab.rule_labels
 
 
+def test_bayes_reference_known_answers_and_the_sampled_stream():
+    from dataclasses import replace
+
+    from induction.streams import prior_bayes_flipped
+
+    cfg = training_data("prior", 128, 128)
+    n, c = 20, len(cfg.vocab.content)
+    # noiseless prior sequences: one contradicting demonstration proves the sequence is not one
+    for k in (1, 2, 8):
+        assert prior_bayes_flipped(cfg, k) == (1.0, 0.0)
+    # only prior sequences: the demonstrations say nothing, the prior stands (noisy labels are 1/n each)
+    only = replace(cfg, prior_weights=(1.0, 0.0, 0.0), prior_noise=0.3)
+    for k in (1, 4):
+        assert_close(prior_bayes_flipped(only, k), (0.3 / n, 0.7 + 0.3 / n))
+    # k = 0, by hand: P(kind | a rule input first) and each kind's chance of the prior label
+    a, b, d = 0.5 / n, 0.25 / n, 0.25 / c
+    assert_close(prior_bayes_flipped(cfg, 0)[1], (a * 1.0 + b / n + d / c) / (a + b + d))
+    # ... and against the sampler: how often a sequence's first demonstration on a rule input has the prior label
+    tokens = sample_stream(cfg, 4000, torch.Generator().manual_seed(0))
+    rule = dict(zip(cfg.vocab.rule_inputs, cfg.vocab.rule_labels))
+    first = [(int(x), int(y)) for x, y in tokens[:, 1:3] if int(x) in rule]
+    assert abs(sum(rule[x] == y for x, y in first) / len(first) - prior_bayes_flipped(cfg, 0)[1]) < 0.03
+    # with label noise the evidence accumulates: P(in-context answer) rises with k towards 1
+    noisy = replace(cfg, prior_noise=0.3)
+    curve = [prior_bayes_flipped(noisy, k)[0] for k in (1, 2, 4, 8)]
+    assert curve == sorted(curve) and curve[0] < 0.7 and curve[-1] > 0.99
+
+
+def test_prior_report_sets_the_model_beside_the_bayes_reference(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", "prior", "--layers", "1", "--d-model", "16", "--heads", "2",
+                           "--ctx", "32", "--steps", "2", "--log-checkpoints", "0", "--checkpoint-every", "0",
+                           "--out", run, "-q")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "fewshot", run, "--task", "prior", "--labels", "gold,flipped", "--shots", "0,1,2",
+                             "--prompts", "10", "--format", "json", "-q")
+    assert code == 0, err
+    report = json.loads(out)
+    assert [b["k"] for b in report["bayes_flipped"]] == [0, 1, 2] and report["bayes_flipped"][1]["p_answer"] == 1.0
+    for s in report["shots"]:  # P(answer) is the mean of exp(log P(answer)), so Jensen bounds it
+        assert s["mean_prob"] >= torch.tensor(s["mean_logprob"]).exp() - 1e-6 and 0 <= s["mean_prob_gold"] <= 1
+        assert s["labels"] != "gold" or s["mean_prob"] == s["mean_prob_gold"]
+
+
 # ---- the tasks stream -------------------------------------------------------------------------------
 
 

@@ -203,6 +203,8 @@ def task_probabilities(
 class ShotResult:
     """One (label variant, k) point of the accuracy curve.
 
+    `mean_prob` / `mean_prob_gold`: the mean probability of the in-context / gold answer's first
+    token (top-1 accuracy saturates where the probability still moves, e.g. agreement with a prior).
     `task_probs` (models trained on the tasks stream): for each of the model's tasks s, the mean
     probability the model gives f_s(query), the answer task s would give: which task it infers.
     """
@@ -218,6 +220,8 @@ class ShotResult:
     n_prompts: int
     accuracy_by_order: list[float] | None = None
     task_probs: dict[str, float] | None = None
+    mean_prob: float | None = None
+    mean_prob_gold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -250,6 +254,7 @@ def evaluate_shots(
         runs.append(run_prompts(model, shuffled, batch_size))
     mean = PromptScores(*(torch.stack([getattr(r, f) for r in runs]).mean(0)
                           for f in ("correct", "correct_gold", "logprob", "logprob_gold")))
+    mean_prob, mean_prob_gold = (torch.stack([getattr(r, f).exp() for r in runs]).mean(0) for f in ("logprob", "logprob_gold"))
     result = ShotResult(
         labels=cfg.labels, k=cfg.k, accuracy=float(mean.correct.mean()),
         accuracy_ci=bootstrap_mean_ci(mean.correct, n_bootstrap, seed=cfg.seed),
@@ -258,6 +263,7 @@ def evaluate_shots(
         mean_logprob=float(mean.logprob.mean()), mean_logprob_gold=float(mean.logprob_gold.mean()),
         n_prompts=len(prompts), accuracy_by_order=[float(r.correct.mean()) for r in runs] if n_orders > 1 else None,
         task_probs=task_probabilities(model, prompts, task.vocab, batch_size) if isinstance(task, FunctionTask) else None,
+        mean_prob=float(mean_prob.mean()), mean_prob_gold=float(mean_prob_gold.mean()),
     )
     return result, prompts, mean
 

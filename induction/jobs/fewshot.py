@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
+from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import Head
 from induction.checks import check_choice, check_min
@@ -22,8 +23,9 @@ from induction.fewshot.vectors import FunctionVectorConfig, function_vectors
 from induction.models import ModelLike, model_info, resolve_model
 from induction.report import FewShotReport, provenance
 from induction.stats import DEFAULT_RESAMPLES
+from induction.streams import prior_bayes_flipped
 from induction.tasks import TASKS, TEXT_TASKS
-from induction.vocab import FUNCTION_TASKS, TaskError
+from induction.vocab import FUNCTION_TASKS, FewShotDataConfig, TaskError
 
 
 @dataclass
@@ -98,7 +100,18 @@ class FewShotConfig:
         return asdict(self)
 
 
-def vector_tasks(model, task: str) -> tuple[str, ...]:
+def bayes_reference(model: TransformerBridge, cfg: FewShotConfig, task: str) -> list[dict[str, Any]] | None:
+    """For `--task prior --labels ...flipped...` on a model trained on the prior stream (query shown):
+    per k, what the Bayes-optimal predictor of that stream gives flipped labels (`prior_bayes_flipped`)."""
+    if task != "prior" or "flipped" not in cfg.labels or cfg.query_in_context is False:
+        return None
+    layout = toy_data_config(model)
+    if not isinstance(layout, FewShotDataConfig) or layout.stream != "prior":
+        return None
+    return [dict(zip(("k", "p_answer", "p_gold"), (k, *prior_bayes_flipped(layout, k)))) for k in cfg.shots]
+
+
+def vector_tasks(model: TransformerBridge, task: str) -> tuple[str, ...]:
     """The tasks `--function-vectors` covers: every task of a tasks-stream model, else `task`."""
     tasks = model_tasks(model)
     return tasks if task in FUNCTION_TASKS and task in tasks else (task,)
@@ -140,4 +153,5 @@ def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: boo
     prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start,
                       **placement(model))
     return FewShotReport(model=info.spec, task=task, labels=list(cfg.labels), shots=results, ablation=ablation,
-                         attribution=attribution, function_vectors=vectors, provenance=prov)
+                         attribution=attribution, function_vectors=vectors,
+                         bayes_flipped=bayes_reference(model, cfg, task), provenance=prov)
