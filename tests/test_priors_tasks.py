@@ -522,3 +522,44 @@ def test_train_cli_recipes(tmp_path, capsys):
     assert code == 0 and json.loads(out)["task"] == "succ", err
     code, _, err = run_cli(capsys, "train", "--data", "tasks", "--min-segment", "3", "--out", tmp_path / "r2", "-q")
     assert code != 0 and "does not use" in err
+
+
+# ---- slow: the default recipes, end to end through the CLI, as the issue checks them ---------------------
+
+
+@pytest.fixture(scope="module")
+def recipe_runs(tmp_path_factory):
+    """`induction train --data prior` and `--data tasks` with every other default (minutes each)."""
+    root = tmp_path_factory.mktemp("recipes")
+    for kind in ("prior", "tasks"):
+        assert main(["train", "--data", kind, "--out", str(root / kind), "-q"]) == 0
+    return root
+
+
+@pytest.mark.slow
+def test_prior_recipe_holds_the_prior_and_flipped_labels_override_it(recipe_runs, capsys):
+    code, out, err = run_cli(capsys, "fewshot", recipe_runs / "prior", "--task", "prior", "--labels", "gold,flipped,random",
+                             "--format", "json", "-q")
+    assert code == 0, err
+    report = json.loads(out)
+    shots = {(s["labels"], s["k"]): s for s in report["shots"]}
+    assert shots["gold", 0]["accuracy_gold"] >= 0.8 and shots["flipped", 0]["accuracy_gold"] >= 0.8
+    assert shots["flipped", 0]["accuracy"] < 0.1  # the flipped answer is not what the model knows
+    bayes = {b["k"]: b for b in report["bayes_flipped"]}
+    for k in (1, 2, 4, 8):  # the flipped curve, measured: it follows the labels from k=1, as Bayes does
+        assert shots["flipped", k]["accuracy"] > 0.9 and shots["flipped", k]["accuracy_gold"] < 0.1
+        assert shots["flipped", k]["mean_prob"] > bayes[k]["p_answer"] - 0.1
+        assert shots["random", k]["accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_tasks_recipe_function_vectors_lift_zero_shot_accuracy(recipe_runs, capsys):
+    code, out, err = run_cli(capsys, "fewshot", recipe_runs / "tasks", "--function-vectors", "--format", "json", "-q")
+    assert code == 0, err
+    report = json.loads(out)
+    fvs = report["function_vectors"]
+    assert [f["task"] for f in fvs] == ["succ", "pred", "perm"]
+    lifts = [f["fv_zero_shot_accuracy"] - f["zero_shot_accuracy"] for f in fvs]
+    assert min(lifts) >= 0.3, lifts
+    by_k = {s["k"]: s for s in report["shots"]}  # --task defaults to the first task, succ
+    assert by_k[0]["accuracy"] < 0.5 and all(by_k[k]["accuracy"] > 0.95 for k in (1, 2, 4, 8))

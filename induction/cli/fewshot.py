@@ -55,9 +55,11 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "fewshot", parents=[common], help="few-shot accuracy by number of demonstrations",
         description="Score a model on few-shot prompts (k demonstrations, then a query) for each k and label "
-                    "variant. Token-level tasks (lookup, rule, classification) suit any model; text tasks "
+                    "variant. Token-level tasks (lookup, rule, classification, prior) suit any model; a model "
+                    "trained with `induction train --data tasks` has its own (succ, pred, perm, ...); text tasks "
                     "(antonyms, country_capital, word_category) need a tokenizer. 'accuracy' is agreement with "
-                    "the answer the demonstrations imply, 'accuracy_gold' with the task's gold label.",
+                    "the answer the demonstrations imply, 'accuracy_gold' with the task's gold label (for "
+                    "--task prior: the prior).",
     )
     add_model_arguments(p)
     prompts, ablation = _options()
