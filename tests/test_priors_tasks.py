@@ -491,6 +491,8 @@ def test_report_tables_and_figures_read_the_same_results(task_model):
         (["--function-vectors", "--fv-shots", "1"], "--fv-shots must be >= 2"),
         (["--plot-kind", "vectors", "--plot", "{tmp}/a.html"], "needs --function-vectors"),
         (["--attribute", "-1"], "--attribute must be >= 0"),
+        (["--attribute", "3"], "the set must have 1 to 2 heads"),
+        (["--function-vectors", "--fv-heads", "5"], "--fv-heads 5 exceeds the model's 4 heads"),
     ],
 )
 def test_cli_bad_input_one_line(task_model_dir, tmp_path, capsys, argv, message):

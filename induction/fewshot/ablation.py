@@ -194,6 +194,14 @@ class HeadAttribution:
                 "variants": [v.to_dict() for v in self.variants]}
 
 
+def check_attribution_size(model: TransformerBridge, n_heads: int) -> None:
+    """Raise unless a layer-matched control exists for a set of `n_heads` (at most half of each layer)."""
+    most = int(model.cfg.n_layers) * (int(model.cfg.n_heads) // 2)
+    if not 1 <= n_heads <= most:
+        raise TaskError(f"head attribution: the set must have 1 to {most} heads (at most half of each layer, "
+                        f"for the layer-matched control), got {n_heads}")
+
+
 def attribute_fewshot_heads(
     model: TransformerBridge,
     cfg: FewShotPromptConfig,
@@ -216,10 +224,8 @@ def attribute_fewshot_heads(
     """
     if not labels:
         raise TaskError("head attribution: give at least one label variant")
+    check_attribution_size(model, n_heads)
     n_layers, heads_per_layer = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    if not 1 <= n_heads <= n_layers * (heads_per_layer // 2):
-        raise TaskError(f"head attribution: the set must have 1 to {n_layers * (heads_per_layer // 2)} heads "
-                        f"(at most half of each layer, for the layer-matched control), got {n_heads}")
     found = []
     for variant in labels:
         prompts = build_prompts(model, cfg, labels=variant)

@@ -15,7 +15,7 @@ from circuits import Head
 from induction.checks import check_choice, check_min
 from induction.devices import check_job_memory, placement
 from induction.effects import ABLATION_METHODS
-from induction.fewshot.ablation import ablate_fewshot_heads, attribute_fewshot_heads
+from induction.fewshot.ablation import ablate_fewshot_heads, attribute_fewshot_heads, check_attribution_size
 from induction.fewshot.evaluate import evaluate_fewshot
 from induction.fewshot.labels import LABEL_VARIANTS
 from induction.fewshot.render import FewShotPromptConfig, default_task, model_tasks, toy_data_config
@@ -118,7 +118,9 @@ def vector_tasks(model: TransformerBridge, task: str) -> tuple[str, ...]:
 
 
 def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: bool = False) -> FewShotReport:
-    """Accuracy vs k per label variant (`evaluate_fewshot`), and the head-set ablation if asked for."""
+    """Accuracy vs k per label variant (`evaluate_fewshot`); if asked for, the head-set ablation, the
+    per-label-variant head attribution and the function vectors; for ``--task prior`` on a
+    prior-stream model, the Bayes-optimal reference for flipped labels."""
     cfg = cfg or FewShotConfig()
     start = time.perf_counter()
     model = resolve_model(model)
@@ -126,6 +128,11 @@ def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: boo
     longest = min(int(model.cfg.n_ctx), 4 * max(cfg.shots) + 2)
     check_job_memory(f"--prompts {cfg.n_prompts}", model, cfg.n_prompts * (1024 + 8 * longest),
                      min(cfg.n_prompts, cfg.batch_size), longest)
+    if cfg.attribute:
+        check_attribution_size(model, cfg.attribute)
+    n_heads = int(model.cfg.n_layers) * int(model.cfg.n_heads)
+    if cfg.function_vectors is not None and cfg.function_vectors.n_heads > n_heads:
+        raise TaskError(f"--fv-heads {cfg.function_vectors.n_heads} exceeds the model's {n_heads} heads")
     torch.manual_seed(cfg.seed)
     task = cfg.task if cfg.task is not None else default_task(model)
     results = evaluate_fewshot(model, task, cfg.labels, cfg.shots, n_prompts=cfg.n_prompts, seed=cfg.seed,
