@@ -2,7 +2,9 @@
 
 Nothing is downloaded. `default_run("2l")` returns the run directory of the default 2-layer
 attention-only model (which forms induction heads), `"1l"` its 1-layer control (which cannot), and
-`"fewshot"` a 2-layer model trained on the few-shot stream. Runs live under `$INDUCTION_CACHE`
+`"fewshot"` a 2-layer model trained on the few-shot stream, `"prior"` one trained on the learned-prior
+stream and `"tasks"` a 2-layer model with MLPs trained on the task-inference stream (each as
+`induction train --data KIND` makes it, `TrainConfig.for_data`). Runs live under `$INDUCTION_CACHE`
 (default `~/.cache/induction`), keyed by a hash of their training config, and an interrupted
 training resumes where it stopped.
 """
@@ -36,6 +38,8 @@ DEFAULTS: dict[str, Callable[[], TrainConfig]] = {
     "2l": TrainConfig,
     "1l": lambda: TrainConfig(model=ModelConfig(n_layers=1)),
     "fewshot": _fewshot_config,
+    "prior": lambda: TrainConfig.for_data("prior"),
+    "tasks": lambda: TrainConfig.for_data("tasks"),
 }
 
 

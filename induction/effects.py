@@ -157,6 +157,7 @@ def head_set_ablation(
     seed: int = 0,
     n_bootstrap: int = DEFAULT_RESAMPLES,
     progress: bool = False,
+    reference_tokens: Int[Tensor, "ref_batch pos"] | None = None,
 ) -> HeadSetAblation:
     """Ablate `heads` together, and each of `n_draws` layer-matched random sets, on `tokens`.
 
@@ -166,13 +167,15 @@ def head_set_ablation(
         quantities: names of the per-prompt values' columns.
         method: `circuits.METHODS` (zero, mean, resample, pattern).
         n_draws: random sets (`circuits.layer_matched_random_heads(model, heads, n_draws, seed)`).
+        reference_tokens: the reference batch of mean/resample ablation (default `tokens`).
     """
     check_choice("ablation method", method, ABLATION_METHODS)
     check_min("n_draws", n_draws, 1)
     target = [(int(layer), int(h)) for layer, h in heads]
     draws = circuits.layer_matched_random_heads(model, target, n_draws, seed)
     sets = [[], target, *draws]
-    values = circuits.ablate_head_sets(model, tokens, per_prompt, sets, method=method, seed=seed, progress=progress)
+    values = circuits.ablate_head_sets(model, tokens, per_prompt, sets, method=method, reference_tokens=reference_tokens,
+                                       seed=seed, progress=progress)
     if values.ndim == 2:  # [set, batch]: one quantity
         values = values[..., None]
     if values.shape[-1] != len(quantities):

@@ -20,6 +20,14 @@ Token-level tasks (for the toolkit's toy models; every symbol is one token id):
 - ``classification``: `n_classes` classes of `exemplars_per_class` input tokens each, one label token
   per class; prompts are bursty (Chan et al. 2022): the demonstrations come from `n_way` classes, one
   of which is the query's.
+- ``prior``: the ``rule`` task under the name of what it is in a model trained on ``--data prior``
+  (`FewShotDataConfig`, ``stream="prior"``): the mapping held fixed through training, so gold labels
+  agree with the model's prior and flipped labels contradict it (Wei et al. 2023).
+
+Task-inference tasks (`FUNCTION_TASKS`, for a model trained on ``--data tasks``, on the layout of
+`induction.vocab.TasksDataConfig`): ``succ``, ``pred``, ``perm``, ``perm2``, ``class``, ``copy``, each
+a fixed function of the input. The query's input is never among the demonstrations by default, so
+the answer needs both which task the demonstrations show and the function itself.
 
 The toy vocabulary layout (`ToyVocab`), for ``d_vocab`` V and a BOS token (0 by default):
 ``SEP = V - 2`` and ``DELIM = V - 1`` are reserved; the remaining "content" tokens, in increasing order,
@@ -50,11 +58,11 @@ from typing import Any, Hashable
 import torch
 
 from induction.checks import check_choice
-from induction.vocab import FewShotDataConfig, TaskError, ToyVocab
+from induction.vocab import FUNCTION_TASKS, FewShotDataConfig, TaskError, TasksDataConfig, TasksVocab, ToyVocab
 
-TOY_TASKS = ("lookup", "rule", "classification")
+TOY_TASKS = ("lookup", "rule", "classification", "prior")
 TEXT_TASKS = ("antonyms", "country_capital", "word_category")
-TASKS = TOY_TASKS + TEXT_TASKS
+TASKS = TOY_TASKS + FUNCTION_TASKS + TEXT_TASKS
 
 
 # ---- episodes ----------------------------------------------------------------------------------
@@ -163,10 +171,13 @@ class LookupTask(Task):
 
 
 class RuleTask(Task):
-    """The fixed bijection `ToyVocab.rule`; the query's input is shown once when `query_in_context`."""
+    """The fixed bijection `ToyVocab.rule`; the query's input is shown once when `query_in_context`.
 
-    def __init__(self, vocab: ToyVocab, query_in_context: bool = True):
-        self.name, self.kind, self.vocab = "rule", "toy", vocab
+    Named ``prior`` (`name`) on a model trained on ``--data prior``, where the rule is the prior.
+    """
+
+    def __init__(self, vocab: ToyVocab, query_in_context: bool = True, name: str = "rule"):
+        self.name, self.kind, self.vocab = name, "toy", vocab
         self.labels, self.unrelated, self.random_inputs = vocab.rule_labels, vocab.unrelated, vocab.unrelated
         self.query_in_context = query_in_context
 
@@ -206,6 +217,35 @@ class ClassificationTask(Task):
             demos.append(Demo(x, v.class_labels[c], v.class_labels[c]))
         query = _choice(v.class_exemplars[classes[0]], generator)
         return _episode(demos, query, v.class_labels[classes[0]])
+
+
+class FunctionTask(Task):
+    """A task of the task-inference layout (`TasksDataConfig`): y = f(x) for a fixed function f.
+
+    The demonstrations' inputs are distinct; the query's input is one of them when
+    `query_in_context`, else (the default) a further input, so that the answer is not in the prompt.
+    Its label space is the function's outputs (the inputs, or the class labels for ``class``).
+    """
+
+    def __init__(self, vocab: TasksVocab, name: str, query_in_context: bool = False):
+        if name not in vocab.functions:
+            raise TaskError(f"task {name!r} is not one of this model's tasks ({', '.join(vocab.functions)})")
+        self.name, self.kind, self.vocab = name, "toy", vocab
+        self.labels, self.unrelated, self.random_inputs = vocab.label_space(name), vocab.unrelated, vocab.unrelated
+        self.query_in_context = query_in_context
+
+    def max_shots(self) -> int:
+        return len(self.vocab.inputs) - (not self.query_in_context)
+
+    def sample(self, k: int, generator: torch.Generator) -> Episode:
+        f = lambda x: self.vocab.apply(self.name, x)  # noqa: E731
+        if self.query_in_context and k:
+            xs = _sample_distinct(self.vocab.inputs, k, generator)
+            query = xs[_randint(k, generator)]
+        else:
+            xs = _sample_distinct(self.vocab.inputs, k + 1, generator)
+            query = xs[k]
+        return _episode([Demo(x, f(x), f(x)) for x in xs[:k]], query, f(query))
 
 
 @dataclass(frozen=True)
@@ -265,12 +305,25 @@ def load_text_task(name: str) -> TextTask:
     )
 
 
-def toy_task(name: str, cfg: FewShotDataConfig, query_in_context: bool = True) -> Task:
-    """A token-level task on the layout of `cfg` (``lookup``, ``rule``, ``classification``)."""
+def toy_task(name: str, cfg: FewShotDataConfig | TasksDataConfig, query_in_context: bool | None = None) -> Task:
+    """A token-level task on the layout of `cfg`: ``lookup``, ``rule``, ``classification``, ``prior``
+    on a `FewShotDataConfig`; the config's own tasks on a `TasksDataConfig`.
+
+    `query_in_context` None means each task's default: shown for the few-shot tasks, not shown for
+    the task-inference tasks.
+    """
+    if isinstance(cfg, TasksDataConfig):
+        if name not in cfg.tasks:
+            raise TaskError(f"this model was trained on the tasks stream; its tasks are {', '.join(cfg.tasks)}, "
+                            f"not {name!r}")
+        return FunctionTask(cfg.vocab, name, bool(query_in_context))
+    if name in FUNCTION_TASKS:
+        raise TaskError(f"task {name!r} needs a model trained on `induction train --data tasks`")
+    query_in_context = True if query_in_context is None else query_in_context
     if name == "lookup":
         return LookupTask(cfg.vocab)
-    if name == "rule":
-        return RuleTask(cfg.vocab, query_in_context)
+    if name in ("rule", "prior"):
+        return RuleTask(cfg.vocab, query_in_context, name)
     if name == "classification":
         return ClassificationTask(cfg.vocab, cfg.n_way, query_in_context)
     check_choice("toy task", name, TOY_TASKS, TaskError)

@@ -75,8 +75,7 @@ from induction.runs import (
     step_name,
     write_manifest,
 )
-from induction.streams import data_config_from_dict, sample_stream
-from induction.vocab import FewShotDataConfig
+from induction.streams import DataConfig, data_config_from_dict, sample_stream, training_data
 
 # Defaults by model kind, for the fields left at None. GPT-2-style models (LayerNorm + MLP) need a
 # lower lr with warm-up (at 1e-2 their attention stayed uniform), and segments of at least 16 tokens:
@@ -91,6 +90,17 @@ DEFAULT_BATCH = {"attn_only": 16, "mlp": 32}  # sequences per update when OptimC
 DEFAULT_MIN_SEGMENT = {"attn_only": 4, "mlp": 16}  # shortest repeated segment of the default data
 FORMAT_VERSION = 2  # 2: train_config in parts (model / optim / schedule / data); 1 was flat
 LOSS_SMOOTHING = 0.9  # EMA factor of the logged train loss (bias-corrected, as Adam's moments)
+# What each training stream changes from the defaults (`TrainConfig.for_data`, `induction train --data`),
+# as found in the issue-14 research (2-core CPU, under load):
+# - prior: 2000 steps; the 2-layer attention-only model then holds the prior (k=0 agreement 1.00) and
+#   follows contradicting demonstrations from k=1 (423 s).
+# - tasks: a 2-layer model with MLPs over a 64-token vocabulary and context, 2000 steps of 32 sequences;
+#   attention-only models only partly separate the tasks (0.64-0.83 at k=16) and carry no function
+#   vector, having nothing after the heads that can apply a task to the input (359 s).
+DATA_RECIPES: dict[str, dict[str, Any]] = {
+    "prior": {"steps": 2000},
+    "tasks": {"attn_only": False, "d_vocab": 64, "n_ctx": 64, "steps": 2000, "batch_size": 32},
+}
 
 __all__ = ["ModelConfig", "OptimConfig", "RunExistsError", "ScheduleConfig", "TrainConfig", "train"]
 
@@ -229,9 +239,10 @@ class TrainConfig:
         model: `ModelConfig`.
         optim: `OptimConfig`.
         schedule: `ScheduleConfig`.
-        data: the synthetic stream: `induction.data.ToyDataConfig` (repeated segments) or
-            `induction.vocab.FewShotDataConfig` (few-shot sequences, or a mixture; see
-            `induction.streams.training_data`); None means repeated segments filling the context
+        data: the synthetic stream: `induction.data.ToyDataConfig` (repeated segments),
+            `induction.vocab.FewShotDataConfig` (few-shot sequences, a mixture, or a learned prior)
+            or `induction.vocab.TasksDataConfig` (task inference); see
+            `induction.streams.training_data`. None means repeated segments filling the context
             (`ToyDataConfig(d_vocab, seq_len=n_ctx)`). Its d_vocab must equal the model's and its
             seq_len fit the context.
         seed: seeds the initial weights (TL-native init) and the data stream (0).
@@ -240,7 +251,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    data: ToyDataConfig | FewShotDataConfig | None = None
+    data: DataConfig | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -258,7 +269,7 @@ class TrainConfig:
             raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds the context n_ctx ({self.model.n_ctx})")
 
     @classmethod
-    def from_flat(cls, data: ToyDataConfig | FewShotDataConfig | dict | None = None, seed: int = 0,
+    def from_flat(cls, data: DataConfig | dict | None = None, seed: int = 0,
                   **fields_: Any) -> "TrainConfig":
         """A config from field names alone (``n_layers``, ``lr``, ``steps``, ...), each routed to its part."""
         parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
@@ -271,6 +282,15 @@ class TrainConfig:
         if isinstance(data, dict):
             data = data_config_from_dict(data)
         return cls(**{name: _PARTS[name](**values) for name, values in parts.items()}, data=data, seed=seed)
+
+    @classmethod
+    def for_data(cls, kind: str, seed: int = 0, **fields_: Any) -> "TrainConfig":
+        """The run ``induction train --data KIND`` makes: the stream's recipe (`DATA_RECIPES`), any
+        field in `fields_` (flat names, as `from_flat`) overriding it, on
+        `induction.streams.training_data(kind, d_vocab, n_ctx)`."""
+        flat = {**DATA_RECIPES.get(kind, {}), **fields_}
+        base = cls.from_flat(seed=seed, **flat)
+        return cls.from_flat(data=training_data(kind, base.model.d_vocab, base.model.n_ctx), seed=seed, **flat)
 
     @property
     def kind(self) -> str:

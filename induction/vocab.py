@@ -1,4 +1,4 @@
-"""The toy few-shot vocabulary: which token is what, and the few-shot training stream's settings.
+"""The toy few-shot vocabularies: which token is what, and the few-shot training streams' settings.
 
 The layout (`ToyVocab`), for ``d_vocab`` V and a BOS token (0 by default): ``SEP = V - 2`` and
 ``DELIM = V - 1`` are reserved; the remaining "content" tokens, in increasing order, are split into
@@ -7,7 +7,14 @@ The layout (`ToyVocab`), for ``d_vocab`` V and a BOS token (0 by default): ``SEP
 their substitutes from them). ``rule`` maps ``inputs[:rule_size]`` onto ``labels[:rule_size]``;
 ``classification`` takes its exemplars from the inputs after the rule's and its class labels from
 the labels after the rule's; ``lookup`` uses all of ``inputs`` and ``labels`` (disjoint, so an
-input never doubles as a label). The tasks are in `induction.tasks`, the stream in `induction.streams`.
+input never doubles as a label). With ``stream="prior"`` the rule is the *prior*: a mapping held
+fixed across training (so the model stores it in its weights), mixed with sequences that override
+it in context (`FewShotDataConfig` attributes).
+
+The task-inference layout (`TasksVocab`, `TasksDataConfig`, ``induction train --data tasks``) is a
+second, separate layout: ``n_inputs`` input tokens, ``n_classes`` class labels, unrelated tokens, and
+the same reserved SEP and DELIM; every task (`FUNCTION_TASKS`) is a fixed function of the input.
+The tasks are in `induction.tasks`, the streams in `induction.streams`.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import torch
 
 from induction.data import ToyDataConfig
 
-STREAMS = ("fewshot", "mixture")
+STREAMS = ("fewshot", "mixture", "prior")
+FUNCTION_TASKS = ("succ", "pred", "perm", "perm2", "class", "copy")
 
 
 class TaskError(ValueError):
@@ -49,13 +57,24 @@ class FewShotDataConfig:
         exemplars_per_class: input tokens per class (None: min(4, free inputs // n_classes)).
         n_way: classes per bursty classification prompt, >= 1.
         task_seed: seeds the rule's bijection and the class memberships (not the prompts).
-        stream: "fewshot" (every sequence a few-shot sequence) or "mixture" (a `p_repeated` share
-            of repeated-segment sequences from `induction.data`).
+        stream: "fewshot" (every sequence a few-shot sequence), "mixture" (a `p_repeated` share
+            of repeated-segment sequences from `induction.data`) or "prior" (a learned prior and
+            in-context overrides of it, `prior_weights`).
         task_weights: relative frequency of lookup, rule and classification sequences in the stream.
         lookup_keys: (min, max) distinct inputs of a training lookup sequence (they repeat, so later
             demonstrations are predictable by induction).
         p_repeated: share of repeated-segment sequences when stream == "mixture".
         min_segment, max_segment: the repeated-segment stream's settings (`ToyDataConfig`).
+        prior_weights: stream == "prior": relative frequency of prior, override and lookup
+            sequences. Prior: inputs drawn from the rule's, labelled by the rule (the prior, fixed
+            for all of training). Override: a per-sequence injective map from `override_keys`
+            of the rule's own inputs to the rule's labels, so that demonstrations contradicting
+            the prior occur in training and a flipped-label prompt is in distribution. Lookup:
+            as in the few-shot stream (induction over every content token).
+        prior_noise: stream == "prior": chance that a prior demonstration's label is replaced by a
+            uniformly random rule label (0: the prior is never contradicted in prior sequences, so
+            one contradicting demonstration proves an override).
+        override_keys: stream == "prior": (min, max) distinct inputs of an override sequence.
     """
 
     d_vocab: int = 128
@@ -74,10 +93,15 @@ class FewShotDataConfig:
     p_repeated: float = 0.5
     min_segment: int = 4
     max_segment: int | None = None
+    prior_weights: tuple[float, ...] = (0.5, 0.25, 0.25)
+    prior_noise: float = 0.0
+    override_keys: tuple[int, ...] = (4, 16)
 
     def __post_init__(self) -> None:
         self.task_weights = tuple(float(w) for w in self.task_weights)
         self.lookup_keys = tuple(int(n) for n in self.lookup_keys)
+        self.prior_weights = tuple(float(w) for w in self.prior_weights)
+        self.override_keys = tuple(int(n) for n in self.override_keys)
         if self.d_vocab < 8:
             raise TaskError(f"d_vocab must be >= 8 for few-shot tasks, got {self.d_vocab}")
         if self.bos_token_id is not None and not 0 <= self.bos_token_id < self.d_vocab - 2:
@@ -89,8 +113,14 @@ class FewShotDataConfig:
             raise TaskError(f"stream must be one of {', '.join(STREAMS)}, got {self.stream!r}")
         if len(self.task_weights) != 3 or min(self.task_weights) < 0 or sum(self.task_weights) <= 0:
             raise TaskError(f"task_weights must be 3 non-negative weights (lookup, rule, classification), got {self.task_weights}")
-        if len(self.lookup_keys) != 2 or not 1 <= self.lookup_keys[0] <= self.lookup_keys[1]:
-            raise TaskError(f"lookup_keys must be (min, max) with 1 <= min <= max, got {self.lookup_keys}")
+        if len(self.prior_weights) != 3 or min(self.prior_weights) < 0 or sum(self.prior_weights) <= 0:
+            raise TaskError(f"prior_weights must be 3 non-negative weights (prior, override, lookup), got {self.prior_weights}")
+        for name in ("lookup_keys", "override_keys"):
+            keys = getattr(self, name)
+            if len(keys) != 2 or not 1 <= keys[0] <= keys[1]:
+                raise TaskError(f"{name} must be (min, max) with 1 <= min <= max, got {keys}")
+        if not 0.0 <= self.prior_noise <= 1.0:
+            raise TaskError(f"prior_noise must be in [0, 1], got {self.prior_noise}")
         if not 0.0 <= self.p_repeated <= 1.0:
             raise TaskError(f"p_repeated must be in [0, 1], got {self.p_repeated}")
         if self.n_way < 1:
@@ -127,19 +157,22 @@ class FewShotDataConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["task_weights"] = list(self.task_weights)
-        d["lookup_keys"] = list(self.lookup_keys)
+        for name in ("task_weights", "lookup_keys", "prior_weights", "override_keys"):
+            d[name] = list(getattr(self, name))
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FewShotDataConfig":
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        if "task_weights" in known:  # JSON gives lists (and ints for round floats)
-            known["task_weights"] = tuple(float(w) for w in known["task_weights"])
-        if "lookup_keys" in known:
-            known["lookup_keys"] = tuple(int(n) for n in known["lookup_keys"])
-        if "p_repeated" in known:
-            known["p_repeated"] = float(known["p_repeated"])
+        for name in ("task_weights", "prior_weights"):  # JSON gives lists (and ints for round floats)
+            if name in known:
+                known[name] = tuple(float(w) for w in known[name])
+        for name in ("lookup_keys", "override_keys"):
+            if name in known:
+                known[name] = tuple(int(n) for n in known[name])
+        for name in ("p_repeated", "prior_noise"):
+            if name in known:
+                known[name] = float(known[name])
         return cls(**known)
 
     @staticmethod
@@ -204,3 +237,177 @@ class ToyVocab:
 
     def rule(self, x: int) -> int:
         return self.rule_labels[self.rule_inputs.index(x)]
+
+
+# ---- the task-inference layout (``induction train --data tasks``) ------------------------------------
+
+
+@dataclass
+class TasksDataConfig:
+    """The task-inference layout and training stream: several fixed functions over one vocabulary.
+
+    Layout, for ``d_vocab`` V: the content tokens (all but BOS, SEP = V - 2 and DELIM = V - 1), in
+    increasing order, are split into `n_inputs` inputs x_0..x_{n-1}, `n_classes` class labels and,
+    last, the unrelated tokens that no task uses. The tasks (`FUNCTION_TASKS`) are fixed functions
+    of the input's index i, drawn once from `task_seed`:
+
+    - ``succ``: x_i -> x_{i+1 mod n}; ``pred``: x_i -> x_{i-1 mod n}; ``copy``: x_i -> x_i.
+    - ``perm``: x_i -> x_{pi(i)}, pi a fixed permutation with pi(i) not in {i-1, i, i+1};
+      ``perm2``: another such permutation that differs from ``perm`` at every input.
+    - ``class``: x_i -> one of the class labels (a fixed partition of the inputs into equal classes).
+
+    Every training sequence is BOS + demonstrations ``x y DELIM`` (``x SEP y DELIM`` with `sep`) of
+    one task, drawn by `task_weights`, inputs uniform with replacement. The tasks that map inputs to
+    inputs share their output space, so only the input-label relation of a demonstration tells
+    which task a sequence is (one demonstration suffices); ``class`` is told by its label space.
+
+    Attributes:
+        d_vocab: vocabulary size, BOS and the two reserved tokens included.
+        seq_len: tokens per training sequence, BOS included.
+        bos_token_id: the token at position 0, or None for no BOS.
+        sep: demonstrations read ``x SEP y DELIM`` (query ``x SEP``); False: ``x y DELIM``.
+        n_inputs: input tokens, the domain of every task (>= 4).
+        n_classes: class labels reserved for ``class`` (>= 2, dividing n_inputs).
+        tasks: the stream's tasks, names from `FUNCTION_TASKS`. The default has the three tasks that
+            share their output space: their function vectors all lift zero-shot accuracy, while
+            ``class``'s does not (docs in README, "Function vectors").
+        task_weights: relative frequency of each task's sequences (None: uniform).
+        task_seed: seeds the permutations and the class partition (not the sequences).
+        stream: "tasks" (what a trained model records, so its prompts use this layout).
+    """
+
+    d_vocab: int = 64
+    seq_len: int = 64
+    bos_token_id: int | None = 0
+    sep: bool = False
+    n_inputs: int = 32
+    n_classes: int = 8
+    tasks: tuple[str, ...] = ("succ", "pred", "perm")
+    task_weights: tuple[float, ...] | None = None
+    task_seed: int = 0
+    stream: str = "tasks"
+
+    def __post_init__(self) -> None:
+        self.tasks = tuple(str(t) for t in self.tasks)
+        if self.task_weights is not None:
+            self.task_weights = tuple(float(w) for w in self.task_weights)
+        if self.stream != "tasks":
+            raise TaskError(f"TasksDataConfig.stream must be 'tasks', got {self.stream!r}")
+        if not self.tasks:
+            raise TaskError("tasks: give at least one task")
+        for name in self.tasks:
+            if name not in FUNCTION_TASKS:
+                raise TaskError(f"unknown task {name!r}; choose from {', '.join(FUNCTION_TASKS)}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise TaskError(f"tasks repeated in {list(self.tasks)}")
+        if self.task_weights is not None and (
+            len(self.task_weights) != len(self.tasks) or min(self.task_weights) < 0 or sum(self.task_weights) <= 0
+        ):
+            raise TaskError(f"task_weights must be {len(self.tasks)} non-negative weights (one per task), "
+                            f"got {self.task_weights}")
+        if self.n_inputs < 4:
+            raise TaskError(f"n_inputs must be >= 4, got {self.n_inputs}")
+        if self.n_classes < 2 or self.n_inputs % self.n_classes:
+            raise TaskError(f"n_classes must be >= 2 and divide n_inputs ({self.n_inputs}), got {self.n_classes}")
+        if self.bos_token_id is not None and not 0 <= self.bos_token_id < self.d_vocab - 2:
+            raise TaskError(f"bos_token_id must be in [0, d_vocab - 2 = {self.d_vocab - 2}), got {self.bos_token_id}")
+        content = self.d_vocab - 2 - (self.bos_token_id is not None)
+        if self.n_inputs + self.n_classes + 2 > content:
+            raise TaskError(f"the tasks do not fit the vocabulary: {self.n_inputs} inputs + {self.n_classes} class "
+                            f"labels + 2 unrelated tokens need {self.n_inputs + self.n_classes + 2} content tokens, "
+                            f"d_vocab {self.d_vocab} has {content} (raise d_vocab)")
+        if self.seq_len < (self.bos_token_id is not None) + 2 * self.demo_len:
+            raise TaskError(f"seq_len {self.seq_len} holds fewer than two demonstrations")
+        self.vocab  # validates the layout  # noqa: B018
+
+    @property
+    def demo_len(self) -> int:
+        return 3 + self.sep
+
+    @cached_property
+    def vocab(self) -> "TasksVocab":
+        return TasksVocab.build(self)
+
+    def resolved(self) -> "TasksDataConfig":
+        """Itself (every size is explicit); for symmetry with `FewShotDataConfig.resolved`."""
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        d["task_weights"] = None if self.task_weights is None else list(self.task_weights)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TasksDataConfig":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if "tasks" in known:
+            known["tasks"] = tuple(known["tasks"])
+        if known.get("task_weights") is not None:
+            known["task_weights"] = tuple(float(w) for w in known["task_weights"])
+        return cls(**known)
+
+    @staticmethod
+    def is_tasks_data(d: dict[str, Any] | None) -> bool:
+        """Whether a model's recorded training data (`ModelInfo.data`) is this stream."""
+        return isinstance(d, dict) and d.get("stream") == "tasks"
+
+
+@dataclass(frozen=True)
+class TasksVocab:
+    """Which token is what in the task-inference layout (`TasksDataConfig`), and each task's function.
+
+    Attributes:
+        functions: task name -> its outputs, ``functions[t][i] = f_t(inputs[i])``.
+    """
+
+    bos: int | None
+    sep: int
+    delim: int
+    inputs: tuple[int, ...]
+    classes: tuple[int, ...]
+    unrelated: tuple[int, ...]
+    functions: dict[str, tuple[int, ...]] = field(repr=False)
+    content: tuple[int, ...] = field(repr=False, default=())
+
+    @classmethod
+    def build(cls, cfg: TasksDataConfig) -> "TasksVocab":
+        sep, delim = cfg.d_vocab - 2, cfg.d_vocab - 1
+        content = tuple(t for t in range(cfg.d_vocab) if t not in (cfg.bos_token_id, sep, delim))
+        n = cfg.n_inputs
+        inputs, classes = content[:n], content[n : n + cfg.n_classes]
+        unrelated = content[n + cfg.n_classes :]
+        gen = torch.Generator().manual_seed(cfg.task_seed)
+
+        def far_permutation(avoid: list[list[int]]) -> list[int]:
+            # Rejection sampling: pi(i) is never i or a neighbour (so perm is not succ, pred or copy
+            # anywhere) and differs from every permutation in `avoid` at every input.
+            while True:
+                p = torch.randperm(n, generator=gen).tolist()
+                if all(p[i] not in ((i - 1) % n, i, (i + 1) % n) and all(p[i] != a[i] for a in avoid) for i in range(n)):
+                    return p
+
+        perm = far_permutation([])
+        perm2 = far_permutation([perm])
+        order = torch.randperm(n, generator=gen).tolist()
+        cls_of = [0] * n
+        for j, i in enumerate(order):
+            cls_of[i] = j % cfg.n_classes
+        table = {
+            "succ": [inputs[(i + 1) % n] for i in range(n)],
+            "pred": [inputs[(i - 1) % n] for i in range(n)],
+            "perm": [inputs[perm[i]] for i in range(n)],
+            "perm2": [inputs[perm2[i]] for i in range(n)],
+            "class": [classes[cls_of[i]] for i in range(n)],
+            "copy": list(inputs),
+        }
+        return cls(bos=cfg.bos_token_id, sep=sep, delim=delim, inputs=inputs, classes=classes, unrelated=unrelated,
+                   functions={t: tuple(table[t]) for t in cfg.tasks}, content=content)
+
+    def apply(self, task: str, x: int) -> int:
+        """f_task(x)."""
+        return self.functions[task][self.inputs.index(x)]
+
+    def label_space(self, task: str) -> tuple[int, ...]:
+        """The outputs a task can give: the class labels for ``class``, else the inputs."""
+        return self.classes if task == "class" else self.inputs

@@ -23,11 +23,13 @@ Heads (attention logits are `gap` apart, so patterns are near one-hot):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from induction.checkpoint import boot_native, native_config
 from induction.handbuilt import HandBuiltSpec, build_handbuilt
 from induction.handbuilt import HeadRole as R
 
@@ -90,3 +92,86 @@ def save_tiny_hf_gpt2(path, vocab: int = 60, n_ctx: int = 64, seed: int = 0, wit
         special = "<|endoftext|>"
         PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=special, eos_token=special, unk_token=special).save_pretrained(path)
     return model
+
+
+# ---- a hand-built task-inference model whose function vector is known ---------------------------------
+
+TASK_MOVER = (1, 0)  # the one head that carries the task from the demonstrations to the query
+
+
+def build_task_vector_model(data, gap: float = 20.0, beta: float = 20.0, sharpness: float = 10.0) -> TransformerBridge:
+    """A 2-layer TL-native model with MLPs (no LayerNorm) that performs the tasks of `data`
+    (`induction.vocab.TasksDataConfig`) by the circuit Todd et al. describe, built by hand.
+
+    Residual subspaces of one-hot codes: tok [0, V), pos [V, V+N), prev [V+N, 2V+N) (the previous
+    token), task [2V+N, 2V+N+T) (which task), out [2V+N+T, 3V+N+T) (read by the unembedding), and
+    one constant dimension, 1 at every position.
+    - L0H0 previous-token head: copies the previous token into `prev`. L0H1, L1H1 are inert.
+    - MLP0: at a label position y whose previous token is an input x with y = f_t(x), writes task t
+      (one unit per (t, x), firing only when both codes are present).
+    - L1H0, the task mover: attends from every position to the positions holding a task code
+      (uniformly over a prompt's demonstrations; to BOS, which holds nothing, when there are none)
+      and copies the task code: its output at the query is exactly task t's code on a clean prompt.
+    - MLP1: writes `beta` on out(f_t(x)) where the residual holds task t and the token x.
+    So with the task code at the query (from the mover or added as a vector) the model answers
+    f_t(x); without it every logit is 0. The function vector of L1H0 is task t's code.
+    """
+    from induction.models import ModelInfo
+
+    V, N, T = data.d_vocab, data.seq_len, len(data.tasks)
+    vocab = data.vocab
+    tok = lambda t: t  # noqa: E731
+    pos = lambda p: V + p  # noqa: E731
+    prev = lambda t: V + N + t  # noqa: E731
+    task = lambda i: 2 * V + N + i  # noqa: E731
+    out = lambda t: 2 * V + N + T + t  # noqa: E731
+    const = 3 * V + N + T
+    d_model, d_head, n_heads = const + 1, max(V, N), 2
+    d_mlp = T * len(vocab.inputs)
+    cfg = native_config(n_layers=2, d_model=d_model, n_heads=n_heads, n_ctx=N, d_vocab=V, attn_only=False,
+                        normalization_type=None, seed=0, d_head=d_head, d_mlp=d_mlp)
+    model = boot_native(cfg)
+    sd = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    scale = gap * math.sqrt(d_head)
+    for t in range(V):
+        sd["embed.weight"][t, tok(t)] = 1.0
+        sd["unembed.weight"][t, out(t)] = 1.0
+    for p in range(N):
+        sd["pos_embed.weight"][p, pos(p)] = 1.0
+        sd["pos_embed.weight"][p, const] = 1.0
+
+    def row(head: int, i: int) -> int:
+        return head * d_head + i
+
+    # L0H0 previous-token: query position p matches key position p-1; OV tok -> prev.
+    for p in range(1, N):
+        sd["blocks.0.attn.q.weight"][row(0, p), pos(p)] = scale
+        sd["blocks.0.attn.k.weight"][row(0, p), pos(p - 1)] = 1.0
+    for t in range(V):
+        sd["blocks.0.attn.v.weight"][row(0, t), tok(t)] = 1.0
+        sd["blocks.0.attn.o.weight"][prev(t), row(0, t)] = 1.0
+    # L1H0 task mover: keys with a task code score 1, BOS 0.5, the rest 0; OV task -> task.
+    for i in range(T):
+        sd["blocks.1.attn.q.weight"][row(0, i), const] = scale
+        sd["blocks.1.attn.k.weight"][row(0, i), task(i)] = 1.0
+        sd["blocks.1.attn.v.weight"][row(0, i), task(i)] = 1.0
+        sd["blocks.1.attn.o.weight"][task(i), row(0, i)] = 1.0
+    sd["blocks.1.attn.q.weight"][row(0, T), const] = scale
+    sd["blocks.1.attn.k.weight"][row(0, T), tok(vocab.bos)] = 0.5
+    # MLPs: unit (t, x) fires (pre-activation +sharpness/2) only when both of its codes are present.
+    fire = torch.nn.functional.gelu(torch.tensor(sharpness / 2)).item()
+    for i, name in enumerate(data.tasks):
+        for j, x in enumerate(vocab.inputs):
+            unit, y = i * len(vocab.inputs) + j, vocab.apply(name, x)
+            sd["blocks.0.mlp.in.weight"][unit, tok(y)] = sharpness
+            sd["blocks.0.mlp.in.weight"][unit, prev(x)] = sharpness
+            sd["blocks.0.mlp.in.bias"][unit] = -1.5 * sharpness
+            sd["blocks.0.mlp.out.weight"][task(i), unit] = 1.0 / fire
+            sd["blocks.1.mlp.in.weight"][unit, task(i)] = sharpness
+            sd["blocks.1.mlp.in.weight"][unit, tok(x)] = sharpness
+            sd["blocks.1.mlp.in.bias"][unit] = -1.5 * sharpness
+            sd["blocks.1.mlp.out.weight"][out(y), unit] = beta / fire
+    model.load_state_dict(sd)
+    model.induction_info = ModelInfo(spec="<hand-built tasks>", kind="memory", bos_token_id=data.bos_token_id,
+                                     data=data.to_dict())
+    return model.eval()

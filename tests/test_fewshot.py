@@ -298,7 +298,7 @@ def test_bootstrap_ci_brackets_the_mean():
 def test_handbuilt_model_follows_in_context_labels(hand_model):
     results = evaluate_fewshot(hand_model, "lookup", LABEL_VARIANTS, shots=(0, 1, 4, 6), n_prompts=60, n_bootstrap=200)
     by = {(r.labels, r.k): r for r in results}
-    for variant in ("gold", "random", "flipped", "unrelated", "random_label_space"):
+    for variant in ("gold", "random", "flipped", "unrelated", "random_label_space", "shuffled"):
         for k in (1, 4, 6):
             assert by[variant, k].accuracy == 1.0, (variant, k)  # induction retrieves the shown label
     for k in (1, 4, 6):

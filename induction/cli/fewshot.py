@@ -3,7 +3,10 @@
 ``--labels`` takes one variant or a comma-separated list (``gold,flipped,random``): every variant is
 evaluated on the same gold prompts and becomes one line of the ``--plot`` figure. ``--ablate N``
 also ablates the N heads with the highest prefix-matching scores and compares with layer-matched
-random head sets (`induction.fewshot.ablation`).
+random head sets; ``--attribute N`` ablates every head alone under each label variant, then the N
+that matter most for following the demonstrations together vs layer-matched random sets
+(`induction.fewshot.ablation`). ``--function-vectors`` adds Todd et al.'s function vectors for
+every task of a tasks-stream model (else for ``--task``; `induction.fewshot.vectors`).
 """
 
 from __future__ import annotations
@@ -35,43 +38,68 @@ def _options() -> tuple[dict, dict]:
     }, {
         "ablate": ("--ablate", {"metavar": "N"}), "ablate_shots": ("--ablate-shots", {"metavar": "K"}),
         "ablate_draws": "--ablate-draws", "ablate_method": ("--ablate-method", {"choices": ABLATION_METHODS}),
+        "attribute": ("--attribute", {"metavar": "N"}),
     }
 
 
+VECTOR_FLAGS = {"k": ("--fv-shots", {"metavar": "K"}), "n_prompts": "--fv-prompts", "n_heads": "--fv-heads",
+                "n_filler": "--fv-filler"}
+PLOT_KINDS = {"shots": None, "tasks": None, "ablation": ("ablating", "--ablate N"),
+              "attribution": ("attribute", "--attribute N"), "vectors": ("function_vectors", "--function-vectors")}
+
+
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    from induction.fewshot.vectors import FunctionVectorConfig
     from induction.jobs import FewShotConfig
 
     p = sub.add_parser(
         "fewshot", parents=[common], help="few-shot accuracy by number of demonstrations",
         description="Score a model on few-shot prompts (k demonstrations, then a query) for each k and label "
-                    "variant. Token-level tasks (lookup, rule, classification) suit any model; text tasks "
+                    "variant. Token-level tasks (lookup, rule, classification, prior) suit any model; a model "
+                    "trained with `induction train --data tasks` has its own (succ, pred, perm, ...); text tasks "
                     "(antonyms, country_capital, word_category) need a tokenizer. 'accuracy' is agreement with "
-                    "the answer the demonstrations imply, 'accuracy_gold' with the task's gold label.",
+                    "the answer the demonstrations imply, 'accuracy_gold' with the task's gold label (for "
+                    "--task prior: the prior).",
     )
     add_model_arguments(p)
     prompts, ablation = _options()
     add_options(p, FewShotConfig, prompts)
-    p.add_argument("--query-not-in-context", action="store_true",
-                   help="rule/classification: do not force the query's input/class into the demonstrations")
+    query = p.add_mutually_exclusive_group()
+    query.add_argument("--query-in-context", dest="query_in_context", action="store_const", const=True,
+                       help="show the query's input (class) in a demonstration (default for rule, prior, classification)")
+    query.add_argument("--query-not-in-context", dest="query_in_context", action="store_const", const=False,
+                       help="never show it (default for the tasks-stream tasks)")
     add_options(p.add_argument_group("which heads carry it"), FewShotConfig, ablation)
-    p.add_argument("--plot", metavar="FILE", help="write accuracy vs k, one line per label variant (.html, .png, .svg, .pdf)")
-    p.add_argument("--plot-kind", choices=("shots", "ablation"), default="shots",
-                   help="shots (default) or ablation (needs --ablate)")
+    g = p.add_argument_group("function vectors (Todd et al. 2024)")
+    g.add_argument("--function-vectors", action="store_true",
+                   help="per task: each head's indirect effect, the function vector of the top heads, and zero-shot "
+                        "accuracy with and without it (every task of a tasks-stream model)")
+    add_options(g, FunctionVectorConfig, VECTOR_FLAGS)
+    p.add_argument("--plot", metavar="FILE", help="write a figure (.html, .png, .svg, .pdf); --plot-kind says which")
+    p.add_argument("--plot-kind", choices=tuple(PLOT_KINDS), default="shots",
+                   help="shots (default: accuracy vs k per label variant), tasks (probability of each task's answer "
+                        "vs k), ablation, attribution or vectors (each needs its option)")
     p.set_defaults(func=run)
 
 
 def fewshot_config_from_args(args: argparse.Namespace):
+    from induction.cli import given
+    from induction.fewshot.vectors import FunctionVectorConfig
     from induction.jobs import FewShotConfig
 
+    if given(args, VECTOR_FLAGS) and not args.function_vectors:
+        raise CLIError("induction fewshot: error: the --fv-* options need --function-vectors")
+    vectors = config_from(FunctionVectorConfig, args, VECTOR_FLAGS) if args.function_vectors else None
     prompts, ablation = _options()
-    return config_from(FewShotConfig, args, {**prompts, **ablation}, query_in_context=not args.query_not_in_context,
-                       seed=args.seed)
+    return config_from(FewShotConfig, args, {**prompts, **ablation}, query_in_context=args.query_in_context,
+                       function_vectors=vectors, seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
     from induction.jobs import fewshot
 
     cfg = fewshot_config_from_args(args)
-    if args.plot_kind == "ablation" and args.plot and not cfg.ablating:
-        raise CLIError("induction fewshot: error: --plot-kind ablation needs --ablate N")
+    needs = PLOT_KINDS[args.plot_kind]
+    if args.plot and needs is not None and not getattr(cfg, needs[0]):
+        raise CLIError(f"induction fewshot: error: --plot-kind {args.plot_kind} needs {needs[1]}")
     return run_job(args, fewshot, model_ref(args), cfg, lambda report: report.plot(kind=args.plot_kind))

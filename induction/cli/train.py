@@ -24,6 +24,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     from induction.data import ToyDataConfig
     from induction.streams import DATA_STREAMS
     from induction.train import (
+        DATA_RECIPES,
         DEFAULT_BATCH,
         DEFAULT_LR,
         DEFAULT_MIN_SEGMENT,
@@ -58,9 +59,14 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     g.add_argument("--min-segment", type=int, help=f"shortest repeated segment (default: {DEFAULT_MIN_SEGMENT['attn_only']} "
                                                    f"attention-only, {DEFAULT_MIN_SEGMENT['mlp']} with --mlp)")
     add_options(g, ToyDataConfig, {"max_segment": DATA["max_segment"]})
+    recipes = "; ".join(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in fields.items()) for kind, fields in DATA_RECIPES.items())
     g.add_argument("--data", choices=DATA_STREAMS,
                    help="training stream: repeated (random segments, the default), fewshot (few-shot sequences of "
-                        "the lookup, rule and classification tasks, see `induction fewshot`) or mixture (half each)")
+                        "the lookup, rule and classification tasks, see `induction fewshot`), mixture (half each), "
+                        "prior (the rule held fixed as a learned prior, mixed with sequences that override it in "
+                        "context: `induction fewshot --task prior`) or tasks (several fixed functions over one "
+                        "vocabulary, one per sequence: task inference, `--function-vectors`). prior and tasks change "
+                        f"these defaults (options given still win): {recipes}")
     g.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     add_device_arguments(p)
     p.set_defaults(func=run)
@@ -100,9 +106,17 @@ def config_from_args(args: argparse.Namespace, saved: dict | None = None):
                            "(leave those options out to use the run's own values)")
         return run_cfg
     base = TrainConfig.from_flat(**given)
-    if getattr(args, "data", None) in ("fewshot", "mixture"):
-        data = training_data(args.data, base.model.d_vocab, base.model.n_ctx).to_dict()
-        return TrainConfig.from_flat(**given, data=data_config_from_dict({**data, **data_given}))
+    kind = getattr(args, "data", None)
+    if kind in ("fewshot", "mixture", "prior", "tasks"):
+        recipe = TrainConfig.for_data(kind, **given)
+        if data_given and kind == "tasks":
+            raise CLIError("induction train: error: --min-segment/--max-segment set the repeated-segment stream, "
+                           "which --data tasks does not use")
+        if not data_given:
+            return recipe
+        data = training_data(kind, recipe.model.d_vocab, recipe.model.n_ctx).to_dict()
+        return TrainConfig.from_flat(**{k: v for k, v in _flat(recipe).items() if k != "seed"}, seed=recipe.seed,
+                                     data=data_config_from_dict({**data, **data_given}))
     if data_given:
         data = {**base.data.to_dict(), **data_given}
         if "max_segment" not in data_given and data["max_segment"] is not None:

@@ -39,7 +39,8 @@ from induction.fewshot.render import (
 )
 from induction.metrics import MetricSetup
 from induction.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
-from induction.vocab import TaskError
+from induction.tasks import FunctionTask
+from induction.vocab import TaskError, TasksVocab
 
 TARGETS = ("answer", "gold")
 
@@ -117,10 +118,12 @@ def fewshot_metric(
     return lambda logits: per_prompt(logits).mean()
 
 
-def correct_and_logprob(prompts: FewShotPrompts) -> Callable[[Tensor], Float[Tensor, "batch 2"]]:
-    """logits -> per prompt, (top-1 correct, log-probability) of the in-context answer; for head-set ablation."""
+def correct_and_logprob(prompts: FewShotPrompts) -> Callable[[Tensor], Float[Tensor, "batch 3"]]:
+    """logits -> per prompt, (top-1 correct, log-probability) of the in-context answer and top-1
+    correct vs the gold answer; for head-set ablation."""
     correct, logprob = fewshot_per_prompt(prompts, kind="accuracy"), fewshot_per_prompt(prompts)
-    return lambda logits: torch.stack([correct(logits), logprob(logits)], dim=-1)
+    correct_gold = fewshot_per_prompt(prompts, target="gold", kind="accuracy")
+    return lambda logits: torch.stack([correct(logits), logprob(logits), correct_gold(logits)], dim=-1)
 
 
 def corrupt_labels(prompts: FewShotPrompts, generator: torch.Generator) -> Int[Tensor, "batch pos"]:
@@ -173,9 +176,38 @@ def run_prompts(model: TransformerBridge, prompts: FewShotPrompts, batch_size: i
     return PromptScores.cat(parts)
 
 
+@torch.no_grad()
+def answer_probabilities(
+    model: TransformerBridge, prompts: FewShotPrompts, answers: Int[Tensor, "batch n"], batch_size: int = 32
+) -> Float[Tensor, "batch n"]:
+    """Each prompt's probability (float32) of each of its `answers` tokens at the query position."""
+    parts = []
+    for start in range(0, len(prompts), batch_size):
+        rows = slice(start, start + batch_size)
+        logp = query_logprobs(model(prompts.tokens[rows]), prompts.answer_pos[rows])
+        parts.append(logp.gather(1, answers[rows].to(logp.device)).exp().cpu())
+    return torch.cat(parts)
+
+
+def task_probabilities(
+    model: TransformerBridge, prompts: FewShotPrompts, vocab: TasksVocab, batch_size: int = 32
+) -> dict[str, float]:
+    """For each task s of a tasks-stream layout: the mean probability of f_s(query) over the prompts."""
+    names = list(vocab.functions)
+    answers = torch.tensor([[vocab.apply(s, ep.query) for s in names] for ep in prompts.episodes], dtype=torch.long)
+    probs = answer_probabilities(model, prompts, answers.reshape(len(prompts), len(names)), batch_size)
+    return {s: float(probs[:, j].mean()) for j, s in enumerate(names)}
+
+
 @dataclass
 class ShotResult:
-    """One (label variant, k) point of the accuracy curve."""
+    """One (label variant, k) point of the accuracy curve.
+
+    `mean_prob` / `mean_prob_gold`: the mean probability of the in-context / gold answer's first
+    token (top-1 accuracy saturates where the probability still moves, e.g. agreement with a prior).
+    `task_probs` (models trained on the tasks stream): for each of the model's tasks s, the mean
+    probability the model gives f_s(query), the answer task s would give: which task it infers.
+    """
 
     labels: str
     k: int
@@ -187,6 +219,9 @@ class ShotResult:
     mean_logprob_gold: float
     n_prompts: int
     accuracy_by_order: list[float] | None = None
+    task_probs: dict[str, float] | None = None
+    mean_prob: float | None = None
+    mean_prob_gold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -219,6 +254,7 @@ def evaluate_shots(
         runs.append(run_prompts(model, shuffled, batch_size))
     mean = PromptScores(*(torch.stack([getattr(r, f) for r in runs]).mean(0)
                           for f in ("correct", "correct_gold", "logprob", "logprob_gold")))
+    mean_prob, mean_prob_gold = (torch.stack([getattr(r, f).exp() for r in runs]).mean(0) for f in ("logprob", "logprob_gold"))
     result = ShotResult(
         labels=cfg.labels, k=cfg.k, accuracy=float(mean.correct.mean()),
         accuracy_ci=bootstrap_mean_ci(mean.correct, n_bootstrap, seed=cfg.seed),
@@ -226,6 +262,8 @@ def evaluate_shots(
         accuracy_gold_ci=bootstrap_mean_ci(mean.correct_gold, n_bootstrap, seed=cfg.seed),
         mean_logprob=float(mean.logprob.mean()), mean_logprob_gold=float(mean.logprob_gold.mean()),
         n_prompts=len(prompts), accuracy_by_order=[float(r.correct.mean()) for r in runs] if n_orders > 1 else None,
+        task_probs=task_probabilities(model, prompts, task.vocab, batch_size) if isinstance(task, FunctionTask) else None,
+        mean_prob=float(mean_prob.mean()), mean_prob_gold=float(mean_prob_gold.mean()),
     )
     return result, prompts, mean
 
@@ -237,7 +275,7 @@ def evaluate_fewshot(
     shots: Sequence[int] = (0, 1, 2, 4, 8),
     n_prompts: int = 200,
     seed: int = 0,
-    query_in_context: bool = True,
+    query_in_context: bool | None = None,
     n_orders: int = 1,
     batch_size: int = 32,
     n_bootstrap: int = DEFAULT_RESAMPLES,

@@ -18,6 +18,10 @@ Label manipulations (`LABEL_VARIANTS`), applied to the demonstrations only; each
 - ``random_label_space``: each demonstration's label replaced by a random token (word) from outside
   the label space, independently: format and inputs kept, label space broken (Min et al. 2022).
   In-context answer as for ``random``.
+- ``shuffled``: the demonstrations' labels permuted among the demonstrations (a derangement of
+  their positions; with k < 2 nothing changes): the inputs, the labels shown and the format are
+  kept, the input-label relation is broken (Todd et al. 2024's corrupted prompts for function
+  vectors). In-context answer as for ``random``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import circuits
 from induction.tasks import Demo, Episode, Task
 from induction.vocab import TaskError
 
-LABEL_VARIANTS = ("gold", "random", "flipped", "unrelated", "random_inputs", "random_label_space")
+LABEL_VARIANTS = ("gold", "random", "flipped", "unrelated", "random_inputs", "random_label_space", "shuffled")
 
 
 def _shown_for_query(demos: Sequence[Demo], query: Hashable, fallback: Hashable) -> Hashable:
@@ -68,6 +72,12 @@ def manipulate(episode: Episode, variant: str, task: Task, generator: torch.Gene
     if variant in ("random", "random_label_space"):
         space = task.labels if variant == "random" else tuple(t for t in task.unrelated if t not in set(task.labels))
         new = tuple(replace(d, y=pick(space)) for d in demos)
+        return Episode(new, episode.query, gold, _shown_for_query(new, episode.query, gold))
+    if variant == "shuffled":
+        if len(demos) < 2:
+            return episode
+        perm = circuits.derangement(len(demos), generator).tolist()
+        new = tuple(replace(d, y=demos[perm[i]].y) for i, d in enumerate(demos))
         return Episode(new, episode.query, gold, _shown_for_query(new, episode.query, gold))
     if variant == "random_inputs":
         pool = task.random_inputs

@@ -19,7 +19,7 @@ from induction.checks import check_choice, check_min
 from induction.fewshot.labels import LABEL_VARIANTS, manipulate, shuffle_demos
 from induction.models import model_info
 from induction.tasks import TASKS, TEXT_TASKS, TOY_TASKS, Episode, Task, TextTask, load_text_task, toy_task
-from induction.vocab import FewShotDataConfig, TaskError, ToyVocab
+from induction.vocab import FUNCTION_TASKS, FewShotDataConfig, TaskError, TasksDataConfig, TasksVocab, ToyVocab
 
 
 @dataclass
@@ -27,13 +27,14 @@ class FewShotPromptConfig:
     """One set of few-shot prompts.
 
     Attributes:
-        task: one of `induction.tasks.TASKS` (lookup, rule, classification; antonyms,
-            country_capital, word_category).
+        task: one of `induction.tasks.TASKS` (lookup, rule, classification, prior; a tasks-stream
+            model's succ, pred, perm, ...; antonyms, country_capital, word_category).
         labels: one of `LABEL_VARIANTS` (module docstring).
         k: demonstrations per prompt (shots), >= 0.
         n_prompts: prompts (the unit of the bootstrap confidence intervals), >= 1.
-        query_in_context: rule / classification: a k >= 1 prompt shows the query's input / class
-            (lookup always does, text tasks never do).
+        query_in_context: rule / prior / classification / task-inference tasks: whether a k >= 1
+            prompt shows the query's input (class); None: the task's default, shown except for the
+            task-inference tasks (lookup always shows it, text tasks never do).
         shuffle: reorder each prompt's demonstrations at random (same demonstrations, new order).
         seed: seeds the episodes; the label manipulation and the shuffle use their own streams
             derived from it, so every label variant of a (seed, k) shares its gold episodes.
@@ -43,7 +44,7 @@ class FewShotPromptConfig:
     labels: str = "gold"
     k: int = 4
     n_prompts: int = 200
-    query_in_context: bool = True
+    query_in_context: bool | None = None
     shuffle: bool = False
     seed: int = 0
 
@@ -83,7 +84,9 @@ class FewShotPrompts:
         return self.tokens.shape[0]
 
 
-def render_toy(episodes: Sequence[Episode], vocab: ToyVocab, sep: bool, config: FewShotPromptConfig) -> FewShotPrompts:
+def render_toy(
+    episodes: Sequence[Episode], vocab: ToyVocab | TasksVocab, sep: bool, config: FewShotPromptConfig
+) -> FewShotPrompts:
     """``[BOS] x SEP y DELIM ... x SEP`` (or without SEP), one token per symbol."""
     rows, label_pos = [], []
     first = int(vocab.bos is not None)
@@ -196,11 +199,16 @@ def render_text(
     )
 
 
-def toy_data_config(model: TransformerBridge) -> FewShotDataConfig:
-    """The toy task layout of `model`: the one it was trained on, else the default for its vocabulary."""
+def toy_data_config(model: TransformerBridge) -> FewShotDataConfig | TasksDataConfig:
+    """The toy task layout of `model`: the one it was trained on (the few-shot, prior or tasks
+    stream), else the default few-shot layout for its vocabulary."""
     info = model_info(model)
-    if FewShotDataConfig.is_fewshot_data(info.data):
+    cfg: FewShotDataConfig | TasksDataConfig | None = None
+    if TasksDataConfig.is_tasks_data(info.data):
+        cfg = TasksDataConfig.from_dict(info.data)
+    elif FewShotDataConfig.is_fewshot_data(info.data):
         cfg = FewShotDataConfig.from_dict(info.data)
+    if cfg is not None:
         if cfg.d_vocab != model.cfg.d_vocab:
             raise TaskError(f"the model's recorded few-shot data has d_vocab {cfg.d_vocab}, the model {model.cfg.d_vocab}")
         return cfg
@@ -208,9 +216,21 @@ def toy_data_config(model: TransformerBridge) -> FewShotDataConfig:
     return FewShotDataConfig(d_vocab=model.cfg.d_vocab, seq_len=seq_len, bos_token_id=info.bos_token_id)
 
 
-def task_for_model(model: TransformerBridge, name: str, query_in_context: bool = True) -> Task:
+def model_tasks(model: TransformerBridge) -> tuple[str, ...]:
+    """The token-level tasks `model`'s layout offers: a tasks-stream model's own tasks, else `TOY_TASKS`."""
+    cfg = toy_data_config(model)
+    return cfg.tasks if isinstance(cfg, TasksDataConfig) else TOY_TASKS
+
+
+def default_task(model: TransformerBridge) -> str:
+    """The task `induction fewshot` runs when none is named: ``lookup``, or the first task of a
+    model trained on the tasks stream (whose layout has no lookup)."""
+    return model_tasks(model)[0]
+
+
+def task_for_model(model: TransformerBridge, name: str, query_in_context: bool | None = None) -> Task:
     """The `Task` called `name`, set up for `model` (its toy layout, or its tokenizer for text tasks)."""
-    if name in TOY_TASKS:
+    if name in TOY_TASKS or name in FUNCTION_TASKS:
         return toy_task(name, toy_data_config(model), query_in_context)
     if name in TEXT_TASKS:
         if getattr(model, "tokenizer", None) is None:
