@@ -15,7 +15,7 @@ from induction.models import load_model
 
 MODEL_COMMANDS = [
     ["scan", "{model}"], ["ablate", "{model}"], ["patch", "{model}"], ["fewshot", "{model}"],
-    ["track", "{run}"], ["train", "--out", "{tmp}/run-new"], ["demo", "--out", "{tmp}/demo-new"],
+    ["track", "{run}"], ["sweep", "{model}"], ["train", "--out", "{tmp}/run-new"], ["demo", "--out", "{tmp}/demo-new"],
 ]
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,15 @@ def test_without_ray_the_option_says_how_to_install_it(monkeypatch, run_copy, ca
     code = main(["track", str(run_copy), "--ray", "-q"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "pip install" in err and "[ray]" in err
+
+
+def test_ray_sweep_equals_the_sequential_sweep(runtime, run_copy, tiny_run, tmp_path):
+    from induction.jobs import SweepConfig, SweepTarget, sweep
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    targets = [SweepTarget(str(run_copy)), SweepTarget(str(other))]
+    cfg = SweepConfig(track=replace(CFG, cache=False))
+    parallel = sweep(targets, cfg, executor=runtime).to_json()
+    serial = sweep(targets, cfg).to_json()
+    assert parallel["runs"] == serial["runs"] and parallel["provenance"]["executor"] == "ray"

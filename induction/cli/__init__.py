@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 from induction.report import FORMATS, format_report
 
 # In pipeline order; a module that is not there yet is simply not offered.
-COMMANDS = ("demo", "train", "scan", "track", "ablate", "patch", "fewshot", "bench")
+COMMANDS = ("demo", "train", "scan", "track", "ablate", "patch", "fewshot", "bench", "sweep")
 EXIT_USAGE = 2
 
 

@@ -11,6 +11,7 @@ distributed executors call the same functions, so every report is built here and
 | ablate | `ablate(model, AblateConfig)` | `AblateConfig` | `HeadEffectReport` |
 | patch | `patch(model, PatchConfig)` | `PatchConfig` | `HeadEffectReport` |
 | fewshot | `fewshot(model, FewShotConfig)` | `FewShotConfig` | `FewShotReport` |
+| sweep | `sweep(targets, SweepConfig)` | `SweepConfig` (a `TrackConfig`) | `SweepReport` |
 | bench | `bench(BenchConfig)` | `BenchConfig` | `BenchReport` |
 """
 
@@ -18,6 +19,7 @@ from induction.jobs.bench import BenchConfig, bench
 from induction.jobs.effects import AblateConfig, MetricSpec, PatchConfig, ablate, patch
 from induction.jobs.fewshot import FewShotConfig, fewshot
 from induction.jobs.scan import ScanConfig, scan
+from induction.jobs.sweep import SweepConfig, SweepTarget, sweep
 from induction.jobs.track import TrackConfig, track
 from induction.jobs.train import train
 
@@ -34,6 +36,9 @@ __all__ = [
     "fewshot",
     "patch",
     "scan",
+    "sweep",
+    "SweepConfig",
+    "SweepTarget",
     "track",
     "train",
 ]

@@ -237,13 +237,13 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
     `remote`: the tasks run elsewhere (Ray workers), so `cfg.device` must exist there, not here.
     """
     run = str(run)
+    device = torch.device(_remote_device(cfg.device)) if remote else resolve_device(cfg.device)  # before any I/O
     sources, manifest, cache_root = _sources(run, cfg)
     train_seed = (manifest.get("train_config") or {}).get("seed")
     held_out_seed = cfg.held_out_seed if cfg.held_out_seed is not None else int(train_seed or 0) + HELD_OUT_SEED_OFFSET
     key = cfg.cache_key()
     cache_dir = cache_root / key if (cfg.cache and cache_root is not None) else None
     cache = ResultCache(cache_dir, cfg.scoring_settings(), validate=valid_result)
-    device = torch.device(_remote_device(cfg.device)) if remote else resolve_device(cfg.device)
     where = {"device_type": device.type, "dtype": str(resolve_dtype(cfg.dtype)).replace("torch.", "")}
     cached, tasks = {}, []
     for i, source in enumerate(sources):

@@ -1,0 +1,146 @@
+"""`sweep`: many models, runs or revisions x scan or track, in one report (`induction sweep TARGETS`).
+
+TARGETS is a comma-separated list of MODEL specs / run directories, or a TOML file::
+
+    job = "track"                      # or "scan"; the --job option overrides it
+    [[runs]]
+    path = "runs/seed0"
+    label = "seed 0"                   # optional: how tables and figures name it
+    [[runs]]
+    path = "EleutherAI/pythia-70m"
+    revisions = ["step1000", "step2000", "step4000"]
+
+Every run is planned first (`induction.jobs.track.plan_track`: its checkpoints and what its cache
+already holds), then all the missing checkpoints of all runs go to one executor: this process, or
+one Ray task each (`--ray`), so a cluster works on every run at once. The per-run reports are the
+ones `track` (or `scan`) gives for that run alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import tomllib
+import torch
+
+from induction.checks import check_choice
+from induction.devices import resolve_device, resolve_dtype
+from induction.executor import Executor, LocalExecutor
+from induction.jobs.scan import ScanConfig, scan
+from induction.jobs.track import TrackConfig, finish_track, plan_track, score_task
+from induction.models import ModelRef
+from induction.report import ScanReport, SweepReport, provenance
+
+JOBS = ("track", "scan")
+
+
+@dataclass(frozen=True)
+class SweepTarget:
+    """One entry of a sweep: a MODEL spec or run, its revisions (if any), and its label."""
+
+    path: str
+    revisions: tuple[str, ...] | None = None
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.path
+
+
+@dataclass
+class SweepConfig:
+    """Settings of `sweep`.
+
+    Attributes:
+        job: ``track`` (every checkpoint of every run) or ``scan`` (each model once).
+        track: the scoring settings (`TrackConfig`, with its `ScanConfig`); `scan` uses `track.scan`
+            and `track.device` / `track.dtype`.
+    """
+
+    job: str = "track"
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("sweep job", self.job, JOBS)
+
+
+def read_targets(text: str | os.PathLike[str]) -> tuple[list[SweepTarget], str | None]:
+    """The targets TARGETS names (a comma list, or a .toml file) and the file's `job`, if it sets one."""
+    text = str(text)
+    if text.endswith(".toml"):
+        path = Path(text)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"sweep file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"sweep file {path} is not valid TOML ({str(exc).splitlines()[0]})") from None
+        runs = data.get("runs")
+        if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) and isinstance(r.get("path"), str) for r in runs):
+            raise ValueError(f"sweep file {path}: expected [[runs]] tables, each with a path")
+        unknown = sorted({k for r in runs for k in r} - {"path", "revisions", "label"})
+        if unknown:
+            raise ValueError(f"sweep file {path}: unknown key(s) in [[runs]]: {', '.join(unknown)}")
+        base = path.parent
+        targets = [SweepTarget(path=_relative_to(r["path"], base), label=r.get("label"),
+                               revisions=tuple(r["revisions"]) if r.get("revisions") else None) for r in runs]
+        job = data.get("job")
+        if job is not None:
+            check_choice("sweep job", job, JOBS)
+    else:
+        targets = [SweepTarget(path=p.strip()) for p in text.split(",") if p.strip()]
+        job = None
+    if not targets:
+        raise ValueError("give at least one model or run to sweep")
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"sweep targets repeated: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+    return targets, job
+
+
+def _relative_to(path: str, base: Path) -> str:
+    """A path in a sweep file is relative to the file; a hub name stays as it is."""
+    candidate = base / path
+    return str(candidate) if not Path(path).is_absolute() and candidate.exists() else path
+
+
+def scan_target(ref: ModelRef, cfg: ScanConfig, threads: int) -> ScanReport:
+    """One model's scan (the task of a scan sweep; runs in this process or a Ray worker)."""
+    torch.set_num_threads(threads)
+    return scan(ref, cfg)
+
+
+def sweep(targets: Sequence[SweepTarget], cfg: SweepConfig | None = None, *, progress: bool = False,
+          executor: Executor | None = None) -> SweepReport:
+    """Run `cfg.job` on every target (module docstring) and gather the reports."""
+    cfg = cfg or SweepConfig()
+    start = time.perf_counter()
+    executor = executor or LocalExecutor()
+    remote = executor.name != "local"
+    if not remote:
+        resolve_device(cfg.track.device), resolve_dtype(cfg.track.dtype)  # fail before any work
+    tracks: list[Any] = []
+    scans: list[ScanReport] = []
+    if cfg.job == "track":
+        plans = [plan_track(t.path, replace(cfg.track, revisions=t.revisions or cfg.track.revisions), remote)
+                 for t in targets]
+        tasks = [task for plan in plans for task in plan.tasks]
+        computed = executor.map(score_task, tasks, progress=progress, desc="sweeping checkpoints")
+        for plan in plans:
+            mine, computed = computed[: len(plan.tasks)], computed[len(plan.tasks):]
+            tracks.append(finish_track(plan, mine, start, executor.describe()))
+    else:
+        refs = [ModelRef(t.path, revision=(t.revisions or (None,))[0], device=cfg.track.device, dtype=cfg.track.dtype)
+                for t in targets]
+        tasks = [(ref, cfg.track.scan, torch.get_num_threads()) for ref in refs]
+        scans = executor.map(scan_target, tasks, progress=progress, desc="scanning models")
+    settings = {"job": cfg.job, "track": cfg.track.to_dict(),
+                "targets": [{"path": t.path, "revisions": list(t.revisions or []), "label": t.label} for t in targets]}
+    prov = provenance(None, None, cfg.track.scan.seed, settings, time.perf_counter() - start,
+                      device=cfg.track.device or "auto", dtype=cfg.track.dtype or "float32")
+    prov.update(executor.describe())
+    return SweepReport(job=cfg.job, labels=[t.name for t in targets], tracks=tracks, scans=scans, provenance=prov)
