@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.checkpoint import (
@@ -147,6 +148,12 @@ def _attach_info(
     model.induction_info = ModelInfo(
         spec=spec, kind=kind, checkpoint=step, bos_token_id=bos, data=data, meta=meta
     )
+
+
+def model_device(model: TransformerBridge) -> torch.device:
+    """The device of the model's parameters: where every tensor the toolkit makes for it goes."""
+    param = next(iter(model.parameters()), None)
+    return torch.device("cpu") if param is None else param.device
 
 
 def model_info(model: TransformerBridge) -> ModelInfo:
