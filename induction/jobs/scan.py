@@ -52,6 +52,6 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     info = model_info(model)
     measured = None if icl is None else {k: v for k, v in asdict(icl).items()
                                          if k in ("early_pos", "late_pos", "n_sequences", "seq_len", "data")}
-    settings = {**cfg.to_dict(), "icl_measured": measured}
+    settings = {**cfg.to_dict(), "icl_measured": measured, "copying_estimate": scores.copying_method}
     prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start, **model_placement(model))
     return ScanReport(model=info.spec, checkpoint=info.checkpoint, scores=scores, icl=icl, provenance=prov)

@@ -8,7 +8,9 @@ stream (for models without one, the synthetic stream over their vocabulary), dra
 different from the training seed (training seed + `HELD_OUT_SEED_OFFSET`).
 
 Results are cached per checkpoint (`induction.cache`) in ``<run>/track/<settings-key>/``; the key
-hashes every scoring setting and the source of the scoring modules.
+hashes every scoring setting (the copying estimate's sources per prompt and seed included) and the
+source of the scoring modules. Each checkpoint's copying score is estimated as `scan`'s
+(`induction.scores`), with its `copying_se` in every head record and the method in the provenance.
 """
 
 from __future__ import annotations
@@ -186,6 +188,7 @@ def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progre
                                         revision=source.revision, **scored))
     phase = phase_change_of(results, cfg.resolved_phase_threshold, cfg.min_icl_range)
     settings = {"track": cfg.to_dict(), "held_out_seed": held_out_seed, "cache_key": key,
+                "copying_estimate": cfg.scan.detector.copying_method(),
                 "data": manifest.get("data"), "train_config": manifest.get("train_config")}
     prov = provenance(run, None, cfg.scan.seed, settings, time.perf_counter() - start, device="cpu", dtype="float32")
     return TrackReport(run=run, checkpoints=results, phase_change=phase, provenance=prov)
