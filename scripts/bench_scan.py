@@ -9,7 +9,10 @@ in a fresh child process so that each has its own peak memory and pays the same 
          (64 x 256 repeated random tokens at default settings), in batches of the detector's 16;
   scan   `induction scan MODEL` at default settings (the CLI in-process, load included: detector,
          sampled copying estimate, copying_ov, ICL score on 64 x 512 tokens, bootstrap intervals);
-         on CUDA, the same job (`induction.jobs.scan`) on the model moved to the device.
+         on CUDA, the same job (`induction.jobs.scan`) on the model moved to the device;
+  track  with --track: one checkpoint of `induction track` at default settings (load + the
+         job's `score_checkpoint`: the scan's scores plus the held-out loss, a full-logit forward
+         over 64 sequences of the model's stream).
 
 For each: wall time, CPU time of the process (all threads), peak resident memory (`ru_maxrss`,
 imports included) and, on CUDA, peak device memory; then the ratios scan / plain. CPU time is the
@@ -19,7 +22,7 @@ on CUDA) and peaks at or under 3 GiB (resident memory on the CPU, device memory 
 
 Usage:
     python scripts/bench_scan.py                            # CPU, one thread, GPT-2-small-shaped model
-    python scripts/bench_scan.py --threads 2 --json out.json
+    python scripts/bench_scan.py --threads 2 --track --json out.json
     python scripts/bench_scan.py --device cuda --check
     python scripts/bench_scan.py --model runs/toy           # any MODEL `induction.load_model` reads
 """
@@ -78,6 +81,14 @@ def child(mode: str, model_dir: str, device: str, threads: int) -> dict:
             for start in range(0, tokens.shape[0], cfg.batch_size):
                 model(tokens[start : start + cfg.batch_size].to(device))
         extra["prompts"] = list(tokens.shape)
+    elif mode == "track":
+        from induction.jobs import TrackConfig
+        from induction.jobs.track import HELD_OUT_SEED_OFFSET, score_checkpoint
+
+        model = load_model(model_dir)
+        model = model.to(device) if cuda else model
+        scored = score_checkpoint(model, TrackConfig(), HELD_OUT_SEED_OFFSET)
+        extra["held_out_loss"] = scored["held_out_loss"]
     elif cuda:
         model = load_model(model_dir).to(device)
         report = scan(model, ScanConfig())
@@ -125,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per phase (default: 1)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--check", action="store_true", help=f"exit 1 unless ratio <= {MAX_RATIO} and peak <= {MAX_PEAK_GIB} GiB")
-    parser.add_argument("--child", choices=("plain", "scan"), help=argparse.SUPPRESS)
+    parser.add_argument("--track", action="store_true", help="also measure one checkpoint of `induction track`")
+    parser.add_argument("--child", choices=("plain", "scan", "track"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device == "auto":
         import torch
@@ -144,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"built the GPT-2-small-shaped model in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         plain = run_child("plain", model_dir, args.device, args.threads)
         scan = run_child("scan", model_dir, args.device, args.threads)
+        tracked = run_child("track", model_dir, args.device, args.threads) if args.track else None
 
     cuda = args.device.startswith("cuda")
     ratios = {"cpu": round(scan["cpu_s"] / plain["cpu_s"], 2), "wall": round(scan["wall_s"] / plain["wall_s"], 2)}
@@ -151,17 +164,22 @@ def main(argv: list[str] | None = None) -> int:
     ratio = ratios["wall"] if cuda else ratios["cpu"]
     result = {
         "model": args.model or "GPT-2-small-shaped (random weights)", "device": args.device, "threads": args.threads,
-        "plain": plain, "scan": scan, "ratio": ratios, "checked_ratio": ratio, "checked_peak_gib": peak,
+        "plain": plain, "scan": scan, "ratio": ratios,
+        "track": tracked, "track_ratio": None if tracked is None else {
+            "cpu": round(tracked["cpu_s"] / plain["cpu_s"], 2), "wall": round(tracked["wall_s"] / plain["wall_s"], 2)}, "checked_ratio": ratio, "checked_peak_gib": peak,
         "passes": ratio <= MAX_RATIO and peak <= MAX_PEAK_GIB,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_average": [round(x, 2) for x in os.getloadavg()]},
     }
     print(f"{'phase':<8}{'wall s':>10}{'CPU s':>10}{'peak RSS GiB':>14}" + (f"{'peak GPU GiB':>14}" if cuda else ""))
-    for row in (plain, scan):
+    for row in (plain, scan) + ((tracked,) if tracked else ()):
         line = f"{row['mode']:<8}{row['wall_s']:>10.1f}{row['cpu_s']:>10.1f}{row['peak_rss_gib']:>14.2f}"
         print(line + (f"{row['peak_device_gib']:>14.2f}" if cuda else ""))
     print(f"scan / plain: CPU time {ratios['cpu']}x, wall time {ratios['wall']}x "
           f"({args.threads} thread(s), {args.device}; load average {result['machine']['load_average']})")
+    if tracked:
+        print(f"track (one checkpoint) / plain: CPU time {result['track_ratio']['cpu']}x, "
+              f"wall time {result['track_ratio']['wall']}x (not checked: it adds the held-out loss)")
     print(f"checked: ratio {ratio}x (<= {MAX_RATIO}), peak {peak} GiB (<= {MAX_PEAK_GIB}): "
           f"{'pass' if result['passes'] else 'FAIL'}")
     if args.json:
