@@ -356,6 +356,11 @@ def _stream_batch(
     hooks.append((UNEMBED_IN, lambda x, hook: x[:, -1:]))  # no [batch, pos, d_vocab] logits: nothing reads them
     with model.hooks(fwd_hooks=hooks):
         model(tokens)
+    missing = [layer for layer in range(n_layers) if source_weights[layer] is None
+               or (v_drawn[layer] is None and out["copying"][layer] is None)]
+    if missing:
+        raise RuntimeError(f"the attention hooks the detector reads (hook_pattern, hook_v, hook_resid_post) did not "
+                           f"fire on layers {missing} of this model")
     scores = {name: torch.stack(values, dim=1) for name, values in out.items() if values[0] is not None}
     if not sources:
         return scores, None
