@@ -54,6 +54,12 @@ def resid_pre_name(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_pre"
 
 
+def resid_post_name(layer: int) -> str:
+    """`blocks.{layer}.hook_resid_post`: `# [batch, pos, d_model]`, the block's output (fires after
+    every hook inside the block, on every bridge)."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
 def attn_out_name(layer: int) -> str:
     """`blocks.{layer}.hook_attn_out`: `# [batch, pos, d_model]`, what attention adds to the stream."""
     return f"blocks.{layer}.hook_attn_out"
@@ -66,6 +72,7 @@ def mlp_out_name(layer: int) -> str:
 
 FINAL_RESID = "ln_final.hook_in"  # [batch, pos, d_model]
 FINAL_SCALE = "ln_final.hook_scale"  # [batch, pos, 1]
+UNEMBED_IN = "unembed.hook_in"  # [batch, pos, d_model]: a slice here unembeds only those positions
 
 
 # ---- small shared helpers ---------------------------------------------------------------------

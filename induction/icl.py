@@ -26,7 +26,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from induction.checks import check_min
 from induction.data import ToyDataConfig, sample_batch, segment_cap
-from induction.losses import per_token_loss
+from induction.losses import losses_at
 from induction.models import model_info
 from induction.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
 
@@ -44,7 +44,8 @@ class ICLConfig:
         seq_len: tokens per sequence, BOS included; None means min(context, 512).
         text: a text file whose non-overlapping windows are the sequences (models with a
             tokenizer); None means the model's synthetic stream (module docstring).
-        batch_size: sequences per forward pass, >= 1.
+        batch_size: sequences per forward pass, >= 1; None sizes it to a memory budget
+            (`induction.losses.sequences_per_forward`).
         n_bootstrap: bootstrap resamples for the interval; 0 disables it.
         seed: seeds the synthetic sequences and the bootstrap.
     """
@@ -52,7 +53,7 @@ class ICLConfig:
     n_sequences: int = 64
     seq_len: int | None = None
     text: str | os.PathLike[str] | None = None
-    batch_size: int = 16
+    batch_size: int | None = None
     n_bootstrap: int = DEFAULT_RESAMPLES
     seed: int = 0
 
@@ -60,7 +61,8 @@ class ICLConfig:
         check_min("n_sequences", self.n_sequences, 1, ICLDataError)
         if self.seq_len is not None and self.seq_len < 3:
             raise ICLDataError(f"sequences of {self.seq_len} tokens are too short for an ICL score")
-        check_min("batch_size", self.batch_size, 1, ICLDataError)
+        if self.batch_size is not None:
+            check_min("batch_size", self.batch_size, 1, ICLDataError)
         check_min("n_bootstrap", self.n_bootstrap, 0, ICLDataError)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,6 +175,10 @@ def icl_score(
 ) -> ICLScore:
     """The ICL score of `model` (module docstring) with a bootstrap CI over sequences.
 
+    Only the two losses it reads are computed (`induction.losses.losses_at`: a forward over the
+    tokens before the late one, unembedded at two positions), the same numbers as taking them from
+    `per_token_loss`.
+
     Args:
         cfg: the settings (`ICLConfig`); keyword `overrides` replace its fields
             (``icl_score(model, n_sequences=8)``).
@@ -186,10 +192,10 @@ def icl_score(
     else:
         tokens, data = icl_tokens(model, cfg)
     early, late = icl_positions(tokens.shape[1])
-    losses = per_token_loss(model, tokens, cfg.batch_size, progress)
-    diff = per_sequence_icl(losses).double().numpy()
+    losses = losses_at(model, tokens, (early, late), cfg.batch_size, progress)  # [batch, 2]
+    diff = (losses[:, 1] - losses[:, 0]).double().numpy()
     ci = bootstrap_mean_ci(diff, cfg.n_bootstrap, seed=cfg.seed)
     return ICLScore(
-        score=float(diff.mean()), early_loss=float(losses[:, early].mean()), late_loss=float(losses[:, late].mean()),
+        score=float(diff.mean()), early_loss=float(losses[:, 0].mean()), late_loss=float(losses[:, 1].mean()),
         early_pos=early, late_pos=late, ci=ci, n_sequences=int(tokens.shape[0]), seq_len=int(tokens.shape[1]), data=data,
     )

@@ -328,6 +328,7 @@ def _attach_info(
     )
 
 
+
 def model_info(model: TransformerBridge) -> ModelInfo:
     """The model's `ModelInfo`; models built in memory get a default one (no BOS, no data)."""
     info = getattr(model, "induction_info", None)

@@ -114,6 +114,7 @@ class ScanReport:
                 "prefix_matching": self.scores.config.prefix_threshold,
                 "copying": self.scores.config.copying_threshold,
             },
+            "copying_estimate": self.scores.copying_method,
             "heads": self.heads(),
             "provenance": self.provenance,
         }
@@ -129,6 +130,7 @@ class ScanReport:
             f"induction heads: {names}  (prefix_matching >= {self.scores.config.prefix_threshold}, "
             f"copying >= {self.scores.config.copying_threshold})"
         )
+        lines.append(copying_method_line(self.scores.copying_method, float(self.scores.copying_se.max())))
         if self.icl is not None:
             ci = f" [95% CI {self.icl.ci[0]:.3f}, {self.icl.ci[1]:.3f}]" if self.icl.ci else ""
             lines.append(
@@ -145,6 +147,15 @@ class ScanReport:
         from induction import plots
 
         return plots.plot_scan(self.scores, name=display_name(self.model), kind=kind)
+
+
+def copying_method_line(method: dict[str, Any], max_se: float | None = None) -> str:
+    """One line saying how the copying score was computed (`ScoreConfig.copying_method`)."""
+    if method.get("method") != "sampled":
+        return "copying: exhaustive (every source scored)"
+    line = (f"copying: estimated from {method['sources_per_prompt']} sources per prompt and head, drawn by attention "
+            f"(seed {method['seed']}); copying_se = its sampling standard error")
+    return line + (f" (largest {max_se:.3f})" if max_se is not None else "")
 
 
 # ---- formatting ------------------------------------------------------------------------------
@@ -266,6 +277,9 @@ class TrackReport:
             lines.append(f"ICL score: {first.icl_score:.3f} at step {first.step} -> {last.icl_score:.3f} at step {last.step}")
         heads = ", ".join(f"L{layer}H{head}" for layer, head in last.induction_heads) or "none"
         lines.append(f"induction heads at step {last.step}: {heads}")
+        method = self.provenance.get("settings", {}).get("copying_estimate")
+        if method:
+            lines.append(copying_method_line(method))
         return lines
 
     def to_dataframe(self, per_head: bool = False):

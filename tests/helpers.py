@@ -175,3 +175,37 @@ def build_task_vector_model(data, gap: float = 20.0, beta: float = 20.0, sharpne
     model.induction_info = ModelInfo(spec="<hand-built tasks>", kind="memory", bos_token_id=data.bos_token_id,
                                      data=data.to_dict())
     return model.eval()
+
+
+class LargestTensor:
+    """Records the largest tensor (in elements) any torch operation returns while active.
+
+    A context manager over `TorchDispatchMode`, so it sees every intermediate of a computation,
+    including the ones the code under test never names (`with LargestTensor() as probe: ...; probe.numel`).
+    """
+
+    def __init__(self) -> None:
+        self.numel = 0
+        self.shape: tuple[int, ...] = ()
+        self._mode = None
+
+    def __enter__(self) -> "LargestTensor":
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        probe = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor) and t.numel() > probe.numel:
+                        probe.numel, probe.shape = t.numel(), tuple(t.shape)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)

@@ -33,6 +33,24 @@ def test_scan_json_flags_exactly_the_induction_head(handbuilt_dir, tmp_path, cap
     assert prov["settings"]["detector"]["prompts"]["n_prompts"] == 32
     for key in ("layer", "head", "prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token", "is_induction"):
         assert key in report["heads"][0]
+    # How copying was estimated, in the report and its provenance; each head's error beside its score.
+    assert report["copying_estimate"] == prov["settings"]["copying_estimate"]
+    assert (report["copying_estimate"]["method"], report["copying_estimate"]["sources_per_prompt"],
+            report["copying_estimate"]["seed"]) == ("sampled", 4, 0)
+    assert all(h["copying_se"] >= 0 and len(h["copying_ci"]) == 2 for h in report["heads"])
+
+
+def test_scan_exhaustive_copying_option(handbuilt_dir, tmp_path, capsys):
+    """--copying-sources 0 scores every source: no sampling error, and the hand-built heads' exact values."""
+    out_file = tmp_path / "scan.json"
+    code, _, err = run_cli(capsys, "scan", handbuilt_dir, "--format", "json", "--out", out_file, "-q", "--prompts", "8",
+                           "--no-icl", "--copying-sources", "0")
+    assert code == 0, err
+    report = json.loads(out_file.read_text())
+    assert report["copying_estimate"]["method"] == "exhaustive"
+    heads = {(h["layer"], h["head"]): h for h in report["heads"]}
+    assert all(h["copying_se"] == 0.0 for h in heads.values())
+    assert heads[ROLES.induction]["copying"] > 0.99 and heads[ROLES.anti_induction]["copying"] < -0.99
 
 
 def test_scan_table_csv_markdown_agree(handbuilt_dir, capsys):
@@ -71,6 +89,7 @@ def test_scan_writes_html_heatmap(handbuilt_dir, tmp_path, capsys):
         (["scan", "{model}", "--text", "{tmp}/t.txt"], "no tokenizer"),
         (["scan", "{model}", "--prompts", "0"], "--prompts must be >= 1"),
         (["scan", "{model}", "--prefix-threshold", "2"], "--prefix-threshold must be in"),
+        (["scan", "{model}", "--copying-sources", "1"], "--copying-sources must be >= 2"),
         (["scan", "{model}", "--checkpoint", "5"], "single checkpoint"),
         (["nosuchcommand"], "invalid choice"),
     ],

@@ -332,3 +332,33 @@ def test_cli_track_writes_the_contract_json_and_the_figure(tiny_run, tmp_path, c
     assert main(["track", str(tmp_path), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not a run directory" in err and "--revisions" in err
+
+
+def test_track_estimates_copying_per_checkpoint_within_its_error_and_keys_the_method(tiny_run):
+    """Each checkpoint's sampled copying score sits within its reported error of the exhaustive one;
+    the method is in the provenance, and its settings are part of the cache key."""
+    from statistics import NormalDist
+
+    quick = quick_track_config(cache=False)
+
+    def with_detector(**changes) -> TrackConfig:
+        return replace(quick, scan=replace(quick.scan, detector=replace(quick.scan.detector, **changes)))
+
+    base = with_detector(prompts=RepeatedTokensConfig(n_prompts=32))
+
+    keys = {cfg.cache_key() for cfg in (quick, with_detector(copying_sources=8), with_detector(copying_seed=5),
+                                        with_detector(copying_sources=0))}
+    assert len(keys) == 4
+    exhaustive = track(tiny_run, replace(base, scan=replace(base.scan, detector=replace(base.scan.detector,
+                                                                                          copying_sources=0))))
+    sampled = track(tiny_run, base)
+    assert sampled.provenance["settings"]["copying_estimate"]["method"] == "sampled"
+    assert sampled.provenance["settings"]["copying_estimate"]["sources_per_prompt"] == 4
+    assert exhaustive.provenance["settings"]["copying_estimate"]["method"] == "exhaustive"
+    z95 = NormalDist().inv_cdf(0.975)
+    inside = []
+    for est, exact in zip(sampled.checkpoints, exhaustive.checkpoints):
+        for h, e in zip(est.heads, exact.heads):
+            assert e["copying_se"] == 0.0 and h["prefix_matching"] == e["prefix_matching"]
+            inside.append(abs(h["copying"] - e["copying"]) <= z95 * h["copying_se"])
+    assert np.mean(inside) >= 0.8

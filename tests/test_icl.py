@@ -6,10 +6,12 @@ import math
 
 import pytest
 import torch
-from helpers import assert_close, build_induction_model, save_tiny_hf_gpt2
+from helpers import LargestTensor, assert_close, build_induction_model, save_tiny_hf_gpt2
 
+from induction import losses
 from induction.checkpoint import boot_native, native_config
 from induction.icl import ICLDataError, icl_positions, icl_score
+from induction.losses import losses_at, per_token_loss
 from induction.models import load_model
 
 
@@ -53,3 +55,50 @@ def test_text_file_needs_a_tokenizer_and_is_windowed(tmp_path):
     assert res.n_sequences == 4 and res.seq_len == 32 and "text file" in res.data
     with pytest.raises(ICLDataError, match="exceeds the model's context"):
         icl_score(model, text=tmp_path / "t.txt", seq_len=100)
+
+
+@pytest.fixture(scope="module")
+def big_vocab_model():
+    """A random model whose vocabulary dwarfs everything else, so full logits stand out."""
+    model = boot_native(native_config(n_layers=1, d_model=16, n_heads=2, n_ctx=64, d_vocab=4096, seed=0,
+                                      normalization_type="LN"))
+    return model.eval()
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 3])
+def test_losses_at_equals_the_full_loss_layout(batch_size, tmp_path):
+    save_tiny_hf_gpt2(tmp_path / "gpt2", with_tokenizer=False)
+    for model in (build_induction_model(), load_model(tmp_path / "gpt2")):
+        tokens = torch.randint(1, 24, (5, 40))
+        tokens[:, 0] = 0
+        full = per_token_loss(model, tokens, batch_size=2)
+        for positions in ([4, 39], [1], [30, 7, 12]):
+            got = losses_at(model, tokens, positions, batch_size=batch_size)
+            assert_close(got, full[:, positions], atol=1e-5, msg=str(positions))
+    with pytest.raises(ValueError, match="position 0 has no loss"):
+        losses_at(model, tokens, [0, 3])
+
+
+def test_icl_score_forms_no_full_logits(big_vocab_model):
+    """The ICL score unembeds two positions: no [batch, pos, d_vocab] tensor, same score as the full layout."""
+    n, seq, vocab = 8, 64, 4096
+    tokens = torch.randint(1, vocab, (n, seq))
+    with LargestTensor() as probe:
+        res = icl_score(big_vocab_model, tokens=tokens, n_bootstrap=0)
+    assert probe.numel <= max(n * 2 * 2 * 64 * 64, 3 * n * 2 * vocab, 16 * vocab) < n * seq * vocab // 4, probe.shape
+    early, late = icl_positions(seq)
+    full = per_token_loss(big_vocab_model, tokens)
+    assert_close(res.score, float((full[:, late] - full[:, early]).mean()), atol=1e-5)
+
+
+def test_per_token_loss_batches_fit_the_memory_budget(big_vocab_model, monkeypatch):
+    n, seq, vocab = 6, 64, 4096
+    tokens = torch.randint(1, vocab, (n, seq))
+    whole = per_token_loss(big_vocab_model, tokens, batch_size=n)
+    per_sequence = 4 * (4 * 2 * seq * seq + 3 * seq * vocab)
+    monkeypatch.setattr(losses, "FORWARD_BUDGET_BYTES", 2 * per_sequence)  # two sequences per forward
+    with LargestTensor() as probe:
+        split = per_token_loss(big_vocab_model, tokens)
+    assert probe.numel <= 2 * seq * vocab < n * seq * vocab, probe.shape
+    assert split[:, 0].isnan().all()
+    assert_close(split[:, 1:], whole[:, 1:], atol=1e-5)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import pytest
 import torch
-from helpers import OFFSET, ROLES, assert_close, build_induction_model
+from helpers import OFFSET, ROLES, LargestTensor, assert_close, build_induction_model, save_tiny_hf_gpt2
 
+import induction.scores
 from induction.checkpoint import boot_native, native_config
-from induction.models import ModelInfo
-from induction.prompts import RepeatedTokensConfig
-from induction.scores import ScoreConfig, copying_ov_scores, score_heads
+from induction.models import ModelInfo, load_model
+from induction.prompts import RepeatedTokens, RepeatedTokensConfig
+from induction.scores import ScoreConfig, build_prompts, copying_ov_scores, score_heads
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,7 @@ def test_handbuilt_flags_exactly_the_induction_head(handbuilt_scores):
 
 def test_handbuilt_known_scores(handbuilt_scores):
     s = handbuilt_scores
+    assert s.copying_method["method"] == "sampled"  # the known copying scores come from the default estimate
     assert s.prefix_matching[ROLES.induction] > 0.99
     assert s.prefix_matching[ROLES.anti_induction] > 0.99
     assert s.copying[ROLES.induction] > 0.99
@@ -127,10 +131,8 @@ def test_batched_scores_match_plain_loop(gpt2_style):
     # Random tokens (with accidental repeats) exercise the masks beyond the tidy prompts.
     tokens = torch.randint(1, 20, (3, 24))
     tokens[:, 0] = 0
-    from induction.prompts import RepeatedTokens
-
     prompts = RepeatedTokens(tokens=tokens, periods=torch.zeros(3, dtype=torch.long), bos=True)
-    s = score_heads(model, ScoreConfig(batch_size=2, n_bootstrap=0), prompts=prompts)
+    s = score_heads(model, ScoreConfig(batch_size=2, n_bootstrap=0, copying_sources=0), prompts=prompts)
     ref = _loop_scores(model, tokens, first=1)
     for name, values in ref.items():
         assert_close(s.per_prompt[name], values, atol=1e-5, msg=name)
@@ -165,3 +167,114 @@ def test_detector_is_robust_to_vocabulary_context_and_bos(d_vocab, n_ctx, bos):
     s = score_heads(model, ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=32), n_bootstrap=0))
     assert s.induction_heads() == [ROLES.induction]
     assert s.prefix_matching[ROLES.fixed_offset] < 0.3
+
+
+# ---- the copying estimate: agreement with the exhaustive score, bounded memory -------------------
+
+@pytest.fixture(scope="module")
+def tiny_hf_gpt2(tmp_path_factory):
+    """A tiny random HF GPT-2 whose final LayerNorm has non-trivial weights (so the norm matters)."""
+    path = tmp_path_factory.mktemp("gpt2") / "model"
+    save_tiny_hf_gpt2(path, with_tokenizer=False)
+    model = load_model(path)
+    with torch.no_grad():
+        norm = model.ln_final.original_component
+        norm.weight.copy_(torch.linspace(0.5, 1.5, norm.weight.numel()))
+        norm.bias.copy_(torch.linspace(-0.2, 0.2, norm.bias.numel()))
+    return model
+
+
+def test_exhaustive_copying_on_a_hf_model_matches_plain_loop(tiny_hf_gpt2):
+    tokens = torch.randint(1, 60, (2, 20))
+    tokens[:, 0] = 0
+    prompts = RepeatedTokens(tokens=tokens, periods=torch.zeros(2, dtype=torch.long), bos=True)
+    s = score_heads(tiny_hf_gpt2, ScoreConfig(n_bootstrap=0, copying_sources=None), prompts=prompts)
+    ref = _loop_scores(tiny_hf_gpt2, tokens, first=1)
+    for name, values in ref.items():
+        assert_close(s.per_prompt[name], values, atol=1e-5, msg=name)
+    assert torch.equal(s.copying_se, torch.zeros_like(s.copying_se))
+    assert s.copying_method["method"] == "exhaustive"
+
+
+def _default_toy():
+    from induction.defaults import default_model
+
+    return default_model("2l", progress=False)
+
+
+@pytest.mark.parametrize("which", ["toy", "hf_gpt2"])
+def test_sampled_copying_agrees_with_exhaustive_within_its_intervals(which, tiny_hf_gpt2):
+    """Over 10 sampling seeds x 8 heads on the same 64 prompts: the exhaustive score lies inside the
+    estimate's 95% intervals (est +- 1.96 SE, and the bootstrap interval) about as often as it
+    should, and the standardised errors look like N(0, 1): an unbiased estimate with an honest SE."""
+    model = _default_toy() if which == "toy" else tiny_hf_gpt2
+    prompts = build_prompts(model, RepeatedTokensConfig(n_prompts=64))
+    exact = score_heads(model, ScoreConfig(copying_sources=0, n_bootstrap=0), prompts=prompts)
+    z95 = NormalDist().inv_cdf(0.975)
+    inside_se, inside_ci, z = [], [], []
+    for seed in range(10):
+        est = score_heads(model, ScoreConfig(copying_seed=seed, n_bootstrap=200), prompts=prompts)
+        for name in ("prefix_matching", "duplicate_token", "previous_token"):  # exact either way
+            assert torch.equal(getattr(est, name), getattr(exact, name)), name
+        error = est.copying - exact.copying
+        assert (est.copying_se > 0).all()
+        inside_se.append(error.abs() <= z95 * est.copying_se)
+        ci = est.ci["copying"]
+        inside_ci.append((ci[..., 0] <= exact.copying) & (exact.copying <= ci[..., 1]))
+        z.append(error / est.copying_se)
+    z = torch.stack(z)
+    assert torch.stack(inside_se).float().mean() >= 0.8
+    assert torch.stack(inside_ci).float().mean() >= 0.8
+    assert 0.6 <= float(z.std()) <= 1.5  # an SE off by sqrt(m) either way fails here
+    assert abs(float(z.mean())) < 0.5
+    if which == "toy":  # the trained model's induction heads copy; the estimate says so too
+        assert (est.copying[1] > 0.8).all() and (exact.copying[1] > 0.8).all()
+
+
+@pytest.mark.parametrize("sources", [4, 0])
+def test_copying_memory_does_not_grow_with_vocabulary_heads_and_positions(sources, monkeypatch):
+    """No intermediate of the detector scales with d_vocab x heads x positions: with a vocabulary
+    much larger than the chunk budget, the largest tensor any operation makes stays within the
+    budget, the attention pattern and the weights. Without the budget (a huge one) the same probe
+    sees [heads, sources, d_vocab] logit blocks (sources: prompts x 4 sampled, or prompts x positions),
+    so it would catch an unchunked implementation."""
+    d_vocab, d_model, n_heads, seq, n_prompts = 4096, 16, 4, 64, 8
+    cfg = native_config(n_layers=1, d_model=d_model, n_heads=n_heads, n_ctx=seq, d_vocab=d_vocab, seed=0,
+                        attn_only=True, normalization_type="LN")
+    model = boot_native(cfg).eval()
+    model.induction_info = ModelInfo(spec="x", kind="memory", bos_token_id=0)
+    score_cfg = ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=n_prompts, seq_len=seq), batch_size=n_prompts,
+                            copying_sources=sources, n_bootstrap=0)
+    budget = 2**12
+    allowed = max(budget, n_prompts * n_heads * seq * seq, d_model * d_vocab)
+    assert allowed * 4 <= d_vocab * n_heads * seq  # the check has room to fail
+    monkeypatch.setattr(induction.scores, "COPYING_CHUNK_ELEMENTS", budget)
+    with LargestTensor() as probe:
+        bounded = score_heads(model, score_cfg)
+    assert probe.numel <= allowed, probe.shape
+    monkeypatch.setattr(induction.scores, "COPYING_CHUNK_ELEMENTS", 2**40)
+    with LargestTensor() as probe:
+        unbounded = score_heads(model, score_cfg)
+    assert probe.numel >= 4 * allowed and probe.shape[-1] == d_vocab, probe.shape  # [heads, sources, d_vocab]
+    assert_close(bounded.copying, unbounded.copying, atol=1e-5)  # chunking changes no number
+
+
+def test_copying_sources_validation_names_allowed_values():
+    with pytest.raises(ValueError, match=r"copying_sources must be >= 2 .* or 0 for the exhaustive score"):
+        ScoreConfig(copying_sources=1)
+    assert ScoreConfig(copying_sources=None).copying_method()["method"] == "exhaustive"
+    assert ScoreConfig(copying_sources=8, prompts=RepeatedTokensConfig(seed=3)).copying_method()["seed"] == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_detector_on_cuda_matches_cpu():
+    cpu = build_induction_model()
+    cfg = ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=16), copying_sources=0, n_bootstrap=0)
+    expected = score_heads(cpu, cfg)
+    got = score_heads(build_induction_model().to("cuda"), cfg)
+    for name in ("prefix_matching", "copying", "previous_token", "duplicate_token", "copying_ov"):
+        assert getattr(got, name).device.type == "cuda"
+        assert_close(getattr(got, name).cpu(), getattr(expected, name), atol=1e-4, msg=name)
+    sampled = score_heads(build_induction_model().to("cuda"), ScoreConfig(prompts=cfg.prompts, n_bootstrap=0))
+    assert_close(sampled.copying.cpu(), expected.copying, atol=1e-3)  # near one-hot attention: ~exact

@@ -9,7 +9,8 @@ from induction.cli import add_model_arguments, add_options, config_from, model_r
 PROMPTS = {"n_prompts": "--prompts", "seq_len": "--seq-len", "min_period": "--min-period",
            "max_period": "--max-period", "exclude_top": "--exclude-top", "exclude_bottom": "--exclude-bottom"}
 DETECTOR = {"batch_size": "--batch-size", "prefix_threshold": "--prefix-threshold",
-            "copying_threshold": "--copying-threshold", "n_bootstrap": "--bootstrap"}
+            "copying_threshold": "--copying-threshold", "copying_sources": "--copying-sources",
+            "n_bootstrap": "--bootstrap"}
 ICL = {"n_sequences": "--icl-sequences", "text": ("--text", {"metavar": "FILE"})}
 
 

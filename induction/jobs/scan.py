@@ -12,6 +12,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from induction.devices import check_job_memory, placement
 from induction.icl import ICLConfig, icl_score
+from induction.losses import sequences_per_forward
 from induction.models import ModelLike, model_info, resolve_model
 from induction.prompts import read_token_freqs
 from induction.report import ScanReport, provenance
@@ -51,7 +52,8 @@ def check_scan_memory(model: TransformerBridge, cfg: ScanConfig) -> None:
     check_job_memory(f"--prompts {prompts}", model, prompts * per_prompt, min(prompts, cfg.detector.batch_size), seq)
     if cfg.icl is not None:
         n, seq = cfg.icl.n_sequences, cfg.icl.seq_len or min(int(model.cfg.n_ctx), 512)
-        check_job_memory(f"--icl-sequences {n}", model, n * 12 * seq, min(n, cfg.icl.batch_size), seq)
+        batch = cfg.icl.batch_size or sequences_per_forward(model, seq, logit_positions=2)
+        check_job_memory(f"--icl-sequences {n}", model, n * 12 * seq, min(n, batch), seq)
 
 
 def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = False) -> ScanReport:
@@ -67,6 +69,6 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     info = model_info(model)
     measured = None if icl is None else {k: v for k, v in asdict(icl).items()
                                          if k in ("early_pos", "late_pos", "n_sequences", "seq_len", "data")}
-    settings = {**cfg.to_dict(), "icl_measured": measured}
+    settings = {**cfg.to_dict(), "icl_measured": measured, "copying_estimate": scores.copying_method}
     prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start, **placement(model))
     return ScanReport(model=info.spec, checkpoint=info.checkpoint, scores=scores, icl=icl, provenance=prov)

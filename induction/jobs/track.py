@@ -10,8 +10,10 @@ stream (for models without one, the synthetic stream over their vocabulary), dra
 different from the training seed (training seed + `HELD_OUT_SEED_OFFSET`).
 
 Results are cached per checkpoint (`induction.cache`) in ``<run>/track/<settings-key>/`` (local
-runs; a published model's revisions in `TrackConfig.cache_dir`); the key
-hashes every scoring setting and the source of the scoring modules.
+runs; a published model's revisions in `TrackConfig.cache_dir`); the key hashes every scoring
+setting (the copying estimate's sources per prompt and seed included) and the source of the
+scoring modules. Each checkpoint's copying score is estimated as `scan`'s (`induction.scores`),
+with its `copying_se` in every head record and the method in the provenance.
 """
 
 from __future__ import annotations
@@ -292,6 +294,7 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
     cfg = plan.cfg
     phase = phase_change_of(results, cfg.resolved_phase_threshold, cfg.min_icl_range)
     settings = {"track": cfg.to_dict(), "held_out_seed": plan.held_out_seed, "cache_key": plan.cache_key,
+                "copying_estimate": cfg.scan.detector.copying_method(),
                 "data": plan.manifest.get("data"), "train_config": plan.manifest.get("train_config"),
                 "checkpoints_computed": len(computed), "checkpoints_cached": len(plan.cached)}
     prov = provenance(plan.run, None, cfg.scan.seed, settings, time.perf_counter() - start, **plan.placement)
