@@ -53,6 +53,7 @@ import circuits
 from circuits import through_final_norm
 from circuits.hooks import FINAL_SCALE, pattern_name, v_name
 from induction.prompts import RepeatedTokens, duplicate_mask
+from induction.scores import NIL_SPREAD
 
 DEFAULT_OFFSETS: tuple[int, ...] = tuple(range(-4, 17))
 """Offsets scored by default: -4..16 (1 = canonical induction, 0 = duplicate token)."""
@@ -179,7 +180,7 @@ def target_copy_scores(
     The direct logit change of head h reading source (b, k) is ``l = norm(v W_O) W_U``, ``norm`` the
     final norm linearised with its scale at 1 (it drops out of the ratio); with ``c = l - mean(l)``,
     the score of target t is ``relu(c[t]) / max(relu(c)) - relu(-c[t]) / max(relu(-c))``. With
-    `targets` = the sources' own tokens this is `induction.scores.copy_source_scores`.
+    `targets` = the sources' own tokens this is `induction.scores.CopyingMap.source_scores`.
     """
     n_heads = model.cfg.n_heads
     if v.shape[2] != n_heads:  # grouped-query attention: each kv head serves n_heads / n_kv heads
@@ -194,6 +195,7 @@ def target_copy_scores(
     n_targets = targets.shape[-1]
     idx_all = targets[:, None].expand(batch, n_heads, seq, n_targets).reshape(-1, n_targets).to(flat.device)
     scores = torch.empty(flat.shape[0], n_targets, device=flat.device)
+    unembed_norm = W_U.norm(dim=0).max()
     chunk = max(1, max_elements // W_U.shape[1])
     for i in range(0, flat.shape[0], chunk):
         logits = flat[i : i + chunk] @ W_U
@@ -202,7 +204,9 @@ def target_copy_scores(
         idx = idx_all[i : i + chunk]
         rel_pos = pos.gather(1, idx) / pos.amax(-1, keepdim=True).clamp_min(1e-30)
         rel_neg = neg.gather(1, idx) / neg.amax(-1, keepdim=True).clamp_min(1e-30)
-        scores[i : i + chunk] = rel_pos - rel_neg
+        spread = logits.amax(-1, keepdim=True) - logits.amin(-1, keepdim=True)
+        nil = spread <= NIL_SPREAD * flat[i : i + chunk].norm(dim=-1, keepdim=True) * unembed_norm
+        scores[i : i + chunk] = torch.where(nil, 0.0, rel_pos - rel_neg)
     return scores.reshape(batch, n_heads, seq, n_targets)
 
 

@@ -12,7 +12,9 @@ Definitions (on repeated-random-token prompts, `induction.prompts`; BOS never co
   the vocabulary: ``c = l_s - mean(l_s)``. The source's score is ``relu(c[t]) / max(relu(c)) -
   relu(-c[t]) / max(relu(-c))`` for s's own token t, in [-1, 1]: +1 when the head raises the token it
   reads more than any other, -1 when it lowers it more than any other, ~0 for a head that does
-  neither. (Normalising by the largest change rather than by the summed ReLU mass keeps the score
+  neither; a source whose logit change is numerically nil (its spread under `NIL_SPREAD` of the
+  largest change ``|v| |W_O N|_F max_c |W_U[:, c]|`` that v could cause, e.g. a head writing only to
+  directions the unembedding ignores) scores 0, not a ratio of rounding errors. (Normalising by the largest change rather than by the summed ReLU mass keeps the score
   from shrinking with the vocabulary: with the sum, the induction heads of the default toy model,
   which raise the copied token above every other, scored ~0.06 because diffuse small changes to the
   other 127 tokens outweigh it.) A prompt's score is the attention-weighted mean over the sources the
@@ -382,6 +384,11 @@ def final_norm_matrix(model: TransformerBridge) -> Float[Tensor, "d_model d_mode
     return through_final_norm(model, basis, scale).reshape(d_model, d_model).float()
 
 
+NIL_SPREAD = 1e-5
+"""A source whose logit spread (max - min) is below this fraction of the largest logit change its
+value vector could cause has no copying score to speak of: it scores 0 (module docstring)."""
+
+
 class CopyingMap:
     """Source copying scores (module docstring) through each head's map ``W_O N W_U``, in float32.
 
@@ -397,6 +404,8 @@ class CopyingMap:
             self.W_U = model.W_U.detach().float()  # [d_model, d_vocab]
             mean_unembed = self.W_U.mean(-1).double()  # [d_model]
             self.mean_map = self.W_ON.double() @ mean_unembed  # [layer, head_index, d_head]: v -> mean logit
+            # |v W_O N W_U[:, c]| <= |v| |W_O N|_F max_c |W_U[:, c]|: the scale below which a spread is nil.
+            self.bound = self.W_ON.flatten(-2).norm(dim=-1) * self.W_U.norm(dim=0).max()  # [layer, head_index]
 
     def kv_head_of(self, n_kv: int) -> Tensor:
         """The kv head each query head reads (grouped-query attention: h // (n_heads / n_kv))."""
@@ -441,7 +450,9 @@ class CopyingMap:
         mean = torch.einsum("hsd,hd->hs", v.double(), self.mean_map[layer])
         own_c = own_logit.double() - mean
         rise, fall = (top.double() - mean).clamp_min(1e-30), (mean - bottom.double()).clamp_min(1e-30)
-        return (own_c.clamp_min(0) / rise - (-own_c).clamp_min(0) / fall).float()
+        nil = (top - bottom) <= NIL_SPREAD * v.norm(dim=-1) * self.bound[layer][:, None]
+        score = (own_c.clamp_min(0) / rise - (-own_c).clamp_min(0) / fall).float()
+        return torch.where(nil, torch.zeros((), device=score.device), score)
 
 
 @torch.no_grad()

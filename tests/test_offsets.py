@@ -22,7 +22,7 @@ from induction.offsets import (
     target_copy_scores,
 )
 from induction.prompts import RepeatedTokensConfig, repeated_random_tokens
-from induction.scores import ScoreConfig, build_prompts, copy_source_scores, score_heads
+from induction.scores import CopyingMap, ScoreConfig, build_prompts, score_heads
 
 
 def role_heads(spec: HandBuiltSpec, role: str, **attrs) -> list[tuple[int, int]]:
@@ -107,7 +107,7 @@ def test_offsets_one_and_zero_reproduce_the_detector():
     """a_1 = prefix-matching, a_0 = duplicate-token, offset copying at 1 = copying, on two models
     (attention-only, and LayerNorm + MLP, where the copying score goes through the final norm)."""
     for model in (build_induction_model(), build_handbuilt(SUITE["lnmlp-v20-h8"]())):
-        cfg = ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=16, seed=3), n_bootstrap=0)
+        cfg = ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=16, seed=3), n_bootstrap=0, copying_sources=0)
         prompts = build_prompts(model, cfg.prompts)
         detector = score_heads(model, cfg, prompts=prompts)
         offsets = score_offsets(model, prompts, batch_size=5)
@@ -117,15 +117,28 @@ def test_offsets_one_and_zero_reproduce_the_detector():
         assert offsets.copying[..., offsets.index(0)].isnan().all()  # d < 1 cannot predict: no copying score
 
 
+def copy_source_scores(model, layer, v, tokens):
+    """The detector's own per-source copying scores (`CopyingMap`, an independent, vocabulary-streamed
+    implementation), as [batch, head_index, key_pos]."""
+    batch, seq, n_heads, d_head = v.shape
+    flat_v = v.permute(2, 0, 1, 3).reshape(n_heads, batch * seq, d_head).float()
+    own = tokens.reshape(1, batch * seq).expand(n_heads, -1)
+    return CopyingMap(model).source_scores(layer, flat_v, own).view(n_heads, batch, seq).transpose(0, 1)
+
+
 def test_target_copy_scores_read_any_target_and_chunk_exactly():
     model = build_handbuilt(SUITE["lnmlp-v20-h8"]())
     tokens = build_prompts(model, RepeatedTokensConfig(n_prompts=3)).tokens
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == "blocks.1.attn.hook_v")
     v = cache["blocks.1.attn.hook_v"]
     other = torch.roll(tokens, 1, dims=1)
+    # At position 1 one head's logit change is flat but for one token (spread 3e-4 on 0.75): every other
+    # target ties for the minimum, a tie float32 rounding breaks differently in the two implementations
+    # (-1 vs -0.97). Keep the source's own token there.
+    other[:, 1] = tokens[:, 1]
     both = target_copy_scores(model, 1, v, torch.stack([tokens, other], -1))
-    assert_close(both[..., 0], copy_source_scores(model, 1, v, tokens), atol=1e-6)
-    assert_close(both[..., 1], copy_source_scores(model, 1, v, other), atol=1e-6)
+    assert_close(both[..., 0], copy_source_scores(model, 1, v, tokens), atol=1e-5)
+    assert_close(both[..., 1], copy_source_scores(model, 1, v, other), atol=1e-5)
     assert_close(target_copy_scores(model, 1, v, torch.stack([tokens, other], -1), max_elements=50), both, atol=1e-6)
 
 

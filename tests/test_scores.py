@@ -278,3 +278,19 @@ def test_detector_on_cuda_matches_cpu():
         assert_close(getattr(got, name).cpu(), getattr(expected, name), atol=1e-4, msg=name)
     sampled = score_heads(build_induction_model().to("cuda"), ScoreConfig(prompts=cfg.prompts, n_bootstrap=0))
     assert_close(sampled.copying.cpu(), expected.copying, atol=1e-3)  # near one-hot attention: ~exact
+
+
+def test_a_head_without_direct_logit_effect_copies_nothing():
+    """Heads that write only to directions the unembedding ignores have a logit change of rounding
+    errors; their copying score is 0, not a ratio of that noise (which read +-1 before)."""
+    from induction.bench import SUITE
+    from induction.handbuilt import build_handbuilt
+
+    model = build_handbuilt(SUITE["lnmlp-v20-h8"]())
+    direct = torch.einsum("lhdm,mv->lhdv", model.W_O.detach().double(), model.W_U.detach().double())
+    written = model.W_O.detach().flatten(2).norm(dim=-1) > 0
+    nil = written & (direct.flatten(2).abs().amax(-1) < 1e-9)  # output, but none of it reaches the logits
+    assert nil.sum() >= 3
+    scores = score_heads(model, ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8), n_bootstrap=0, copying_sources=0))
+    assert scores.copying[nil].eq(0).all(), scores.copying[nil]
+    assert scores.copying[~nil & written].abs().max() > 0.5  # the others still score
