@@ -167,6 +167,18 @@ def offset_attention(
     return torch.where(counts > 0, sums / counts.clamp_min(1.0), float("nan"))
 
 
+FLAT_LOGITS_RTOL = 1e-5
+"""A logit change whose spread over the vocabulary is within this fraction of its size is flat."""
+
+
+def flat_logits(top: Tensor, bottom: Tensor) -> Tensor:
+    """Whether a source's direct logit change is flat: its largest minus its smallest entry within
+    float32 rounding of their size. Such a change has no top token (a head writing only along the
+    direction the final LayerNorm centres away), and its copying score is 0, not the sign of the
+    rounding noise (which would read +-1)."""
+    return (top - bottom) <= FLAT_LOGITS_RTOL * torch.maximum(top.abs(), bottom.abs())
+
+
 def target_copy_scores(
     model: TransformerBridge,
     layer: int,
@@ -202,7 +214,8 @@ def target_copy_scores(
         idx = idx_all[i : i + chunk]
         rel_pos = pos.gather(1, idx) / pos.amax(-1, keepdim=True).clamp_min(1e-30)
         rel_neg = neg.gather(1, idx) / neg.amax(-1, keepdim=True).clamp_min(1e-30)
-        scores[i : i + chunk] = rel_pos - rel_neg
+        low, high = torch.aminmax(logits, dim=-1, keepdim=True)
+        scores[i : i + chunk] = torch.where(flat_logits(high, low), 0.0, rel_pos - rel_neg)
     return scores.reshape(batch, n_heads, seq, n_targets)
 
 

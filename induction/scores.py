@@ -58,6 +58,7 @@ from circuits.hooks import FINAL_SCALE, UNEMBED_IN, pattern_name, resid_post_nam
 from induction.checks import check_min, check_range
 from induction.devices import model_device
 from induction.models import model_info
+from induction.offsets import flat_logits
 from induction.prompts import (
     PromptError,
     RepeatedTokens,
@@ -441,7 +442,8 @@ class CopyingMap:
         mean = torch.einsum("hsd,hd->hs", v.double(), self.mean_map[layer])
         own_c = own_logit.double() - mean
         rise, fall = (top.double() - mean).clamp_min(1e-30), (mean - bottom.double()).clamp_min(1e-30)
-        return (own_c.clamp_min(0) / rise - (-own_c).clamp_min(0) / fall).float()
+        score = own_c.clamp_min(0) / rise - (-own_c).clamp_min(0) / fall
+        return torch.where(flat_logits(top, bottom), 0.0, score).float()
 
 
 @torch.no_grad()

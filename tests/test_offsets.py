@@ -22,7 +22,7 @@ from induction.offsets import (
     target_copy_scores,
 )
 from induction.prompts import RepeatedTokensConfig, repeated_random_tokens
-from induction.scores import ScoreConfig, build_prompts, copy_source_scores, score_heads
+from induction.scores import CopyingMap, ScoreConfig, build_prompts, score_heads
 
 
 def role_heads(spec: HandBuiltSpec, role: str, **attrs) -> list[tuple[int, int]]:
@@ -117,15 +117,39 @@ def test_offsets_one_and_zero_reproduce_the_detector():
         assert offsets.copying[..., offsets.index(0)].isnan().all()  # d < 1 cannot predict: no copying score
 
 
+def copy_source_scores(model, layer, v, tokens):
+    """The detector's per-source copying score (`CopyingMap`, streamed through ``W_O N W_U``) on `tokens`:
+    [batch, head_index, key_pos]."""
+    copying = CopyingMap(model)
+    batch, seq, n_kv, _ = v.shape
+    n_heads = model.cfg.n_heads
+    per_head = v[:, :, copying.kv_head_of(n_kv)].float().permute(2, 0, 1, 3).reshape(n_heads, batch * seq, -1)
+    own = tokens.reshape(1, -1).expand(n_heads, -1)
+    return copying.source_scores(layer, per_head, own).view(n_heads, batch, seq).transpose(0, 1)
+
+
 def test_target_copy_scores_read_any_target_and_chunk_exactly():
+    """`target_copy_scores` (the final norm applied to each source's output) agrees with the detector's
+    streamed per-head map on the sources' own tokens and on other targets."""
     model = build_handbuilt(SUITE["lnmlp-v20-h8"]())
     tokens = build_prompts(model, RepeatedTokensConfig(n_prompts=3)).tokens
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == "blocks.1.attn.hook_v")
     v = cache["blocks.1.attn.hook_v"]
     other = torch.roll(tokens, 1, dims=1)
     both = target_copy_scores(model, 1, v, torch.stack([tokens, other], -1))
-    assert_close(both[..., 0], copy_source_scores(model, 1, v, tokens), atol=1e-6)
-    assert_close(both[..., 1], copy_source_scores(model, 1, v, other), atol=1e-6)
+    # Each source's logit change, to tell well-conditioned ratios from (near-)flat changes, where
+    # float32 rounding decides the ratio (flat ones score 0 in both; near-flat ones may differ).
+    out = torch.einsum("bkhd,hdm->hbkm", v, model.W_O[1])
+    logits = (circuits.through_final_norm(model, out, torch.ones(*out.shape[1:3], 1)) @ model.W_U).transpose(0, 1)
+    spread = logits.amax(-1) - logits.amin(-1)
+    flat = spread <= 1e-5 * logits.abs().amax(-1)
+    size = logits.abs().amax(-1)
+    conditioned = (logits.amax(-1) - logits.mean(-1)).minimum(logits.mean(-1) - logits.amin(-1)) > 1e-2 * size
+    assert flat.any() and conditioned.float().mean() > 0.5  # both kinds occur: the comparison is not vacuous
+    for i, targets in enumerate((tokens, other)):
+        detector = copy_source_scores(model, 1, v, targets)
+        assert (both[..., i][flat] == 0).all() and (detector[flat] == 0).all()
+        assert_close(both[..., i][conditioned], detector[conditioned], atol=1e-5)
     assert_close(target_copy_scores(model, 1, v, torch.stack([tokens, other], -1), max_elements=50), both, atol=1e-6)
 
 
