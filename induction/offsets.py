@@ -387,17 +387,22 @@ def lag_attention(
 ) -> Float[Tensor, "layer head_index lag"]:
     """A[l, h, c]: mean attention of head (l, h) from query q to key q - c, c = 0..max_lag, over the
     queries whose key q - c is content."""
-    n_layers = model.cfg.n_layers
-    names = {pattern_name(layer) for layer in range(n_layers)}
-    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+    n_layers = int(model.cfg.n_layers)
     n = tokens.shape[1]
     max_lag = min(max_lag, n - 1 - first_content_pos)
     out = torch.full((n_layers, model.cfg.n_heads, max_lag + 1), float("nan"))
-    for layer in range(n_layers):
-        pattern = cache[pattern_name(layer)].float()
-        for c in range(max_lag + 1):
-            diagonal = pattern.diagonal(offset=-c, dim1=-2, dim2=-1)  # [batch, head_index, n - c]: key k = q - c
-            out[layer, :, c] = diagonal[..., first_content_pos:].mean((0, 2)).cpu()
+
+    def reduce(layer: int):
+        # Each layer's pattern is reduced as it appears: no cache of every layer's [batch, head, pos, pos].
+        def hook(pattern: Tensor, hook: object) -> None:  # [batch, head_index, query_pos, key_pos]
+            p = pattern.float()
+            for c in range(max_lag + 1):
+                diagonal = p.diagonal(offset=-c, dim1=-2, dim2=-1)  # [batch, head_index, n - c]: key k = q - c
+                out[layer, :, c] = diagonal[..., first_content_pos:].mean((0, 2)).cpu()
+        return hook
+
+    with model.hooks(fwd_hooks=[(pattern_name(layer), reduce(layer)) for layer in range(n_layers)]):
+        model(tokens)
     return out
 
 
