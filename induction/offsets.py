@@ -40,6 +40,7 @@ intermediates are at most `[batch, pos, pos]` booleans, smaller than the attenti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -467,7 +468,9 @@ class ImpliedCircuit:
             "key_by_composition": None if self.key_by_composition is None else list(self.key_by_composition),
             "query_by_composition": None if self.query_by_composition is None else list(self.query_by_composition),
             "value_by_composition": None if self.value_by_composition is None else list(self.value_by_composition),
-            "below": [vars(b) for b in self.below],
+            # Composition scores are NaN where undefined (a head with W_O = 0): null in JSON, never NaN.
+            "below": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in vars(b).items()}
+                      for b in self.below],
         }
 
 
