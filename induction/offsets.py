@@ -40,6 +40,7 @@ intermediates are at most `[batch, pos, pos]` booleans, smaller than the attenti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -53,7 +54,6 @@ import circuits
 from circuits import through_final_norm
 from circuits.hooks import FINAL_SCALE, pattern_name, v_name
 from induction.prompts import RepeatedTokens, duplicate_mask
-from induction.scores import NIL_SPREAD
 
 DEFAULT_OFFSETS: tuple[int, ...] = tuple(range(-4, 17))
 """Offsets scored by default: -4..16 (1 = canonical induction, 0 = duplicate token)."""
@@ -168,6 +168,18 @@ def offset_attention(
     return torch.where(counts > 0, sums / counts.clamp_min(1.0), float("nan"))
 
 
+FLAT_LOGITS_RTOL = 1e-5
+"""A logit change whose spread over the vocabulary is within this fraction of its size is flat."""
+
+
+def flat_logits(top: Tensor, bottom: Tensor) -> Tensor:
+    """Whether a source's direct logit change is flat: its largest minus its smallest entry within
+    float32 rounding of their size. Such a change has no top token (a head writing only along the
+    direction the final LayerNorm centres away), and its copying score is 0, not the sign of the
+    rounding noise (which would read +-1)."""
+    return (top - bottom) <= FLAT_LOGITS_RTOL * torch.maximum(top.abs(), bottom.abs())
+
+
 def target_copy_scores(
     model: TransformerBridge,
     layer: int,
@@ -195,7 +207,6 @@ def target_copy_scores(
     n_targets = targets.shape[-1]
     idx_all = targets[:, None].expand(batch, n_heads, seq, n_targets).reshape(-1, n_targets).to(flat.device)
     scores = torch.empty(flat.shape[0], n_targets, device=flat.device)
-    unembed_norm = W_U.norm(dim=0).max()
     chunk = max(1, max_elements // W_U.shape[1])
     for i in range(0, flat.shape[0], chunk):
         logits = flat[i : i + chunk] @ W_U
@@ -204,9 +215,8 @@ def target_copy_scores(
         idx = idx_all[i : i + chunk]
         rel_pos = pos.gather(1, idx) / pos.amax(-1, keepdim=True).clamp_min(1e-30)
         rel_neg = neg.gather(1, idx) / neg.amax(-1, keepdim=True).clamp_min(1e-30)
-        spread = logits.amax(-1, keepdim=True) - logits.amin(-1, keepdim=True)
-        nil = spread <= NIL_SPREAD * flat[i : i + chunk].norm(dim=-1, keepdim=True) * unembed_norm
-        scores[i : i + chunk] = torch.where(nil, 0.0, rel_pos - rel_neg)
+        low, high = torch.aminmax(logits, dim=-1, keepdim=True)
+        scores[i : i + chunk] = torch.where(flat_logits(high, low), 0.0, rel_pos - rel_neg)
     return scores.reshape(batch, n_heads, seq, n_targets)
 
 
@@ -378,17 +388,22 @@ def lag_attention(
 ) -> Float[Tensor, "layer head_index lag"]:
     """A[l, h, c]: mean attention of head (l, h) from query q to key q - c, c = 0..max_lag, over the
     queries whose key q - c is content."""
-    n_layers = model.cfg.n_layers
-    names = {pattern_name(layer) for layer in range(n_layers)}
-    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+    n_layers = int(model.cfg.n_layers)
     n = tokens.shape[1]
     max_lag = min(max_lag, n - 1 - first_content_pos)
     out = torch.full((n_layers, model.cfg.n_heads, max_lag + 1), float("nan"))
-    for layer in range(n_layers):
-        pattern = cache[pattern_name(layer)].float()
-        for c in range(max_lag + 1):
-            diagonal = pattern.diagonal(offset=-c, dim1=-2, dim2=-1)  # [batch, head_index, n - c]: key k = q - c
-            out[layer, :, c] = diagonal[..., first_content_pos:].mean((0, 2)).cpu()
+
+    def reduce(layer: int):
+        # Each layer's pattern is reduced as it appears: no cache of every layer's [batch, head, pos, pos].
+        def hook(pattern: Tensor, hook: object) -> None:  # [batch, head_index, query_pos, key_pos]
+            p = pattern.float()
+            for c in range(max_lag + 1):
+                diagonal = p.diagonal(offset=-c, dim1=-2, dim2=-1)  # [batch, head_index, n - c]: key k = q - c
+                out[layer, :, c] = diagonal[..., first_content_pos:].mean((0, 2)).cpu()
+        return hook
+
+    with model.hooks(fwd_hooks=[(pattern_name(layer), reduce(layer)) for layer in range(n_layers)]):
+        model(tokens)
     return out
 
 
@@ -453,7 +468,9 @@ class ImpliedCircuit:
             "key_by_composition": None if self.key_by_composition is None else list(self.key_by_composition),
             "query_by_composition": None if self.query_by_composition is None else list(self.query_by_composition),
             "value_by_composition": None if self.value_by_composition is None else list(self.value_by_composition),
-            "below": [vars(b) for b in self.below],
+            # Composition scores are NaN where undefined (a head with W_O = 0): null in JSON, never NaN.
+            "below": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in vars(b).items()}
+                      for b in self.below],
         }
 
 

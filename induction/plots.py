@@ -42,8 +42,10 @@ SCORE_LABELS = {
     "copying_ov": "OV copying (eigenvalue) score",
     "previous_token": "previous-token score",
     "duplicate_token": "duplicate-token score",
+    "offset_prefix_matching": "offset prefix-matching (at the induction offset)",
+    "offset_copying": "offset copying (at the induction offset)",
 }
-SIGNED_SCORES = {"copying", "copying_ov"}
+SIGNED_SCORES = {"copying", "copying_ov", "offset_copying"}
 
 
 class PlotExportError(RuntimeError):
@@ -87,9 +89,11 @@ def head_heatmap(values: np.ndarray, label: str, signed: bool = False, title: st
 
 
 def plot_scan(s: HeadScores, name: str, kind: str = "heatmap") -> go.Figure:
-    """Scan figures: `heatmap` (prefix-matching and copying side by side, induction heads outlined),
-    `scatter` (prefix-matching vs copying, Olsson et al. 2022), or any single score name."""
+    """Scan figures: `heatmap` (prefix-matching, copying and the offset prefix-matching, each cell of
+    the last labelled with its induction offset d; induction heads outlined solid, shifted induction
+    heads dashed), `scatter` (prefix-matching vs copying, Olsson et al. 2022), or any single score name."""
     marks = s.is_induction.numpy()
+    shifted = s.is_shifted_induction.numpy()
     if kind in SCORE_LABELS:
         values = getattr(s, kind).numpy()
         return head_heatmap(values, SCORE_LABELS[kind], signed=kind in SIGNED_SCORES, marks=marks,
@@ -98,27 +102,37 @@ def plot_scan(s: HeadScores, name: str, kind: str = "heatmap") -> go.Figure:
         return prefix_copying_scatter(s, title=f"Induction heads — {name}")
     if kind != "heatmap":
         raise ValueError(f"unknown scan plot {kind!r}; choose heatmap, scatter or one of {', '.join(SCORE_LABELS)}")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("prefix matching", "copying"), horizontal_spacing=0.14)
-    for col, (score, signed) in enumerate((("prefix_matching", False), ("copying", True)), start=1):
+    panels = (("prefix_matching", False), ("copying", True), ("offset_prefix_matching", False))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("prefix matching", "copying", "offset prefix matching (d)"),
+                        horizontal_spacing=0.09)
+    offset = s.induction_offset.numpy()
+    for col, (score, signed) in enumerate(panels, start=1):
         values = getattr(s, score).numpy()
+        if score == "offset_prefix_matching":  # each cell: its score and the offset d it is at
+            text = [[f"{values[layer, h]:.2f}<br>d={offset[layer, h]}" if np.isfinite(values[layer, h]) else ""
+                     for h in range(s.n_heads)] for layer in range(s.n_layers)]
+            style = dict(text=text, texttemplate="%{text}")
+        else:
+            style = dict(texttemplate="%{z:.2f}")
         fig.add_trace(
             go.Heatmap(
                 z=values, x=list(range(s.n_heads)), y=list(range(s.n_layers)),
                 zmin=-1.0 if signed else 0.0, zmax=1.0, colorscale="RdBu" if signed else "Viridis",
-                reversescale=signed, texttemplate="%{z:.2f}", textfont=dict(size=10),
-                colorbar=dict(x=0.43 if col == 1 else 1.0, thickness=10, len=0.9),
-                hovertemplate="L%{y}H%{x}: %{z:.3f}<extra></extra>",
+                reversescale=signed, textfont=dict(size=10), showscale=col <= 2,
+                colorbar=dict(x=0.27 if col == 1 else 0.63, thickness=10, len=0.9),
+                hovertemplate="L%{y}H%{x}: %{z:.3f}<extra></extra>", **style,
             ),
             row=1, col=col,
         )
-        for layer, h in zip(*np.nonzero(marks)):
-            fig.add_shape(type="rect", x0=h - 0.5, x1=h + 0.5, y0=layer - 0.5, y1=layer + 0.5,
-                          line=dict(color="#000", width=2.5), row=1, col=col)
+        for flagged, dash in ((marks, "solid"), (shifted, "dash")):
+            for layer, h in zip(*np.nonzero(flagged)):
+                fig.add_shape(type="rect", x0=h - 0.5, x1=h + 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                              line=dict(color="#000", width=2.5, dash=dash), row=1, col=col)
         fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
         fig.update_yaxes(title_text="layer" if col == 1 else None, dtick=1, autorange="reversed", row=1, col=col)
-    width = max(2 * COLUMN_WIDTH_PX - 100, 120 * s.n_heads + 260)
+    width = max(3 * COLUMN_WIDTH_PX - 150, 170 * s.n_heads + 300)
     return paper_layout(fig, width=width, height=max(280, 45 * s.n_layers + 150),
-                        title=f"Head scores — {name} (induction heads outlined)")
+                        title=f"Head scores — {name} (induction heads outlined, shifted induction heads dashed)")
 
 
 def prefix_copying_scatter(s: HeadScores, title: str | None = None) -> go.Figure:

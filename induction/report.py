@@ -32,6 +32,7 @@ from induction.fewshot.vectors import FunctionVectors
 from induction.fileio import json_default
 from induction.formation import CheckpointScores, PhaseChange
 from induction.icl import ICLScore
+from induction.offsets import MIN_SHIFT, ImpliedCircuit
 from induction.scores import SCORE_NAMES, HeadScores
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -89,16 +90,22 @@ def head_sort_key(rec: dict[str, Any]) -> tuple:
 
 @dataclass
 class ScanReport:
-    """`induction scan`: every head's scores and the model's ICL score."""
+    """`induction scan`: every head's scores and the model's ICL score.
+
+    `circuits`: for each shifted induction head with a layer below it, the layer-below heads its
+    offset implies (`induction.offsets.implied_circuit`).
+    """
 
     model: str
     checkpoint: Any
     scores: HeadScores
     icl: ICLScore | None
     provenance: dict[str, Any] = field(default_factory=dict)
+    circuits: list[ImpliedCircuit] = field(default_factory=list)
 
     title = "Head scores"
-    columns = ("layer", "head", *SCORE_NAMES, "is_induction")
+    columns = ("layer", "head", *SCORE_NAMES, "is_induction", "induction_offset", "offset_prefix_matching",
+               "offset_copying", "is_shifted_induction")
 
     def heads(self) -> list[dict[str, Any]]:
         return self.scores.to_records()
@@ -110,6 +117,11 @@ class ScanReport:
             "icl_score": None if self.icl is None else self.icl.score,
             "icl": None if self.icl is None else self.icl.to_dict(),
             "induction_heads": [list(lh) for lh in self.scores.induction_heads()],
+            "shifted_induction_heads": [list(lh) for lh in self.scores.shifted_induction_heads()],
+            "offsets": {"scored": list(self.scores.scored_offsets()),
+                        "requested": [self.scores.config.min_offset, self.scores.config.max_offset],
+                        "min_support": self.scores.config.offset_support},
+            "implied_circuits": [c.to_dict() for c in self.circuits],
             "thresholds": {
                 "prefix_matching": self.scores.config.prefix_threshold,
                 "copying": self.scores.config.copying_threshold,
@@ -130,6 +142,7 @@ class ScanReport:
             f"induction heads: {names}  (prefix_matching >= {self.scores.config.prefix_threshold}, "
             f"copying >= {self.scores.config.copying_threshold})"
         )
+        lines += self.shifted_lines()
         lines.append(copying_method_line(self.scores.copying_method, float(self.scores.copying_se.max())))
         if self.icl is not None:
             ci = f" [95% CI {self.icl.ci[0]:.3f}, {self.icl.ci[1]:.3f}]" if self.icl.ci else ""
@@ -137,6 +150,28 @@ class ScanReport:
                 f"ICL score: {self.icl.score:.3f}{ci}  (loss at token {self.icl.late_pos} minus token "
                 f"{self.icl.early_pos}; {self.icl.data})"
             )
+        return lines
+
+    def shifted_lines(self) -> list[str]:
+        """The shifted induction heads with their offsets, each one's implied circuit, and the offsets
+        the prompts could not score (when they cut the requested range short)."""
+        s = self.scores
+        heads = s.shifted_induction_heads()
+        names = ", ".join(f"L{lh[0]}H{lh[1]} (d={int(s.induction_offset[lh])}, {float(s.offset_prefix_matching[lh]):.2f})"
+                          for lh in heads) or "none"
+        lines = [f"shifted induction heads (d >= {MIN_SHIFT}): {names}  (offset_prefix_matching >= "
+                 f"{s.config.prefix_threshold}, offset_copying >= {s.config.copying_threshold})"]
+        circuits = {(c.layer, c.head): c for c in self.circuits}
+        for lh in heads:
+            c = circuits.get(lh)
+            if c is None:
+                lines.append(f"  L{lh[0]}H{lh[1]}: no layer below it, so no implied circuit")
+                continue
+            lines.append(f"  L{lh[0]}H{lh[1]} d={c.offset}: implies " + circuit_text(c))
+        scored, cfg = s.scored_offsets(), s.config
+        if scored and (scored[0] > cfg.min_offset or scored[-1] < cfg.max_offset):
+            lines.append(f"offsets scored: {scored[0]}..{scored[-1]} of {cfg.min_offset}..{cfg.max_offset} (an offset "
+                         f"needs a period longer than it in {cfg.offset_support:.0%} of the prompts: --max-period, --seq-len)")
         return lines
 
     def to_dataframe(self):
@@ -147,6 +182,25 @@ class ScanReport:
         from induction import plots
 
         return plots.plot_scan(self.scores, name=display_name(self.model), kind=kind)
+
+
+def circuit_text(c: ImpliedCircuit) -> str:
+    """One line: the heads an offset-d head's key, query and value read, by attention lag and by composition."""
+    def heads(hs) -> str:
+        return ", ".join(f"L{layer}H{h}" for layer, h in hs)
+
+    lags = {(b.layer, b.head): b.lag for b in c.below}
+
+    def by_lag(hs, none: str) -> str:
+        return ", ".join(f"L{layer}H{h} (lag {lags[(layer, h)]})" for layer, h in hs) or none
+
+    def comp(h) -> str:
+        return "-" if h is None else heads([h])
+
+    return (f"key {by_lag(c.key_by_lag, '?')}, query {by_lag(c.query_by_lag, 'the token itself')}, value "
+            f"{by_lag(c.value_by_lag, 'the token itself')} (by attention lag: c_K - c_Q = {c.offset}, c_V = "
+            f"{c.offset - 1}); by composition K {comp(c.key_by_composition)}, Q {comp(c.query_by_composition)}, "
+            f"V {comp(c.value_by_composition)}")
 
 
 def copying_method_line(method: dict[str, Any], max_se: float | None = None) -> str:
@@ -210,12 +264,12 @@ def _rich_table(report: Report, rows: list[dict[str, Any]], cols: list[str], wid
 
     table = Table(title=report.title, title_justify="left")
     for c in cols:
-        table.add_column(c, justify="left" if c in ("layer", "head", "is_induction", "method") else "right")
+        table.add_column(c, justify="left" if c in ("layer", "head", "is_induction", "is_shifted_induction", "method") else "right")
     for row in rows:
-        style = "bold green" if row.get("is_induction") else None
+        style = "bold green" if row.get("is_induction") else ("bold yellow" if row.get("is_shifted_induction") else None)
         table.add_row(*(_cell(row.get(c)) for c in cols), style=style)
     buf = io.StringIO()
-    tty = sys.stdout.isatty()  # colour (induction heads in bold green) only on a terminal
+    tty = sys.stdout.isatty()  # colour (induction heads bold green, shifted ones bold yellow) only on a terminal
     console = Console(file=buf, width=width or 160, force_terminal=tty, color_system="standard" if tty else None)
     console.print(table)
     for line in report.summary():
@@ -277,6 +331,10 @@ class TrackReport:
             lines.append(f"ICL score: {first.icl_score:.3f} at step {first.step} -> {last.icl_score:.3f} at step {last.step}")
         heads = ", ".join(f"L{layer}H{head}" for layer, head in last.induction_heads) or "none"
         lines.append(f"induction heads at step {last.step}: {heads}")
+        shifted = [h for h in last.heads if h.get("is_shifted_induction")]
+        if shifted:
+            lines.append(f"shifted induction heads at step {last.step}: " + ", ".join(
+                f"L{h['layer']}H{h['head']} (d={h['induction_offset']}, {h['offset_prefix_matching']:.2f})" for h in shifted))
         method = self.provenance.get("settings", {}).get("copying_estimate")
         if method:
             lines.append(copying_method_line(method))

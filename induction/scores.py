@@ -12,9 +12,8 @@ Definitions (on repeated-random-token prompts, `induction.prompts`; BOS never co
   the vocabulary: ``c = l_s - mean(l_s)``. The source's score is ``relu(c[t]) / max(relu(c)) -
   relu(-c[t]) / max(relu(-c))`` for s's own token t, in [-1, 1]: +1 when the head raises the token it
   reads more than any other, -1 when it lowers it more than any other, ~0 for a head that does
-  neither; a source whose logit change is numerically nil (its spread under `NIL_SPREAD` of the
-  largest change ``|v| |W_O N|_F max_c |W_U[:, c]|`` that v could cause, e.g. a head writing only to
-  directions the unembedding ignores) scores 0, not a ratio of rounding errors. (Normalising by the largest change rather than by the summed ReLU mass keeps the score
+  neither; a source whose logit change is flat (`induction.offsets.flat_logits`: max - min within
+  float32 rounding of their size) scores 0, not the sign of rounding noise. (Normalising by the largest change rather than by the summed ReLU mass keeps the score
   from shrinking with the vocabulary: with the sum, the induction heads of the default toy model,
   which raise the copied token above every other, scored ~0.06 because diffuse small changes to the
   other 127 tokens outweigh it.) A prompt's score is the attention-weighted mean over the sources the
@@ -23,6 +22,14 @@ Definitions (on repeated-random-token prompts, `induction.prompts`; BOS never co
 - copying_ov (Elhage et al. 2021): sum(eig)/sum(|eig|) of the full OV circuit W_E W_V W_O W_U, whose
   nonzero eigenvalues are those of the small matrix W_O W_U W_E W_V (d_head x d_head).
 - is_induction: prefix_matching >= prefix_threshold and copying >= copying_threshold.
+- shifted induction (`induction.offsets`, same forward): per offset d in `ScoreConfig.offsets`, the
+  offset attention a_d and the offset copying (the copying score read on the token the head should
+  predict, tok[k - d + 1]); `induction_offset` = argmax_d a_d, `offset_prefix_matching` = that a_d,
+  `offset_copying` = the offset copying there, and is_shifted_induction: induction_offset >= 2,
+  offset_prefix_matching >= prefix_threshold and offset_copying >= copying_threshold. An offset is
+  scored only when at least `offset_support` of the prompts have offset-d keys, i.e. a period > |d|:
+  the longest offset scored is about the prompts' median period - 1 (the default toy model's
+  prompts, periods 15-63, score d up to 16; a context of 40 tokens, periods 4-19, only up to ~10).
 
 How it is computed: one forward per prompt batch and no activation cache. Hooks reduce each
 layer's `hook_pattern` at once to the three attention scores and the source weights ``a_k``, and the
@@ -33,7 +40,9 @@ tensor grows with d_vocab x heads x positions.
 
 The copying score is estimated (`ScoreConfig.copying_sources` = m, default 4): per prompt and head,
 m sources are drawn with replacement with probability ``a_k / sum(a)``, and the mean of their scores
-is an unbiased estimate of S_p (importance sampling whose weights are all 1). Its uncertainty:
+is an unbiased estimate of S_p (importance sampling whose weights are all 1). The offset copying
+reads the same drawn sources on their offset targets (each target a gather from the same logits, so
+it adds no logit computation); at d = 1 it is the copying estimate itself. Its uncertainty:
 `copying_se`, the sampling standard error of the head's score against the exhaustive value on the
 same prompts, ``sqrt(sum_p var_p / m) / P`` (var_p: the sample variance of prompt p's m scores), and
 the bootstrap interval over prompts (`ci["copying"]`), which contains the sampling noise too. Every
@@ -46,8 +55,9 @@ Every score comes with a bootstrap confidence interval over prompts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -60,6 +70,14 @@ from circuits.hooks import FINAL_SCALE, UNEMBED_IN, pattern_name, resid_post_nam
 from induction.checks import check_min, check_range
 from induction.devices import model_device
 from induction.models import model_info
+from induction.offsets import (
+    DEFAULT_OFFSETS,
+    MIN_SUPPORT,
+    OffsetScores,
+    flat_logits,
+    offset_attention,
+    offset_keys,
+)
 from induction.prompts import (
     PromptError,
     RepeatedTokens,
@@ -73,6 +91,7 @@ from induction.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci
 
 SCORE_NAMES = ("prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token")
 _PROMPT_SCORES = ("prefix_matching", "copying", "previous_token", "duplicate_token")
+_OFFSET_SCORES = ("offset_attention", "offset_copying")
 
 COPYING_CHUNK_ELEMENTS = 2**20
 """The largest block of logits the copying score forms at once (`[head_index, source, vocabulary
@@ -97,6 +116,12 @@ class ScoreConfig:
         copying_seed: seed of the source draws; None means the prompts' seed.
         n_bootstrap: bootstrap resamples (over prompts) for the confidence intervals; 0 disables.
         ci_level: confidence level of the intervals, in (0, 1).
+        min_offset: the smallest offset d whose attention is scored for `induction_offset`, <= 1
+            (0 is the duplicate-token score, < 0 the tokens before an earlier occurrence).
+        max_offset: the largest offset d scored, >= 1; offsets the prompts' periods cannot support
+            are left unscored (module docstring), so a longer one needs longer periods (`max_period`).
+        offset_support: the smallest fraction of prompts that must have offset-d keys (a period
+            longer than |d|) for offset d to be scored, in (0, 1].
     """
 
     prompts: RepeatedTokensConfig = field(default_factory=RepeatedTokensConfig)
@@ -107,6 +132,9 @@ class ScoreConfig:
     copying_seed: int | None = None
     n_bootstrap: int = DEFAULT_RESAMPLES
     ci_level: float = DEFAULT_LEVEL
+    min_offset: int = DEFAULT_OFFSETS[0]
+    max_offset: int = DEFAULT_OFFSETS[-1]
+    offset_support: float = MIN_SUPPORT
 
     def __post_init__(self) -> None:
         check_min("batch_size", self.batch_size, 1)
@@ -118,6 +146,19 @@ class ScoreConfig:
         check_min("n_bootstrap", self.n_bootstrap, 0)
         if not 0.0 < self.ci_level < 1.0:
             raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        if self.min_offset > 1:
+            raise ValueError(f"min_offset must be <= 1 (the offsets include canonical induction, d = 1), "
+                             f"got {self.min_offset}")
+        if self.max_offset < 1:
+            raise ValueError(f"max_offset must be >= 1 (the offsets include canonical induction, d = 1), "
+                             f"got {self.max_offset}")
+        if not 0.0 < self.offset_support <= 1.0:
+            raise ValueError(f"offset_support must be in (0, 1], got {self.offset_support}")
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """The offsets d scored: min_offset..max_offset."""
+        return tuple(range(self.min_offset, self.max_offset + 1))
 
     @property
     def resolved_copying_seed(self) -> int:
@@ -142,7 +183,10 @@ class HeadScores:
     """Per-head scores, each a [layer, head_index] tensor; `ci[name]` is [layer, head_index, 2].
 
     `copying_se` is the copying estimate's sampling standard error (0 when exhaustive), and
-    `copying_method` says how it was computed (`ScoreConfig.copying_method`).
+    `copying_method` says how it was computed (`ScoreConfig.copying_method`). The shifted-induction
+    scores (module docstring): `induction_offset` (1 where no offset could be scored),
+    `offset_prefix_matching` and `offset_copying` (NaN where unscored, e.g. offset copying at d < 1),
+    `is_shifted_induction`; `offsets` holds every offset's attention and copying.
     """
 
     prefix_matching: Float[Tensor, "layer head_index"]
@@ -152,6 +196,11 @@ class HeadScores:
     previous_token: Float[Tensor, "layer head_index"]
     duplicate_token: Float[Tensor, "layer head_index"]
     is_induction: Bool[Tensor, "layer head_index"]
+    induction_offset: Int[Tensor, "layer head_index"]
+    offset_prefix_matching: Float[Tensor, "layer head_index"]
+    offset_copying: Float[Tensor, "layer head_index"]
+    is_shifted_induction: Bool[Tensor, "layer head_index"]
+    offsets: OffsetScores
     ci: dict[str, Tensor]
     per_prompt: dict[str, Tensor]
     config: ScoreConfig
@@ -170,8 +219,19 @@ class HeadScores:
         heads = [tuple(x) for x in self.is_induction.nonzero().tolist()]
         return sorted(heads, key=lambda lh: -float(self.prefix_matching[lh]))
 
+    def shifted_induction_heads(self) -> list[tuple[int, int]]:
+        """(layer, head) of every shifted induction head, strongest offset prefix-matching first."""
+        heads = [tuple(x) for x in self.is_shifted_induction.nonzero().tolist()]
+        return sorted(heads, key=lambda lh: -float(self.offset_prefix_matching[lh]))
+
+    def scored_offsets(self) -> tuple[int, ...]:
+        """The offsets enough prompts could score (`ScoreConfig.offset_support`)."""
+        scored = self.offsets.support >= self.config.offset_support
+        return tuple(d for d, ok in zip(self.offsets.offsets, scored.tolist()) if ok)
+
     def to_records(self) -> list[dict[str, Any]]:
-        """One dict per head (CONTRACT's HEAD), with `<score>_ci` intervals where available and `copying_se`."""
+        """One dict per head (CONTRACT's HEAD), with `<score>_ci` intervals where available and `copying_se`;
+        unscored offset numbers are None (JSON null), and so is `induction_offset` when no offset was scored."""
         out = []
         for layer in range(self.n_layers):
             for head in range(self.n_heads):
@@ -180,6 +240,12 @@ class HeadScores:
                     rec[name] = float(getattr(self, name)[layer, head])
                 rec["copying_se"] = float(self.copying_se[layer, head])
                 rec["is_induction"] = bool(self.is_induction[layer, head])
+                score = float(self.offset_prefix_matching[layer, head])
+                copying = float(self.offset_copying[layer, head])
+                rec["induction_offset"] = None if math.isnan(score) else int(self.induction_offset[layer, head])
+                rec["offset_prefix_matching"] = None if math.isnan(score) else score
+                rec["offset_copying"] = None if math.isnan(copying) else copying
+                rec["is_shifted_induction"] = bool(self.is_shifted_induction[layer, head])
                 for name, interval in self.ci.items():
                     rec[f"{name}_ci"] = [float(interval[layer, head, 0]), float(interval[layer, head, 1])]
                 out.append(rec)
@@ -211,23 +277,26 @@ def score_heads(
     sources = cfg.copying_sources or 0
     gen = torch.Generator(device=device).manual_seed(cfg.resolved_copying_seed) if sources else None
     copying = CopyingMap(model)
-    per_prompt: dict[str, list[Tensor]] = {name: [] for name in _PROMPT_SCORES}
+    per_prompt: dict[str, list[Tensor]] = {name: [] for name in (*_PROMPT_SCORES, *_OFFSET_SCORES)}
     drawn: list[SourceDraws] = []
     n = prompts.tokens.shape[0]
     batches = range(0, n, cfg.batch_size)
     for start in tqdm(batches, desc="scoring heads", disable=not progress, leave=False):
         tokens = prompts.tokens[start : start + cfg.batch_size].to(device)
-        scores, draws = _stream_batch(model, tokens, prompts.first_content_pos, copying, sources, gen)
+        scores, draws = _stream_batch(model, tokens, prompts.first_content_pos, copying, sources, gen, cfg.offsets)
         for name, value in scores.items():
             per_prompt[name].append(value)
         if draws is not None:
             drawn.append(draws)
     stacked = {name: torch.cat(values) for name, values in per_prompt.items() if values}
     if sources:
-        stacked["copying"], variance = sampled_copying(copying, SourceDraws.cat(drawn))
+        stacked["copying"], variance, stacked["offset_copying"] = sampled_copying(copying, SourceDraws.cat(drawn))
         copying_se = (variance.sum(0) / sources).sqrt() / n
     else:
         copying_se = torch.zeros_like(stacked["copying"][0])
+    offsets = OffsetScores.from_per_prompt(cfg.offsets, stacked.pop("offset_attention"),
+                                           stacked.pop("offset_copying"), cfg.offset_support)
+    induction_offset, offset_prefix_matching, offset_copying = offsets.best()
     means = {name: values.mean(0) for name, values in stacked.items()}
     ci = bootstrap_intervals(stacked, cfg.n_bootstrap, cfg.ci_level, seed=cfg.prompts.seed)
     ov = copying_ov_scores(model)
@@ -240,6 +309,11 @@ def score_heads(
         previous_token=means["previous_token"],
         duplicate_token=means["duplicate_token"],
         is_induction=is_induction,
+        induction_offset=induction_offset,
+        offset_prefix_matching=offset_prefix_matching,
+        offset_copying=offset_copying,
+        is_shifted_induction=offsets.is_shifted_induction(cfg.prefix_threshold, cfg.copying_threshold),
+        offsets=offsets,
         ci=ci,
         per_prompt=stacked,
         config=cfg,
@@ -268,16 +342,48 @@ class SourceDraws:
         tokens: [layer, prompt, head_index, source] its token.
         weighted: [prompt, layer, head_index] whether any source got attention from a repeated token
             (a prompt where none did scores 0).
+        targets: [layer, prompt, head_index, source, offset] the token an offset-d head reading it
+            predicts, tok[k - d + 1], for each scored d >= 1 (`offset_targets`).
+        valid: like `targets`: whether k - d + 1 is a content position.
+        offsets: the scored offsets (the targets cover those >= 1).
     """
 
     v: Float[Tensor, "layer batch head_index source d_head"]
     tokens: Int[Tensor, "layer batch head_index source"]
     weighted: Bool[Tensor, "batch layer head_index"]
+    targets: Int[Tensor, "layer batch head_index source target"]
+    valid: Bool[Tensor, "layer batch head_index source target"]
+    offsets: tuple[int, ...]
 
     @staticmethod
     def cat(parts: list[SourceDraws]) -> SourceDraws:
-        return SourceDraws(v=torch.cat([p.v for p in parts], dim=1), tokens=torch.cat([p.tokens for p in parts], dim=1),
-                           weighted=torch.cat([p.weighted for p in parts]))
+        def joined(name: str) -> Tensor:
+            return torch.cat([getattr(p, name) for p in parts], dim=1)
+
+        return SourceDraws(v=joined("v"), tokens=joined("tokens"), weighted=torch.cat([p.weighted for p in parts]),
+                           targets=joined("targets"), valid=joined("valid"), offsets=parts[0].offsets)
+
+
+def offset_targets(
+    tokens: Int[Tensor, "batch pos"], offsets: Sequence[int], first: int
+) -> tuple[Int[Tensor, "batch pos target"], Bool[Tensor, "pos target"]]:
+    """For each source k and each offset d >= 1 of `offsets`: the token an offset-d induction head
+    reading k predicts, tok[k - d + 1] (`induction.offsets`' offset copying), and whether k - d + 1
+    is a content position (where it is not, the target is 0 and must be ignored)."""
+    seq = tokens.shape[1]
+    d = torch.tensor([x for x in offsets if x >= 1], dtype=torch.long, device=tokens.device)
+    predicted = torch.arange(seq, device=tokens.device)[:, None] - d[None, :] + 1  # [pos, target]
+    valid = predicted >= first
+    return torch.where(valid, tokens[:, predicted.clamp_min(0)], 0), valid
+
+
+def offset_copying_per_prompt(
+    positive: Float[Tensor, "*lead target"], offsets: Sequence[int]
+) -> Float[Tensor, "*lead offset"]:
+    """Offset copying at every offset: the scores at d >= 1 in place, NaN at d < 1."""
+    out = torch.full((*positive.shape[:-1], len(offsets)), float("nan"), device=positive.device)
+    out[..., [i for i, d in enumerate(offsets) if d >= 1]] = positive
+    return out
 
 
 @torch.no_grad()
@@ -288,9 +394,11 @@ def _stream_batch(
     copying: CopyingMap,
     sources: int,
     gen: torch.Generator | None,
+    offsets: Sequence[int] = DEFAULT_OFFSETS,
 ) -> tuple[dict[str, Tensor], SourceDraws | None]:
-    """One forward over a prompt batch: per-prompt scores [batch, layer, head_index] and, when
-    `sources` > 0, the drawn sources (else the exhaustive copying score is among the scores)."""
+    """One forward over a prompt batch: per-prompt scores [batch, layer, head_index] (the offset ones
+    [batch, layer, head_index, offset]) and, when `sources` > 0, the drawn sources (else the
+    exhaustive copying and offset copying scores are among the scores)."""
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     batch, seq = tokens.shape
     prefix = prefix_mask(tokens, first)
@@ -302,11 +410,15 @@ def _stream_batch(
     after = previous_mask(seq, first, tokens.device).nonzero(as_tuple=True)  # (query, query - 1) pairs
     content = (torch.arange(seq, device=tokens.device) >= first).float()
     bi = torch.arange(batch, device=tokens.device)[:, None, None]
-    out: dict[str, list[Tensor | None]] = {name: [None] * n_layers for name in _PROMPT_SCORES}
+    keys = offset_keys(tokens, offsets, first)
+    targets, valid = offset_targets(tokens, offsets, first)  # [batch, pos, target], [pos, target]
+    out: dict[str, list[Tensor | None]] = {name: [None] * n_layers for name in (*_PROMPT_SCORES, *_OFFSET_SCORES)}
     source_weights: list[Tensor | None] = [None] * n_layers  # [batch, head_index, key_pos]
     picked: list[Tensor | None] = [None] * n_layers  # [batch, head_index, source]
     v_drawn: list[Tensor | None] = [None] * n_layers
     tok_drawn: list[Tensor | None] = [None] * n_layers
+    targets_drawn: list[Tensor | None] = [None] * n_layers
+    valid_drawn: list[Tensor | None] = [None] * n_layers
     v_of: dict[int, Tensor] = {}
 
     def summed_at(p: Tensor, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -324,6 +436,7 @@ def _stream_batch(
             out["prefix_matching"][layer] = summed_at(p, prefix_at) / n_rows
             out["duplicate_token"][layer] = summed_at(p, duplicate_at) / n_rows
             out["previous_token"][layer] = p[:, :, after[0], after[1]].sum(-1) / max(1, after[0].numel())
+            out["offset_attention"][layer] = offset_attention(p, keys)  # [batch, head_index, offset]
             # The attention each source gets from repeated queries: [batch, head_index, key_pos].
             weights = (rows[:, None, None, :] @ p)[:, :, 0] * content
             if sources:
@@ -344,12 +457,20 @@ def _stream_batch(
                 idx = picked[layer]
                 v_drawn[layer] = v[bi, idx, heads[None, :, None]].float()  # [batch, head_index, source, d_head]
                 tok_drawn[layer] = tokens[bi, idx]
+                targets_drawn[layer] = targets[bi, idx]  # [batch, head_index, source, target]
+                valid_drawn[layer] = valid[idx]
                 return
             per_head = v[:, :, heads].float().permute(2, 0, 1, 3).reshape(n_heads, batch * seq, -1)
-            own = tokens.reshape(1, -1).expand(n_heads, -1)
-            scores = copying.source_scores(layer, per_head, own).view(n_heads, batch, seq).transpose(0, 1)
+            # Column 0: the source's own token (copying); then the offset targets (offset copying).
+            own = torch.cat([tokens[..., None], targets], -1).reshape(1, batch * seq, -1).expand(n_heads, -1, -1)
+            scores = copying.source_scores(layer, per_head, own).view(n_heads, batch, seq, -1).transpose(0, 1)
             weights = source_weights[layer]
-            out["copying"][layer] = (weights * scores).sum(-1) / weights.sum(-1).clamp_min(1e-12)
+            out["copying"][layer] = (weights * scores[..., 0]).sum(-1) / weights.sum(-1).clamp_min(1e-12)
+            # As `induction.offsets.offset_copying`: sources whose target is not content drop out.
+            num = torch.einsum("bhk,bhkt,kt->bht", weights, scores[..., 1:], valid.float())
+            den = torch.einsum("bhk,kt->bht", weights, valid.float())
+            positive = torch.where(den > 0, num / den.clamp_min(1e-12), float("nan"))
+            out["offset_copying"][layer] = offset_copying_per_prompt(positive, offsets)
         return hook
 
     hooks = []
@@ -367,7 +488,8 @@ def _stream_batch(
     scores = {name: torch.stack(values, dim=1) for name, values in out.items() if values[0] is not None}
     if not sources:
         return scores, None
-    draws = SourceDraws(v=torch.stack(v_drawn), tokens=torch.stack(tok_drawn), weighted=torch.stack(source_weights, dim=1))
+    draws = SourceDraws(v=torch.stack(v_drawn), tokens=torch.stack(tok_drawn), weighted=torch.stack(source_weights, dim=1),
+                        targets=torch.stack(targets_drawn), valid=torch.stack(valid_drawn), offsets=tuple(offsets))
     return scores, draws
 
 
@@ -382,11 +504,6 @@ def final_norm_matrix(model: TransformerBridge) -> Float[Tensor, "d_model d_mode
     basis = torch.eye(d_model, device=W_U.device, dtype=W_U.dtype)[:, None, None, :]  # [part, batch, pos, d_model]
     scale = torch.ones(1, 1, 1, device=W_U.device, dtype=W_U.dtype) if FINAL_SCALE in model.hook_dict else None
     return through_final_norm(model, basis, scale).reshape(d_model, d_model).float()
-
-
-NIL_SPREAD = 1e-5
-"""A source whose logit spread (max - min) is below this fraction of the largest logit change its
-value vector could cause has no copying score to speak of: it scores 0 (module docstring)."""
 
 
 class CopyingMap:
@@ -404,8 +521,6 @@ class CopyingMap:
             self.W_U = model.W_U.detach().float()  # [d_model, d_vocab]
             mean_unembed = self.W_U.mean(-1).double()  # [d_model]
             self.mean_map = self.W_ON.double() @ mean_unembed  # [layer, head_index, d_head]: v -> mean logit
-            # |v W_O N W_U[:, c]| <= |v| |W_O N|_F max_c |W_U[:, c]|: the scale below which a spread is nil.
-            self.bound = self.W_ON.flatten(-2).norm(dim=-1) * self.W_U.norm(dim=0).max()  # [layer, head_index]
 
     def kv_head_of(self, n_kv: int) -> Tensor:
         """The kv head each query head reads (grouped-query attention: h // (n_heads / n_kv))."""
@@ -417,23 +532,26 @@ class CopyingMap:
         self,
         layer: int,
         v: Float[Tensor, "head_index source d_head"],
-        own: Int[Tensor, "head_index source"],
-    ) -> Float[Tensor, "head_index source"]:
+        own: Int[Tensor, "head_index source"] | Int[Tensor, "head_index source target"],
+    ) -> Float[Tensor, "head_index source"] | Float[Tensor, "head_index source target"]:
         """Each source's copying score: relu(c[t])/max(relu(c)) - relu(-c[t])/max(relu(-c)), where
-        c is the mean-centred ``v W_O N W_U`` and t the source's own token (module docstring).
+        c is the mean-centred ``v W_O N W_U`` and t the source's own token (module docstring), or
+        each of several tokens t (`own` [head_index, source, target]: one logit pass serves them all).
 
         Streams the vocabulary in chunks (sources in blocks within a chunk), keeping the running
         max, min and own-token logit; the max and the own logit come from the same numbers, so a
         head that raises its own token most scores exactly 1.
         """
         n_heads, n_src, d_head = v.shape
+        single = own.dim() == 2
+        own = own[..., None] if single else own
         d_model, d_vocab = self.W_U.shape
         W = self.W_ON[layer].reshape(n_heads * d_head, d_model)
         budget = COPYING_CHUNK_ELEMENTS
         width = max(1, min(d_vocab, budget // (n_heads * max(d_head, min(n_src, 256)))))  # vocabulary columns
         block = max(1, budget // (n_heads * width))  # sources per logit block
-        top = torch.full(own.shape, -torch.inf, device=v.device)
-        bottom = torch.full(own.shape, torch.inf, device=v.device)
+        top = torch.full(own.shape[:2], -torch.inf, device=v.device)
+        bottom = torch.full(own.shape[:2], torch.inf, device=v.device)
         own_logit = torch.zeros(own.shape, device=v.device)
         for c0 in range(0, d_vocab, width):
             c1 = min(d_vocab, c0 + width)
@@ -445,33 +563,44 @@ class CopyingMap:
                 top[:, s0:s1] = torch.maximum(top[:, s0:s1], high)
                 bottom[:, s0:s1] = torch.minimum(bottom[:, s0:s1], low)
                 ob = own[:, s0:s1]
-                here = logits.gather(-1, (ob - c0).clamp(0, c1 - c0 - 1)[..., None])[..., 0]
+                here = logits.gather(-1, (ob - c0).clamp(0, c1 - c0 - 1))
                 own_logit[:, s0:s1] = torch.where((ob >= c0) & (ob < c1), here, own_logit[:, s0:s1])
-        mean = torch.einsum("hsd,hd->hs", v.double(), self.mean_map[layer])
+        mean = torch.einsum("hsd,hd->hs", v.double(), self.mean_map[layer])[..., None]
+        top, bottom = top[..., None], bottom[..., None]
         own_c = own_logit.double() - mean
         rise, fall = (top.double() - mean).clamp_min(1e-30), (mean - bottom.double()).clamp_min(1e-30)
-        nil = (top - bottom) <= NIL_SPREAD * v.norm(dim=-1) * self.bound[layer][:, None]
-        score = (own_c.clamp_min(0) / rise - (-own_c).clamp_min(0) / fall).float()
-        return torch.where(nil, torch.zeros((), device=score.device), score)
+        score = torch.where(flat_logits(top, bottom), 0.0, own_c.clamp_min(0) / rise - (-own_c).clamp_min(0) / fall)
+        return (score[..., 0] if single else score).float()
 
 
 @torch.no_grad()
 def sampled_copying(
     copying: CopyingMap, draws: SourceDraws
-) -> tuple[Float[Tensor, "batch layer head_index"], Float[Tensor, "batch layer head_index"]]:
+) -> tuple[Float[Tensor, "batch layer head_index"], Float[Tensor, "batch layer head_index"],
+           Float[Tensor, "batch layer head_index offset"]]:
     """Per-prompt copying estimates (the mean of the drawn sources' scores; 0 where no source was
-    weighted) and the sample variance of those scores: [prompt, layer, head_index] each."""
+    weighted) and the sample variance of those scores, [prompt, layer, head_index] each; and the
+    offset copying estimates [prompt, layer, head_index, offset]: per d, the mean of the drawn
+    sources' scores on their offset-d targets over the draws whose target is content (the ratio
+    estimate of `induction.offsets.offset_copying`; NaN where none is, or nothing was weighted, or d < 1)."""
     n_layers, n_prompts, n_heads, n_src, d_head = draws.v.shape
+    own = torch.cat([draws.tokens[..., None], draws.targets], -1)  # [layer, prompt, head_index, source, 1 + target]
     scores = torch.stack([
         copying.source_scores(
             layer,
             draws.v[layer].transpose(0, 1).reshape(n_heads, n_prompts * n_src, d_head),
-            draws.tokens[layer].transpose(0, 1).reshape(n_heads, n_prompts * n_src),
-        ).view(n_heads, n_prompts, n_src)
+            own[layer].transpose(0, 1).reshape(n_heads, n_prompts * n_src, -1),
+        ).view(n_heads, n_prompts, n_src, -1)
         for layer in range(n_layers)
-    ]).permute(2, 0, 1, 3)  # [prompt, layer, head_index, source]
+    ]).permute(2, 0, 1, 3, 4)  # [prompt, layer, head_index, source, 1 + target]
     zero = torch.zeros((), device=scores.device)
-    return torch.where(draws.weighted, scores.mean(-1), zero), torch.where(draws.weighted, scores.var(-1), zero)
+    mean = torch.where(draws.weighted, scores[..., 0].mean(-1), zero)
+    variance = torch.where(draws.weighted, scores[..., 0].var(-1), zero)
+    valid = draws.valid.permute(1, 0, 2, 3, 4).float()  # [prompt, layer, head_index, source, target]
+    den = valid.sum(-2)
+    positive = (scores[..., 1:] * valid).sum(-2) / den.clamp_min(1.0)
+    positive = torch.where((den > 0) & draws.weighted[..., None], positive, float("nan"))
+    return mean, variance, offset_copying_per_prompt(positive, draws.offsets)
 
 
 @torch.no_grad()

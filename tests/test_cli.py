@@ -135,3 +135,63 @@ def test_scan_huggingface_directory_with_text_and_frequency_exclusion(tmp_path, 
     prompts = build_prompts(model, RepeatedTokensConfig(n_prompts=8, exclude_top=10, seq_len=48),
                             torch.tensor([1000.0] * 10 + [10.0] * 50))
     assert set(prompts.tokens[:, 1:].flatten().tolist()).isdisjoint(range(10))
+
+
+@pytest.fixture(scope="module")
+def shifted_dir(tmp_path_factory):
+    """The suite's `attn-v20-h8` hand-built model (a canonical head, a shifted head at d = 3 reading a
+    key offset head at lag 4 and a query previous-token head) as a checkpoint directory, and its spec."""
+    from induction.bench import SUITE
+    from induction.checkpoint import save_checkpoint
+    from induction.handbuilt import build_handbuilt
+
+    spec = SUITE["attn-v20-h8"]()
+    path = tmp_path_factory.mktemp("shifted") / "model"
+    save_checkpoint(build_handbuilt(spec), path, {"bos_token_id": 0})
+    return path, spec
+
+
+def test_scan_names_the_shifted_head_its_offset_and_implied_circuit(shifted_dir, tmp_path, capsys):
+    path, spec = shifted_dir
+    heads = {r.role if r.role != "offset" else f"offset{r.lag}": (layer, h)
+             for layer, rs in enumerate(spec.layers) for h, r in enumerate(rs)}
+    shifted, canonical = heads["shifted_induction"], heads["induction"]
+    out_file = tmp_path / "scan.json"
+    code, _, err = run_cli(capsys, "scan", path, "--format", "json", "--out", out_file, "-q", "--prompts", "24",
+                           "--no-icl", "--bootstrap", "0")
+    assert code == 0, err
+    text = out_file.read_text()
+    assert "NaN" not in text  # unscored offsets are null
+    report = json.loads(text)
+    by_head = {(h["layer"], h["head"]): h for h in report["heads"]}
+    assert report["shifted_induction_heads"] == [list(shifted)] and report["induction_heads"] == [list(canonical)]
+    assert (by_head[shifted]["induction_offset"], by_head[shifted]["is_shifted_induction"]) == (3, True)
+    assert (by_head[canonical]["induction_offset"], by_head[canonical]["is_shifted_induction"]) == (1, False)
+    assert by_head[heads["duplicate_token"]]["offset_copying"] is None
+    (circuit,) = report["implied_circuits"]
+    assert (circuit["layer"], circuit["head"], circuit["offset"]) == (*shifted, 3)
+    assert circuit["key_by_lag"] == [list(heads["offset4"])] and circuit["query_by_lag"] == [list(heads["previous_token"])]
+    assert circuit["value_by_lag"] == [list(heads["offset2"])]
+    assert report["offsets"]["scored"][0] == -4 and report["offsets"]["scored"][-1] < 16  # periods 4-19 only
+
+    code, out, err = run_cli(capsys, "scan", path, "-q", "--prompts", "24", "--no-icl", "--bootstrap", "0")
+    assert code == 0, err
+    name = f"L{shifted[0]}H{shifted[1]}"
+    line = next(line for line in out.splitlines() if line.startswith("shifted induction heads (d >= 2):"))
+    assert f"{name} (d=3, " in line
+    implied = next(line for line in out.splitlines() if line.strip().startswith(f"{name} d=3: implies"))
+    key = heads["offset4"]
+    assert f"key L{key[0]}H{key[1]} (lag 4)" in implied
+    assert "offsets scored: -4.." in out
+    rows = {tuple(int(c) for c in cells[1:3]): cells[3:-1] for line in out.splitlines()
+            if len(cells := [c.strip() for c in line.split("│")]) > 3 and cells[1].isdigit()}
+    assert rows[shifted][-4:-2] == ["3", "0.964"] and rows[shifted][-1] == "yes" and rows[shifted][5] == "-"
+    assert rows[canonical][-4] == "1" and rows[canonical][-1] == "-" and rows[canonical][5] == "yes"
+
+
+@pytest.mark.parametrize("argv, message", [(("--max-offset", "0"), "--max-offset must be >= 1"),
+                                           (("--min-offset", "2"), "--min-offset must be <= 1"),
+                                           (("--offset-support", "1.5"), "--offset-support must be in (0, 1]")])
+def test_scan_rejects_bad_offset_settings_in_one_line(handbuilt_dir, capsys, argv, message):
+    code, out, err = run_cli(capsys, "scan", handbuilt_dir, "-q", "--no-icl", *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err

@@ -29,7 +29,8 @@ from induction.runs import read_manifest
 from induction.scores import ScoreConfig, score_heads
 from induction.train import TrainConfig, train
 
-HEAD_KEYS = {"layer", "head", "prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token", "is_induction"}
+HEAD_KEYS = {"layer", "head", "prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token", "is_induction",
+             "induction_offset", "offset_prefix_matching", "offset_copying", "is_shifted_induction"}
 
 
 def quick_track_config(icl_sequences: int = 8, **overrides) -> TrackConfig:
@@ -362,3 +363,17 @@ def test_track_estimates_copying_per_checkpoint_within_its_error_and_keys_the_me
             assert e["copying_se"] == 0.0 and h["prefix_matching"] == e["prefix_matching"]
             inside.append(abs(h["copying"] - e["copying"]) <= z95 * h["copying_se"])
     assert np.mean(inside) >= 0.8
+
+
+def test_cached_results_need_the_offset_fields_and_accept_null_offsets():
+    """valid_result: the shifted-induction fields must be there; null (unscored) passes, NaN does not."""
+    from induction.jobs.track import valid_result
+
+    head = {"layer": 0, "head": 0, "prefix_matching": 0.1, "copying": 0.2, "copying_ov": 0.3, "previous_token": 0.0,
+            "duplicate_token": 0.9, "is_induction": False, "induction_offset": 0, "offset_prefix_matching": 0.9,
+            "offset_copying": None, "is_shifted_induction": False}
+    result = {"heads": [head], "held_out_loss": 1.0, "icl_score": None}
+    assert valid_result(result)
+    for key, bad in (("offset_copying", float("nan")), ("induction_offset", 1.5), ("is_shifted_induction", None)):
+        assert not valid_result({**result, "heads": [{**head, key: bad}]}), key
+    assert not valid_result({**result, "heads": [{k: v for k, v in head.items() if k != "induction_offset"}]})

@@ -59,3 +59,20 @@ def test_mosaic_brackets_the_phase_change():
     assert {450, 500, 550} <= set(chosen)  # the panels show the change itself, not just log-spaced steps
     flat = [c.step for c in plots._mosaic_checkpoints(points, None, 4)]
     assert flat == sorted(flat) and len(flat) == 4 and flat[-1] == 1000
+
+
+def test_heatmap_marks_shifted_heads_and_labels_their_offset():
+    """The third panel is offset prefix-matching, each cell labelled with its d; the shifted head is dashed."""
+    from induction.bench import SUITE
+    from induction.handbuilt import build_handbuilt
+
+    spec = SUITE["attn-v20-h8"]()
+    model = build_handbuilt(spec)
+    scores = score_heads(model, ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=16), n_bootstrap=0))
+    fig = ScanReport(model="suite", checkpoint=None, scores=scores, icl=None).plot("heatmap")
+    (shifted,) = [(layer, h) for layer, rs in enumerate(spec.layers) for h, r in enumerate(rs) if r.role == "shifted_induction"]
+    offset_panel = fig.data[2]
+    assert (offset_panel.z == scores.offset_prefix_matching.numpy()).all()
+    assert offset_panel.text[shifted[0]][shifted[1]].endswith("<br>d=3")
+    dashed = {(round((s.y0 + s.y1) / 2), round((s.x0 + s.x1) / 2)) for s in fig.layout.shapes if s.line.dash == "dash"}
+    assert dashed == {shifted}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from statistics import NormalDist
 
 import pytest
@@ -11,6 +12,7 @@ from helpers import OFFSET, ROLES, LargestTensor, assert_close, build_induction_
 import induction.scores
 from induction.checkpoint import boot_native, native_config
 from induction.models import ModelInfo, load_model
+from induction.offsets import DEFAULT_OFFSETS
 from induction.prompts import RepeatedTokens, RepeatedTokensConfig
 from induction.scores import ScoreConfig, build_prompts, copying_ov_scores, score_heads
 
@@ -294,3 +296,89 @@ def test_a_head_without_direct_logit_effect_copies_nothing():
     scores = score_heads(model, ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8), n_bootstrap=0, copying_sources=0))
     assert scores.copying[nil].eq(0).all(), scores.copying[nil]
     assert scores.copying[~nil & written].abs().max() > 0.5  # the others still score
+# ---- shifted induction in the detector ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def suite_scan():
+    """The LayerNorm + MLP hand-built model with a canonical head and a shifted head at d = 3, scored
+    by the detector (exhaustive copying) and, independently, by `induction.offsets.score_offsets`."""
+    from induction.bench import SUITE
+    from induction.handbuilt import build_handbuilt
+    from induction.offsets import score_offsets
+
+    spec = SUITE["lnmlp-v20-h8"]()
+    model = build_handbuilt(spec)
+    cfg = ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=24, seed=2), n_bootstrap=0, copying_sources=0)
+    prompts = build_prompts(model, cfg.prompts)
+    return spec, model, cfg, prompts, score_heads(model, cfg, prompts=prompts), score_offsets(model, prompts, batch_size=7)
+
+
+def roles_of(spec, role):
+    return [(layer, h) for layer, heads in enumerate(spec.layers) for h, r in enumerate(heads) if r.role == role]
+
+
+def test_detector_names_the_shifted_head_with_its_offset_and_the_canonical_one_at_offset_one(suite_scan):
+    spec, _, _, _, scores, _ = suite_scan
+    (shifted,) = roles_of(spec, "shifted_induction")
+    (canonical,) = roles_of(spec, "induction")
+    assert spec.layers[shifted[0]][shifted[1]].offset == 3
+    assert scores.shifted_induction_heads() == [shifted] and scores.induction_heads() == [canonical]
+    assert int(scores.induction_offset[shifted]) == 3 and not scores.is_induction[shifted]
+    assert float(scores.offset_prefix_matching[shifted]) > 0.9 and float(scores.offset_copying[shifted]) > 0.9
+    assert int(scores.induction_offset[canonical]) == 1 and not scores.is_shifted_induction[canonical]
+    records = {(r["layer"], r["head"]): r for r in scores.to_records()}
+    assert (records[shifted]["induction_offset"], records[shifted]["is_shifted_induction"],
+            records[shifted]["is_induction"]) == (3, True, False)
+    assert (records[canonical]["induction_offset"], records[canonical]["is_shifted_induction"]) == (1, False)
+    # The duplicate-token head peaks at d = 0, where offset copying is undefined: null, never NaN.
+    (duplicate,) = roles_of(spec, "duplicate_token")
+    assert records[duplicate]["induction_offset"] == 0 and records[duplicate]["offset_copying"] is None
+    json.dumps(scores.to_records(), allow_nan=False)
+
+
+def test_detector_offset_scores_agree_with_score_offsets(suite_scan):
+    """Same forward, same numbers: the streamed offset attention and offset copying of the detector
+    against `score_offsets` (cached patterns, `target_copy_scores` through the final norm) on the same prompts."""
+    *_, scores, independent = suite_scan
+    ours = scores.offsets
+    assert ours.offsets == independent.offsets == DEFAULT_OFFSETS
+    for name in ("attention", "copying"):
+        a, b = getattr(ours, name), getattr(independent, name)
+        assert torch.equal(a.isnan(), b.isnan()) and a.isnan().any() and (~a.isnan()).any(), name
+        assert_close(a.nan_to_num(0.0), b.nan_to_num(0.0), atol=1e-5, msg=name)
+    d, score, copying = independent.best()
+    assert torch.equal(scores.induction_offset, d)
+    assert_close(scores.offset_prefix_matching.nan_to_num(-9), score.nan_to_num(-9), atol=1e-5)
+    assert_close(scores.offset_copying.nan_to_num(-9), copying.nan_to_num(-9), atol=1e-5)
+    assert torch.equal(scores.is_shifted_induction, independent.is_shifted_induction(0.4, 0.5))
+    # a_1 is prefix-matching, and offset copying at d = 1 the copying score.
+    assert_close(ours.attention[..., ours.index(1)], scores.prefix_matching, atol=1e-6)
+    assert_close(ours.copying[..., ours.index(1)], scores.copying, atol=1e-6)
+
+
+def test_sampled_offset_copying_reads_the_copying_draws(suite_scan):
+    """With the default sampled copying, offset copying at d = 1 is the copying estimate itself (the
+    same draws), and the flags match the exhaustive ones."""
+    spec, model, cfg, prompts, exhaustive, _ = suite_scan
+    sampled = score_heads(model, ScoreConfig(prompts=cfg.prompts, n_bootstrap=0), prompts=prompts)
+    assert_close(sampled.offsets.copying[..., sampled.offsets.index(1)], sampled.copying, atol=1e-6)
+    assert torch.equal(sampled.offsets.attention.isnan(), exhaustive.offsets.attention.isnan())
+    assert torch.equal(sampled.is_shifted_induction, exhaustive.is_shifted_induction)
+    assert torch.equal(sampled.induction_offset, exhaustive.induction_offset)
+
+
+def test_offsets_are_scored_only_where_the_prompts_periods_support_them(suite_scan):
+    """Context 40 gives periods 4-19: d is scored only where at least half the prompts have a period > |d|."""
+    *_, prompts, scores, _ = suite_scan
+    periods = prompts.periods.float()
+    expected = tuple(d for d in DEFAULT_OFFSETS if float((periods > abs(d)).float().mean()) >= 0.5)
+    assert scores.scored_offsets() == expected and expected[-1] < 16
+    assert scores.offsets.attention[..., scores.offsets.index(16)].isnan().all()
+
+
+@pytest.mark.parametrize("field, value, message", [("min_offset", 2, "min_offset must be <= 1"),
+                                                   ("max_offset", 0, "max_offset must be >= 1"),
+                                                   ("offset_support", 0.0, "offset_support must be in")])
+def test_offset_settings_are_validated(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        ScoreConfig(**{field: value})

@@ -1,4 +1,5 @@
-"""`induction scan MODEL`: every head's prefix-matching, copying, previous- and duplicate-token scores."""
+"""`induction scan MODEL`: every head's prefix-matching, copying, previous- and duplicate-token scores,
+and its induction offset (shifted induction)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ PROMPTS = {"n_prompts": "--prompts", "seq_len": "--seq-len", "min_period": "--mi
            "max_period": "--max-period", "exclude_top": "--exclude-top", "exclude_bottom": "--exclude-bottom"}
 DETECTOR = {"batch_size": "--batch-size", "prefix_threshold": "--prefix-threshold",
             "copying_threshold": "--copying-threshold", "copying_sources": "--copying-sources",
-            "n_bootstrap": "--bootstrap"}
+            "n_bootstrap": "--bootstrap", "min_offset": "--min-offset", "max_offset": "--max-offset",
+            "offset_support": "--offset-support"}
 ICL = {"n_sequences": "--icl-sequences", "text": ("--text", {"metavar": "FILE"})}
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("scan", parents=[common], help="per-head induction scores of a model",
                        description="Score every attention head for prefix-matching, copying, previous-token "
-                                   "and duplicate-token behaviour on repeated random tokens, and name the induction heads.")
+                                   "and duplicate-token behaviour on repeated random tokens, and name the induction heads "
+                                   "(canonical, and shifted: attending d >= 2 tokens after earlier occurrences).")
     add_model_arguments(p)
     add_scan_arguments(p)
     p.add_argument("--plot", metavar="FILE", help="write the layer x head heatmap (.html, .png, .svg, .pdf)")

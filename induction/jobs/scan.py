@@ -10,13 +10,15 @@ from typing import Any
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.devices import check_job_memory, placement
+from circuits import composition_scores
+from induction.devices import check_job_memory, model_device, placement
 from induction.icl import ICLConfig, icl_score
 from induction.losses import sequences_per_forward
 from induction.models import ModelLike, model_info, resolve_model
-from induction.prompts import read_token_freqs
+from induction.offsets import ImpliedCircuit, implied_circuit
+from induction.prompts import RepeatedTokens, read_token_freqs
 from induction.report import ScanReport, provenance
-from induction.scores import ScoreConfig, score_heads
+from induction.scores import HeadScores, ScoreConfig, build_prompts, score_heads
 
 
 @dataclass
@@ -64,11 +66,27 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     model = resolve_model(model)
     check_scan_memory(model, cfg)
     torch.manual_seed(cfg.seed)
-    scores = score_heads(model, cfg.detector, token_freqs=freqs, progress=progress)
+    prompts = build_prompts(model, cfg.detector.prompts, freqs)
+    scores = score_heads(model, cfg.detector, prompts=prompts, progress=progress)
+    circuits = implied_circuits(model, scores, prompts)
     icl = icl_score(model, cfg.icl, progress=progress) if cfg.icl is not None else None
     info = model_info(model)
     measured = None if icl is None else {k: v for k, v in asdict(icl).items()
                                          if k in ("early_pos", "late_pos", "n_sequences", "seq_len", "data")}
     settings = {**cfg.to_dict(), "icl_measured": measured, "copying_estimate": scores.copying_method}
     prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start, **placement(model))
-    return ScanReport(model=info.spec, checkpoint=info.checkpoint, scores=scores, icl=icl, provenance=prov)
+    return ScanReport(model=info.spec, checkpoint=info.checkpoint, scores=scores, icl=icl, provenance=prov,
+                      circuits=circuits)
+
+
+def implied_circuits(model: TransformerBridge, scores: HeadScores, prompts: RepeatedTokens) -> list[ImpliedCircuit]:
+    """`induction.offsets.implied_circuit` of every shifted induction head that has a layer below it,
+    its layer-below heads' lags measured on the first `batch_size` prompts (one more forward, only
+    when there is a shifted head)."""
+    heads = [lh for lh in scores.shifted_induction_heads() if lh[0] >= 1]
+    if not heads:
+        return []
+    tokens = prompts.tokens[: scores.config.batch_size].to(model_device(model))
+    composition = composition_scores(model)
+    return [implied_circuit(model, layer, head, int(scores.induction_offset[layer, head]), tokens,
+                            prompts.first_content_pos, composition=composition) for layer, head in heads]

@@ -142,12 +142,13 @@ def scoring_code_hash() -> str:
     import induction.data
     import induction.icl
     import induction.losses
+    import induction.offsets
     import induction.prompts
     import induction.scores
 
     digest = hashlib.sha256()
-    for module in (induction.scores, induction.icl, induction.losses, induction.prompts, induction.data,
-                   sys.modules[__name__]):
+    for module in (induction.scores, induction.offsets, induction.icl, induction.losses, induction.prompts,
+                   induction.data, sys.modules[__name__]):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -170,25 +171,33 @@ def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: 
 
 
 HEAD_NUMBERS = ("prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token")
+HEAD_OFFSET_NUMBERS = ("offset_prefix_matching", "offset_copying")
+"""Finite or None (null: an offset the prompts could not score, or offset copying at d < 1)."""
+HEAD_FLAGS = ("is_induction", "is_shifted_induction")
 
 
 def valid_result(result: dict[str, Any]) -> bool:
     """Whether a cached checkpoint result is whole: every (layer, head) of a full grid exactly once,
-    with finite scores, and a finite held-out loss (and ICL score, when there is one)."""
+    with finite scores (the offset ones finite or null, `induction_offset` an integer or null), both
+    flags, and a finite held-out loss (and ICL score, when there is one)."""
     heads = result.get("heads")
     if not isinstance(heads, list) or not heads or not all(isinstance(h, dict) for h in heads):
         return False
     try:
         cells = {(int(h["layer"]), int(h["head"])) for h in heads}
         numbers = [float(h[k]) for h in heads for k in HEAD_NUMBERS] + [float(result["held_out_loss"])]
+        numbers += [float(h[k]) for h in heads for k in HEAD_OFFSET_NUMBERS if h[k] is not None]
         if result.get("icl_score") is not None:
             numbers.append(float(result["icl_score"]))
+        offsets = [h["induction_offset"] for h in heads]
     except (KeyError, TypeError, ValueError):
+        return False
+    if not all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in offsets):
         return False
     n_layers = 1 + max(layer for layer, _ in cells)
     n_heads = 1 + max(head for _, head in cells)
     return (len(heads) == len(cells) == n_layers * n_heads and all(math.isfinite(x) for x in numbers)
-            and all(isinstance(h.get("is_induction"), bool) for h in heads))
+            and all(isinstance(h.get(flag), bool) for h in heads for flag in HEAD_FLAGS))
 
 
 def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[str, Any], Path | None]:
