@@ -383,7 +383,7 @@ def lag_attention(
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
     n = tokens.shape[1]
     max_lag = min(max_lag, n - 1 - first_content_pos)
-    out = torch.full((n_layers, model.cfg.n_heads, max_lag + 1), float("nan"))
+    out = torch.full((n_layers, model.cfg.n_heads, max_lag + 1), float("nan"), device="cpu")
     for layer in range(n_layers):
         pattern = cache[pattern_name(layer)].float()
         for c in range(max_lag + 1):

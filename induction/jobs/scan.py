@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -16,7 +16,7 @@ from induction.losses import sequences_per_forward
 from induction.models import ModelLike, model_info, resolve_model
 from induction.prompts import read_token_freqs
 from induction.report import ScanReport, provenance
-from induction.scores import ScoreConfig, score_heads
+from induction.scores import HeadScores, ScoreConfig, score_heads
 
 
 @dataclass
@@ -56,6 +56,13 @@ def check_scan_memory(model: TransformerBridge, cfg: ScanConfig) -> None:
         check_job_memory(f"--icl-sequences {n}", model, n * 12 * seq, min(n, batch), seq)
 
 
+def scores_on_cpu(scores: HeadScores) -> HeadScores:
+    """`scores` with every tensor on the CPU, as reports hold them (figures and JSON read them there)."""
+    moved = {f.name: getattr(scores, f.name).cpu() for f in fields(scores) if isinstance(getattr(scores, f.name), torch.Tensor)}
+    return replace(scores, **moved, ci={k: v.cpu() for k, v in scores.ci.items()},
+                   per_prompt={k: v.cpu() for k, v in scores.per_prompt.items()})
+
+
 def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = False) -> ScanReport:
     """Score every head of `model` (a bridge or a MODEL spec) and measure its ICL score."""
     cfg = cfg or ScanConfig()
@@ -64,7 +71,7 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     model = resolve_model(model)
     check_scan_memory(model, cfg)
     torch.manual_seed(cfg.seed)
-    scores = score_heads(model, cfg.detector, token_freqs=freqs, progress=progress)
+    scores = scores_on_cpu(score_heads(model, cfg.detector, token_freqs=freqs, progress=progress))
     icl = icl_score(model, cfg.icl, progress=progress) if cfg.icl is not None else None
     info = model_info(model)
     measured = None if icl is None else {k: v for k, v in asdict(icl).items()
