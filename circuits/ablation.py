@@ -24,21 +24,21 @@ def derangement(n: int, generator: torch.Generator) -> Int[Tensor, " n"]:
     if n < 2:
         raise ValueError(f"a derangement needs at least 2 elements, got {n}")
     while True:
-        perm = torch.randperm(n, generator=generator)
-        if not bool((perm == torch.arange(n)).any()):
+        perm = torch.randperm(n, generator=generator, device="cpu")
+        if not bool((perm == torch.arange(n, device="cpu")).any()):
             return perm
 
 
 def _resample_rows(n_batch: int, n_reference: int, same_batch: bool, seed: int) -> Tensor:
     """For each prompt, the reference prompt whose z it receives: never itself."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     if same_batch:
         if n_batch < 2:
             raise ValueError("resample ablation needs at least 2 prompts (or reference_tokens)")
         return derangement(n_batch, generator)
     if n_reference >= n_batch:
-        return torch.randperm(n_reference, generator=generator)[:n_batch]
-    return torch.randint(n_reference, (n_batch,), generator=generator)
+        return torch.randperm(n_reference, generator=generator, device="cpu")[:n_batch]
+    return torch.randint(n_reference, (n_batch,), generator=generator, device="cpu")
 
 
 def ablation_source(
@@ -71,7 +71,9 @@ def ablation_source(
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if method in ("zero", "pattern"):
-        zero = torch.zeros((), device=tokens.device)
+        # On the model's device: the tokens may be on the CPU, and a [1, 1, 1, 1] CPU tensor cannot meet CUDA activations.
+        param = next(iter(model.parameters()), None)
+        zero = torch.zeros((), device=tokens.device if param is None else param.device)
         return lambda layer: zero.reshape(1, 1, 1, 1)
     same_batch = reference_tokens is None
     reference = tokens if reference_tokens is None else reference_tokens.to(tokens.device)
@@ -142,7 +144,7 @@ def ablate_heads(
         runs_per_forward=runs_per_forward,
         progress=progress,
     )
-    out = torch.full((n_layers, n_heads), float("nan"))
+    out = torch.full((n_layers, n_heads), float("nan"), device="cpu")
     for (layer, head), value in zip(wanted, result.values):
         out[layer, head] = value
     return out
@@ -214,7 +216,7 @@ def layer_matched_random_heads(
 
     The control of Crosbie & Shutova 2024 (arXiv:2407.07011): an effect of ablating a set of
     heads means something only next to the effect of ablating as many random heads drawn from
-    the same layers. Draw `d` uses `torch.Generator().manual_seed(seed + d)`.
+    the same layers. Draw `d` uses `torch.Generator("cpu").manual_seed(seed + d)`.
 
     Args:
         model: The model (for its head counts).
@@ -238,11 +240,11 @@ def layer_matched_random_heads(
             )
     draws = []
     for d in range(n_draws):
-        generator = torch.Generator().manual_seed(seed + d)
+        generator = torch.Generator(device="cpu").manual_seed(seed + d)
         drawn = []
         for layer in sorted(per_layer):
             others = [h for h in range(n_heads) if (layer, h) not in chosen]
-            picks = torch.randperm(len(others), generator=generator)[: per_layer[layer]]
+            picks = torch.randperm(len(others), generator=generator, device="cpu")[: per_layer[layer]]
             drawn += [(layer, others[int(i)]) for i in picks]
         draws.append(sorted(drawn))
     return draws

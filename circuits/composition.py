@@ -55,7 +55,7 @@ def composition_baseline(
     The scores are scale-free, so for Gaussian weights they depend on the shapes only; this is
     the mean over `n_samples` pairs of heads with i.i.d. standard normal `W_Q, W_K, W_V`
     (`[d_model, d_head]`) and `W_O` (`[d_head, d_model]`), drawn from
-    `torch.Generator().manual_seed(seed)`. Elhage et al. 2021 subtract such a baseline: a score
+    `torch.Generator("cpu").manual_seed(seed)`. Elhage et al. 2021 subtract such a baseline: a score
     is only meaningful above what unrelated subspaces give by chance, about `1 / sqrt(d_model)`
     (`||A B||_F ~ ||A||_F ||B||_F / sqrt(d_model)` for random `A`, `B`), not zero.
 
@@ -68,10 +68,10 @@ def composition_baseline(
     Returns:
         `{"q", "k", "v"}` to the mean random score.
     """
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def draw(*shape: int) -> Tensor:
-        return torch.randn(n_samples, *shape, generator=generator, dtype=torch.float64)
+        return torch.randn(n_samples, *shape, generator=generator, dtype=torch.float64, device="cpu")
 
     W_V_src, W_O_src = draw(d_model, d_head), draw(d_head, d_model)
     W_Q, W_K, W_V = draw(d_model, d_head), draw(d_model, d_head), draw(d_model, d_head)
@@ -120,7 +120,7 @@ def composition_scores(
         W_V = _per_query_head(model.W_V.detach().double(), n_heads)
         W_O = model.W_O.detach().double()
     shape = (n_layers, n_heads, n_layers, n_heads)
-    out = {mode: torch.full(shape, float("nan"), dtype=torch.float64) for mode in MODES}
+    out = {mode: torch.full(shape, float("nan"), dtype=torch.float64, device="cpu") for mode in MODES}
     for dst in range(1, n_layers):
         # Destination heads [head_dst, 1, 1] against source heads [layer_src < dst, head_src].
         scores = _pair_scores(

@@ -553,7 +553,7 @@ def sweep_head_z(
         else:
             chunks.append([i])
 
-    values = torch.full((len(runs), *baseline.shape), float("nan"))
+    values = torch.full((len(runs), *baseline.shape), float("nan"), device="cpu")
     for members in tqdm(chunks, disable=not progress, desc="intervened forwards"):
         group = [runs[i] for i in members]
         if resumed:

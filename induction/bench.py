@@ -327,8 +327,8 @@ def bench_model(
         support = (baseline - values).float().cpu()  # restoring a head that carries ICL lowers the ICL score
         results.append(score_method(f"{method} patching", "circuit", truth.circuit, support,
                                     name_by_fraction(support, cfg.name_fraction)))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    noise = torch.rand(model.cfg.n_layers, model.cfg.n_heads, generator=generator)
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    noise = torch.rand(model.cfg.n_layers, model.cfg.n_heads, generator=generator, device="cpu")
     results.append(score_method("random", "circuit", truth.circuit, noise, name_by_fraction(noise, cfg.name_fraction)))
     return ModelBench(name=name, description=describe(model), truth=truth, methods=results, baseline=unablated,
                       runtime_s=time.perf_counter() - start)

@@ -98,7 +98,7 @@ def distinct_random_tokens(
     """n rows of `length` distinct tokens drawn uniformly from `allowed`."""
     if length > allowed.numel():
         raise ValueError(f"cannot draw {length} distinct tokens from {allowed.numel()} allowed tokens")
-    keys = torch.rand(n, allowed.numel(), generator=generator)
+    keys = torch.rand(n, allowed.numel(), generator=generator, device="cpu")
     return allowed[keys.argsort(dim=1)[:, :length]]
 
 
@@ -106,8 +106,8 @@ def sample_batch(
     cfg: ToyDataConfig, batch: int, generator: torch.Generator
 ) -> Int[Tensor, "batch seq_len"]:
     """A batch of the synthetic stream (see module docstring), reproducible from `generator`."""
-    allowed = torch.tensor([t for t in range(cfg.d_vocab) if t != cfg.bos_token_id], dtype=torch.long)
+    allowed = torch.tensor([t for t in range(cfg.d_vocab) if t != cfg.bos_token_id], dtype=torch.long, device="cpu")
     max_seg = cfg.resolved_max_segment
-    lengths = torch.randint(cfg.min_segment, max_seg + 1, (batch,), generator=generator)
+    lengths = torch.randint(cfg.min_segment, max_seg + 1, (batch,), generator=generator, device="cpu")
     segments = distinct_random_tokens(batch, max_seg, allowed, generator)
     return tile_segments(segments, lengths, cfg.seq_len, cfg.bos_token_id)

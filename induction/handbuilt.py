@@ -295,7 +295,7 @@ def _calibrate_norms(model: TransformerBridge, spec: HandBuiltSpec, n_sequences:
     norm is close to subtracting the mean (each later norm measured with the earlier ones set)."""
     data = ToyDataConfig(d_vocab=spec.d_vocab, seq_len=spec.n_ctx, min_segment=min(4, (spec.n_ctx - 1) // 2),
                          bos_token_id=spec.bos_token_id)
-    tokens = sample_batch(data, n_sequences, torch.Generator().manual_seed(0))
+    tokens = sample_batch(data, n_sequences, torch.Generator(device="cpu").manual_seed(0))
     for name in _norm_names(len(spec.layers)):
         hook = f"{name}.hook_scale"
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == hook)

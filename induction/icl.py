@@ -126,7 +126,7 @@ def stream_tokens(model: TransformerBridge, n_sequences: int, seed: int, seq_len
     """`n_sequences` of the model's synthetic stream (`default_stream_config`) and their description."""
     cfg = default_stream_config(model, seq_len)
     check_fits(model, cfg.seq_len)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
     return sample_batch(cfg, n_sequences, gen), f"synthetic repeated segments ({cfg.min_segment}-{cfg.resolved_max_segment} tokens)"
 
 
@@ -152,9 +152,9 @@ def text_tokens(
     n_windows = min(n_sequences, len(ids) // body)
     if n_windows < 1:
         raise ICLDataError(f"text file {path} has {len(ids)} tokens; need at least {body} for one sequence")
-    windows = torch.tensor(ids[: n_windows * body], dtype=torch.long).view(n_windows, body)
+    windows = torch.tensor(ids[: n_windows * body], dtype=torch.long, device="cpu").view(n_windows, body)
     if bos is not None:
-        windows = torch.cat([torch.full((n_windows, 1), bos, dtype=torch.long), windows], dim=1)
+        windows = torch.cat([torch.full((n_windows, 1), bos, dtype=torch.long, device="cpu"), windows], dim=1)
     return windows, f"text file {path.name} ({n_windows} windows)"
 
 

@@ -69,7 +69,7 @@ def repeat_loss_metric(tokens: Int[Tensor, "batch pos"], first_content_pos: int 
 
 def corrupt(tokens: Int[Tensor, "batch pos"], d_vocab: int, bos: bool, generator: torch.Generator) -> Int[Tensor, "batch pos"]:
     """Fresh uniform random tokens at every content position (BOS kept): no systematic repeats."""
-    out = torch.randint(int(bos), d_vocab, tokens.shape, generator=generator)
+    out = torch.randint(int(bos), d_vocab, tokens.shape, generator=generator, device="cpu")
     if bos:
         out[:, 0] = tokens[:, 0]
     return out.to(tokens.device)
@@ -94,7 +94,7 @@ def stream_metric_setup(model: TransformerBridge, name: str, n_sequences: int = 
     check_min("sequences", n_sequences, 1)
     tokens, data = stream_tokens(model, n_sequences, seed, seq_len)
     bos = model_info(model).bos_token_id is not None
-    corrupted = corrupt(tokens, model.cfg.d_vocab, bos, torch.Generator().manual_seed(seed + 1))
+    corrupted = corrupt(tokens, model.cfg.d_vocab, bos, torch.Generator(device="cpu").manual_seed(seed + 1))
     if name == "icl":
         return MetricSetup(name, tokens, corrupted, icl_metric(tokens), icl_per_prompt(tokens), data)
     return MetricSetup(name, tokens, corrupted, repeat_loss_metric(tokens, int(bos)),

@@ -391,7 +391,7 @@ def lag_attention(
     n_layers = int(model.cfg.n_layers)
     n = tokens.shape[1]
     max_lag = min(max_lag, n - 1 - first_content_pos)
-    out = torch.full((n_layers, model.cfg.n_heads, max_lag + 1), float("nan"))
+    out = torch.full((n_layers, model.cfg.n_heads, max_lag + 1), float("nan"), device="cpu")
 
     def reduce(layer: int):
         # Each layer's pattern is reduced as it appears: no cache of every layer's [batch, head, pos, pos].

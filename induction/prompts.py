@@ -112,7 +112,7 @@ def allowed_tokens(
             excluded |= set(order[-exclude_bottom:])
     elif exclude_top or exclude_bottom:
         raise PromptError("exclude_top/exclude_bottom need a token frequency table")
-    return torch.tensor([t for t in range(d_vocab) if t not in excluded], dtype=torch.long)
+    return torch.tensor([t for t in range(d_vocab) if t not in excluded], dtype=torch.long, device="cpu")
 
 
 def repeated_random_tokens(
@@ -140,8 +140,8 @@ def repeated_random_tokens(
         raise PromptError(f"max_period {max_p} exceeds the {allowed.numel()} usable tokens (periods need distinct tokens)")
     if 2 * max_p > body:
         raise PromptError(f"max_period {max_p} leaves no repeat in a prompt of {body} content tokens")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    periods = torch.randint(min_p, max_p + 1, (cfg.n_prompts,), generator=gen)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    periods = torch.randint(min_p, max_p + 1, (cfg.n_prompts,), generator=gen, device="cpu")
     segments = distinct_random_tokens(cfg.n_prompts, max_p, allowed, gen)
     tokens = tile_segments(segments, periods, seq_len, bos_token_id)
     return RepeatedTokens(tokens=tokens, periods=periods, bos=bos_token_id is not None)
@@ -186,4 +186,4 @@ def read_token_freqs(path: str | os.PathLike[str]) -> Tensor:
     bad = next((i for i, c in enumerate(counts) if not (math.isfinite(c) and c >= 0)), None)
     if bad is not None:
         raise PromptError(f"--freqs {path}: token {bad} has count {counts[bad]!r}; counts must be finite and >= 0")
-    return torch.tensor(counts, dtype=torch.float)
+    return torch.tensor(counts, dtype=torch.float, device="cpu")

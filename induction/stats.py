@@ -63,12 +63,12 @@ def bootstrap_mean_ci(
 
 def average_ranks(x: Tensor) -> Tensor:
     """Ranks 0..n-1 of the flattened values, tied values sharing their mean rank."""
-    values = torch.as_tensor(x).flatten().double()
+    values = torch.as_tensor(x, device="cpu").flatten().double()
     order = values.argsort()
     ranks = torch.empty_like(values)
-    ranks[order] = torch.arange(len(values), dtype=torch.float64)
+    ranks[order] = torch.arange(len(values), dtype=torch.float64, device="cpu")
     _, group, counts = values.unique(return_inverse=True, return_counts=True)
-    sums = torch.zeros(len(counts), dtype=torch.float64).index_add_(0, group, ranks)
+    sums = torch.zeros(len(counts), dtype=torch.float64, device="cpu").index_add_(0, group, ranks)
     return (sums / counts)[group]
 
 

@@ -36,7 +36,7 @@ def _demonstrations(
     parts = [x] + ([torch.full_like(x, sep)] if sep is not None else []) + [y, torch.full_like(x, delim)]
     tokens = torch.stack(parts, dim=-1).reshape(batch, -1)[:, : seq_len - (bos is not None)]
     if bos is not None:
-        tokens = torch.cat([torch.full((batch, 1), bos, dtype=torch.long), tokens], dim=1)
+        tokens = torch.cat([torch.full((batch, 1), bos, dtype=torch.long, device=tokens.device), tokens], dim=1)
     return tokens
 
 
@@ -49,13 +49,13 @@ def _keyed_lookup(
     demonstrations draw keys with replacement, so a key's later demonstrations repeat its first."""
     lo, hi = keys_range
     hi = min(hi, len(key_pool), len(value_pool) if value_pool is not None else hi)
-    n_keys = torch.randint(min(lo, hi), hi + 1, (n_rows,), generator=generator)
+    n_keys = torch.randint(min(lo, hi), hi + 1, (n_rows,), generator=generator, device="cpu")
     keys = distinct_random_tokens(n_rows, hi, key_pool, generator)
     if value_pool is not None:
         values = distinct_random_tokens(n_rows, hi, value_pool, generator)
     else:
-        values = key_pool[torch.randint(len(key_pool), (n_rows, hi), generator=generator)]
-    pick = (torch.rand(n_rows, n_demos, generator=generator) * n_keys[:, None]).long()
+        values = key_pool[torch.randint(len(key_pool), (n_rows, hi), generator=generator, device="cpu")]
+    pick = (torch.rand(n_rows, n_demos, generator=generator, device="cpu") * n_keys[:, None]).long()
     return keys.gather(1, pick), values.gather(1, pick)
 
 
@@ -80,31 +80,31 @@ def sample_fewshot_batch(
     v = cfg.vocab
     body = cfg.seq_len - (cfg.bos_token_id is not None)
     n_demos = -(-body // cfg.demo_len)
-    task = torch.multinomial(torch.tensor(cfg.task_weights), batch, replacement=True, generator=generator)
-    x = torch.empty(batch, n_demos, dtype=torch.long)
-    y = torch.empty(batch, n_demos, dtype=torch.long)
+    task = torch.multinomial(torch.tensor(cfg.task_weights, device="cpu"), batch, replacement=True, generator=generator)
+    x = torch.empty(batch, n_demos, dtype=torch.long, device="cpu")
+    y = torch.empty(batch, n_demos, dtype=torch.long, device="cpu")
 
     rows = (task == 0).nonzero().flatten()
     if len(rows):
-        x[rows], y[rows] = _keyed_lookup(len(rows), n_demos, cfg.lookup_keys, torch.tensor(v.content), None, generator)
+        x[rows], y[rows] = _keyed_lookup(len(rows), n_demos, cfg.lookup_keys, torch.tensor(v.content, device="cpu"), None, generator)
 
     rows = (task == 1).nonzero().flatten()
     if len(rows):
-        idx = torch.randint(len(v.rule_inputs), (len(rows), n_demos), generator=generator)
-        x[rows], y[rows] = torch.tensor(v.rule_inputs)[idx], torch.tensor(v.rule_labels)[idx]
+        idx = torch.randint(len(v.rule_inputs), (len(rows), n_demos), generator=generator, device="cpu")
+        x[rows], y[rows] = torch.tensor(v.rule_inputs, device="cpu")[idx], torch.tensor(v.rule_labels, device="cpu")[idx]
 
     rows = (task == 2).nonzero().flatten()
     if len(rows):
         n_classes, per_class = len(v.class_labels), len(v.class_exemplars[0])
-        chosen = torch.rand(len(rows), n_classes, generator=generator).argsort(1)[:, : cfg.n_way]
-        cls = chosen.gather(1, torch.randint(cfg.n_way, (len(rows), n_demos), generator=generator))
-        ex = torch.randint(per_class, (len(rows), n_demos), generator=generator)
-        x[rows] = torch.tensor(v.class_exemplars)[cls, ex]
-        y[rows] = torch.tensor(v.class_labels)[cls]
+        chosen = torch.rand(len(rows), n_classes, generator=generator, device="cpu").argsort(1)[:, : cfg.n_way]
+        cls = chosen.gather(1, torch.randint(cfg.n_way, (len(rows), n_demos), generator=generator, device="cpu"))
+        ex = torch.randint(per_class, (len(rows), n_demos), generator=generator, device="cpu")
+        x[rows] = torch.tensor(v.class_exemplars, device="cpu")[cls, ex]
+        y[rows] = torch.tensor(v.class_labels, device="cpu")[cls]
 
     tokens = _demonstrations(x, y, cfg.seq_len, cfg.bos_token_id, v.sep if cfg.sep else None, v.delim)
     if cfg.stream == "mixture":
-        repeated = torch.rand(batch, generator=generator) < cfg.p_repeated
+        repeated = torch.rand(batch, generator=generator, device="cpu") < cfg.p_repeated
         if repeated.any():
             tokens[repeated] = sample_repeated_batch(cfg.repeated_config(), int(repeated.sum()), generator)
     return tokens
@@ -127,17 +127,17 @@ def sample_prior_batch(
     v = cfg.vocab
     body = cfg.seq_len - (cfg.bos_token_id is not None)
     n_demos = -(-body // cfg.demo_len)
-    kind = torch.multinomial(torch.tensor(cfg.prior_weights), batch, replacement=True, generator=generator)
-    x = torch.empty(batch, n_demos, dtype=torch.long)
-    y = torch.empty(batch, n_demos, dtype=torch.long)
-    rule_inputs, rule_labels = torch.tensor(v.rule_inputs), torch.tensor(v.rule_labels)
+    kind = torch.multinomial(torch.tensor(cfg.prior_weights, device="cpu"), batch, replacement=True, generator=generator)
+    x = torch.empty(batch, n_demos, dtype=torch.long, device="cpu")
+    y = torch.empty(batch, n_demos, dtype=torch.long, device="cpu")
+    rule_inputs, rule_labels = torch.tensor(v.rule_inputs, device="cpu"), torch.tensor(v.rule_labels, device="cpu")
 
     rows = (kind == 0).nonzero().flatten()
     if len(rows):
-        idx = torch.randint(len(rule_inputs), (len(rows), n_demos), generator=generator)
+        idx = torch.randint(len(rule_inputs), (len(rows), n_demos), generator=generator, device="cpu")
         labels = rule_labels[idx]
-        noisy = torch.rand(len(rows), n_demos, generator=generator) < cfg.prior_noise
-        random = rule_labels[torch.randint(len(rule_labels), (len(rows), n_demos), generator=generator)]
+        noisy = torch.rand(len(rows), n_demos, generator=generator, device="cpu") < cfg.prior_noise
+        random = rule_labels[torch.randint(len(rule_labels), (len(rows), n_demos), generator=generator, device="cpu")]
         x[rows], y[rows] = rule_inputs[idx], torch.where(noisy, random, labels)
 
     rows = (kind == 1).nonzero().flatten()
@@ -146,7 +146,7 @@ def sample_prior_batch(
 
     rows = (kind == 2).nonzero().flatten()
     if len(rows):
-        x[rows], y[rows] = _keyed_lookup(len(rows), n_demos, cfg.lookup_keys, torch.tensor(v.content), None, generator)
+        x[rows], y[rows] = _keyed_lookup(len(rows), n_demos, cfg.lookup_keys, torch.tensor(v.content, device="cpu"), None, generator)
     return _demonstrations(x, y, cfg.seq_len, cfg.bos_token_id, v.sep if cfg.sep else None, v.delim)
 
 
@@ -203,11 +203,11 @@ def sample_tasks_batch(
     v = cfg.vocab
     body = cfg.seq_len - (cfg.bos_token_id is not None)
     n_demos = -(-body // cfg.demo_len)
-    weights = torch.tensor(cfg.task_weights) if cfg.task_weights is not None else torch.ones(len(cfg.tasks))
+    weights = torch.tensor(cfg.task_weights, device="cpu") if cfg.task_weights is not None else torch.ones(len(cfg.tasks), device="cpu")
     task = torch.multinomial(weights, batch, replacement=True, generator=generator)
-    table = torch.tensor([v.functions[t] for t in cfg.tasks])  # [task, input index]
-    idx = torch.randint(cfg.n_inputs, (batch, n_demos), generator=generator)
-    x, y = torch.tensor(v.inputs)[idx], table[task[:, None], idx]
+    table = torch.tensor([v.functions[t] for t in cfg.tasks], device="cpu")  # [task, input index]
+    idx = torch.randint(cfg.n_inputs, (batch, n_demos), generator=generator, device="cpu")
+    x, y = torch.tensor(v.inputs, device="cpu")[idx], table[task[:, None], idx]
     return _demonstrations(x, y, cfg.seq_len, cfg.bos_token_id, v.sep if cfg.sep else None, v.delim)
 
 

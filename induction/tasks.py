@@ -100,7 +100,7 @@ class Episode:
 
 
 def _randint(n: int, generator: torch.Generator) -> int:
-    return int(torch.randint(n, (1,), generator=generator))
+    return int(torch.randint(n, (1,), generator=generator, device="cpu"))
 
 
 def _choice(items: tuple | list, generator: torch.Generator) -> Any:
@@ -110,7 +110,7 @@ def _choice(items: tuple | list, generator: torch.Generator) -> Any:
 def _sample_distinct(items: tuple | list, n: int, generator: torch.Generator) -> list:
     if n > len(items):
         raise TaskError(f"cannot draw {n} distinct items from {len(items)}")
-    return [items[int(i)] for i in torch.randperm(len(items), generator=generator)[:n]]
+    return [items[int(i)] for i in torch.randperm(len(items), generator=generator, device="cpu")[:n]]
 
 
 # ---- tasks ---------------------------------------------------------------------------------------

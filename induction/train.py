@@ -470,7 +470,7 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
 
 def initial_loss(model: TransformerBridge, cfg: TrainConfig, generator: torch.Generator) -> float:
     """Loss at step 0: on the first training batch, drawn from a copy so the stream is unchanged."""
-    peek = torch.Generator().set_state(generator.get_state())
+    peek = torch.Generator(device="cpu").set_state(generator.get_state())
     with torch.no_grad():
         tokens = sample_stream(cfg.data, cfg.batch_size, peek).to(model_device(model))
         return float(model(tokens, return_type="loss"))
@@ -537,7 +537,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _fresh_state(cfg: TrainConfig, out_dir: Path):
     model = boot_native(cfg.model_config())
     optimizer = _make_optimizer(cfg, model)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
     manifest = {
         "format_version": FORMAT_VERSION,
         "kind": "induction-training-run",
@@ -580,7 +580,7 @@ def _resume_state(cfg: TrainConfig, out_dir: Path):
     _repair_meta(ckpt_dir, _meta(cfg, step, last["loss"]))
     model = load_checkpoint(ckpt_dir)
     optimizer = _make_optimizer(cfg, model)
-    generator = torch.Generator()
+    generator = torch.Generator(device="cpu")
     extra = load_training_state(resume_dir, optimizer, generator)
     ema = SmoothedLoss(avg=float(extra["loss_avg"]), count=int(extra["loss_count"]))
     manifest["train_config"] = wanted

@@ -222,12 +222,12 @@ class ToyVocab:
             )
         if cfg.n_way > n_classes:
             raise TaskError(f"n_way {cfg.n_way} exceeds n_classes {n_classes}")
-        gen = torch.Generator().manual_seed(cfg.task_seed)
-        perm = torch.randperm(rule_size, generator=gen).tolist()
+        gen = torch.Generator(device="cpu").manual_seed(cfg.task_seed)
+        perm = torch.randperm(rule_size, generator=gen, device="cpu").tolist()
         rule_inputs = inputs[:rule_size]
         rule_labels = tuple(labels[p] for p in perm)
         pool = list(inputs[rule_size : rule_size + n_classes * per_class])
-        order = torch.randperm(len(pool), generator=gen).tolist()
+        order = torch.randperm(len(pool), generator=gen, device="cpu").tolist()
         shuffled = [pool[i] for i in order]
         exemplars = tuple(tuple(sorted(shuffled[c * per_class : (c + 1) * per_class])) for c in range(n_classes))
         class_labels = labels[rule_size : rule_size + n_classes]
@@ -377,19 +377,19 @@ class TasksVocab:
         n = cfg.n_inputs
         inputs, classes = content[:n], content[n : n + cfg.n_classes]
         unrelated = content[n + cfg.n_classes :]
-        gen = torch.Generator().manual_seed(cfg.task_seed)
+        gen = torch.Generator(device="cpu").manual_seed(cfg.task_seed)
 
         def far_permutation(avoid: list[list[int]]) -> list[int]:
             # Rejection sampling: pi(i) is never i or a neighbour (so perm is not succ, pred or copy
             # anywhere) and differs from every permutation in `avoid` at every input.
             while True:
-                p = torch.randperm(n, generator=gen).tolist()
+                p = torch.randperm(n, generator=gen, device="cpu").tolist()
                 if all(p[i] not in ((i - 1) % n, i, (i + 1) % n) and all(p[i] != a[i] for a in avoid) for i in range(n)):
                     return p
 
         perm = far_permutation([])
         perm2 = far_permutation([perm])
-        order = torch.randperm(n, generator=gen).tolist()
+        order = torch.randperm(n, generator=gen, device="cpu").tolist()
         cls_of = [0] * n
         for j, i in enumerate(order):
             cls_of[i] = j % cfg.n_classes

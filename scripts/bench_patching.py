@@ -106,16 +106,16 @@ def induction_task(
     model: TransformerBridge, batch: int, pos: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """Clean `[bos?, x, x]`, corrupted `[bos?, x', x]`, and the second-half next-token metric."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     bos = getattr(getattr(model, "induction_info", None), "bos_token_id", None)
     vocab = [t for t in range(model.cfg.d_vocab) if t != bos]
     half = (pos - (bos is not None)) // 2
 
     def draw() -> torch.Tensor:
-        return torch.tensor(vocab)[torch.randint(len(vocab), (batch, half), generator=generator)]
+        return torch.tensor(vocab, device="cpu")[torch.randint(len(vocab), (batch, half), generator=generator, device="cpu")]
 
     x, x_other = draw(), draw()
-    prefix = torch.full((batch, 1), bos) if bos is not None else torch.empty(batch, 0, dtype=torch.long)
+    prefix = torch.full((batch, 1), bos, device="cpu") if bos is not None else torch.empty(batch, 0, dtype=torch.long, device="cpu")
     device = next(model.parameters()).device  # the same tokens on any device (drawn on the CPU)
     clean = torch.cat([prefix, x, x], dim=1).to(device)
     corrupted = torch.cat([prefix, x_other, x], dim=1).to(device)

@@ -191,7 +191,7 @@ def train(cfg: HFGPT2Config, out: str | os.PathLike[str], progress: bool = True)
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
     save_at = set(cfg.save_steps())
     log_history: list[dict] = []
     window: list[float] = []

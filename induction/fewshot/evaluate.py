@@ -139,7 +139,7 @@ def corrupt_labels(prompts: FewShotPrompts, generator: torch.Generator) -> Int[T
         raise TaskError("cannot corrupt labels: the prompts use fewer than 2 distinct label tokens")
     for b in range(tokens.shape[0]):
         allowed = pool[pool != prompts.answer[b]]
-        picks = allowed[torch.randint(allowed.numel(), (prompts.label_pos.shape[1],), generator=generator)]
+        picks = allowed[torch.randint(allowed.numel(), (prompts.label_pos.shape[1],), generator=generator, device="cpu")]
         tokens[b, prompts.label_pos[b]] = picks
     return tokens
 
@@ -194,7 +194,7 @@ def task_probabilities(
 ) -> dict[str, float]:
     """For each task s of a tasks-stream layout: the mean probability of f_s(query) over the prompts."""
     names = list(vocab.functions)
-    answers = torch.tensor([[vocab.apply(s, ep.query) for s in names] for ep in prompts.episodes], dtype=torch.long)
+    answers = torch.tensor([[vocab.apply(s, ep.query) for s in names] for ep in prompts.episodes], dtype=torch.long, device="cpu")
     probs = answer_probabilities(model, prompts, answers.reshape(len(prompts), len(names)), batch_size)
     return {s: float(probs[:, j].mean()) for j, s in enumerate(names)}
 

@@ -48,7 +48,7 @@ def _shown_for_query(demos: Sequence[Demo], query: Hashable, fallback: Hashable)
 def manipulate(episode: Episode, variant: str, task: Task, generator: torch.Generator) -> Episode:
     """The episode with its demonstrations' labels (or inputs) manipulated (module docstring)."""
     demos, gold = episode.demos, episode.gold
-    pick = lambda items: items[int(torch.randint(len(items), (1,), generator=generator))]  # noqa: E731
+    pick = lambda items: items[int(torch.randint(len(items), (1,), generator=generator, device="cpu"))]  # noqa: E731
     if variant == "gold":
         return episode
     if variant == "flipped":
@@ -66,7 +66,7 @@ def manipulate(episode: Episode, variant: str, task: Task, generator: torch.Gene
                 f"unrelated labels: a prompt with {len(present)} distinct labels needs as many unrelated "
                 f"substitutes, task {task.name!r} has {len(pool)}; use fewer shots"
             )
-        order = torch.randperm(len(pool), generator=generator).tolist()
+        order = torch.randperm(len(pool), generator=generator, device="cpu").tolist()
         phi = {label: pool[order[i]] for i, label in enumerate(present)}
         return Episode(tuple(replace(d, y=phi[d.gold]) for d in demos), episode.query, gold, phi[gold])
     if variant in ("random", "random_label_space"):
@@ -88,5 +88,5 @@ def manipulate(episode: Episode, variant: str, task: Task, generator: torch.Gene
 
 def shuffle_demos(episode: Episode, generator: torch.Generator) -> Episode:
     """The same episode with its demonstrations in a random order."""
-    order = torch.randperm(episode.k, generator=generator).tolist()
+    order = torch.randperm(episode.k, generator=generator, device="cpu").tolist()
     return replace(episode, demos=tuple(episode.demos[i] for i in order))

@@ -98,13 +98,13 @@ def render_toy(
         rows.append(row)
         step = 3 + sep
         label_pos.append([first + i * step + 1 + sep for i in range(ep.k)])
-    tokens = torch.tensor(rows, dtype=torch.long)
+    tokens = torch.tensor(rows, dtype=torch.long, device="cpu")
     n = len(episodes)
     return FewShotPrompts(
-        tokens=tokens, answer_pos=torch.full((n,), tokens.shape[1] - 1, dtype=torch.long),
-        answer=torch.tensor([ep.answer for ep in episodes], dtype=torch.long),
-        gold=torch.tensor([ep.gold for ep in episodes], dtype=torch.long),
-        label_pos=torch.tensor(label_pos, dtype=torch.long).reshape(n, config.k), episodes=list(episodes), config=config,
+        tokens=tokens, answer_pos=torch.full((n,), tokens.shape[1] - 1, dtype=torch.long, device="cpu"),
+        answer=torch.tensor([ep.answer for ep in episodes], dtype=torch.long, device="cpu"),
+        gold=torch.tensor([ep.gold for ep in episodes], dtype=torch.long, device="cpu"),
+        label_pos=torch.tensor(label_pos, dtype=torch.long, device="cpu").reshape(n, config.k), episodes=list(episodes), config=config,
     )
 
 
@@ -188,14 +188,14 @@ def render_text(
     pad = pad if pad is not None else getattr(tokenizer, "eos_token_id", None)
     pad = pad if pad is not None else 0
     length = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), length), int(pad), dtype=torch.long)
+    tokens = torch.full((len(rows), length), int(pad), dtype=torch.long, device="cpu")
     for i, r in enumerate(rows):
-        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long, device="cpu")
     n = len(episodes)
     return FewShotPrompts(
-        tokens=tokens, answer_pos=torch.tensor([len(r) - 1 for r in rows], dtype=torch.long),
-        answer=torch.tensor(answers, dtype=torch.long), gold=torch.tensor(golds, dtype=torch.long),
-        label_pos=torch.tensor(label_pos, dtype=torch.long).reshape(n, config.k), episodes=list(episodes), config=config,
+        tokens=tokens, answer_pos=torch.tensor([len(r) - 1 for r in rows], dtype=torch.long, device="cpu"),
+        answer=torch.tensor(answers, dtype=torch.long, device="cpu"), gold=torch.tensor(golds, dtype=torch.long, device="cpu"),
+        label_pos=torch.tensor(label_pos, dtype=torch.long, device="cpu").reshape(n, config.k), episodes=list(episodes), config=config,
     )
 
 
@@ -249,7 +249,7 @@ def prompt_stream(seed: int, *salt: int) -> torch.Generator:
     mixed = int(seed) * 1_000_003
     for s in salt:
         mixed = (mixed * 31 + s) % (2**62)
-    return torch.Generator().manual_seed(mixed)
+    return torch.Generator(device="cpu").manual_seed(mixed)
 
 
 def sample_episodes(task: Task, cfg: FewShotPromptConfig) -> list[Episode]:

@@ -270,7 +270,7 @@ def zero_shot_prompts(
         raise TaskError(f"task {task.name!r} has no unrelated inputs and labels for format-only prompts")
     queries = sample_episodes(task, FewShotPromptConfig(task=task.name, k=0, n_prompts=n_prompts, seed=seed))
     gen = prompt_stream(seed, 0, 6)
-    pick = lambda items: items[int(torch.randint(len(items), (1,), generator=gen))]  # noqa: E731
+    pick = lambda items: items[int(torch.randint(len(items), (1,), generator=gen, device="cpu"))]  # noqa: E731
     episodes = []
     for ep in queries:
         demos = () if form == "bare" else tuple(

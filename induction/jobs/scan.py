@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -58,6 +58,16 @@ def check_scan_memory(model: TransformerBridge, cfg: ScanConfig) -> None:
         check_job_memory(f"--icl-sequences {n}", model, n * 12 * seq, min(n, batch), seq)
 
 
+def scores_on_cpu(scores: HeadScores) -> HeadScores:
+    """`scores` with every tensor on the CPU, as reports hold them (figures and JSON read them there)."""
+    moved = {f.name: getattr(scores, f.name).cpu() for f in fields(scores) if isinstance(getattr(scores, f.name), torch.Tensor)}
+    o = scores.offsets
+    offsets = replace(o, support=o.support.cpu(), attention=o.attention.cpu(), copying=o.copying.cpu(),
+                      per_prompt={k: v.cpu() for k, v in o.per_prompt.items()})
+    return replace(scores, **moved, offsets=offsets, ci={k: v.cpu() for k, v in scores.ci.items()},
+                   per_prompt={k: v.cpu() for k, v in scores.per_prompt.items()})
+
+
 def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = False) -> ScanReport:
     """Score every head of `model` (a bridge or a MODEL spec) and measure its ICL score."""
     cfg = cfg or ScanConfig()
@@ -69,6 +79,7 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     prompts = build_prompts(model, cfg.detector.prompts, freqs)
     scores = score_heads(model, cfg.detector, prompts=prompts, progress=progress)
     circuits = implied_circuits(model, scores, prompts)
+    scores = scores_on_cpu(scores)
     icl = icl_score(model, cfg.icl, progress=progress) if cfg.icl is not None else None
     info = model_info(model)
     measured = None if icl is None else {k: v for k, v in asdict(icl).items()

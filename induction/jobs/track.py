@@ -164,7 +164,7 @@ def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: 
     icl = icl_score(model, cfg.scan.icl) if cfg.scan.icl is not None else None
     data = model_info(model).data
     stream = data_config_from_dict(data) if data else default_stream_config(model)
-    tokens = sample_stream(stream, cfg.held_out_sequences, torch.Generator().manual_seed(held_out_seed))
+    tokens = sample_stream(stream, cfg.held_out_sequences, torch.Generator(device="cpu").manual_seed(held_out_seed))
     held_out = per_token_loss(model, tokens)[:, 1:].mean()
     return {"heads": scores.to_records(), "icl_score": None if icl is None else icl.score,
             "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out)}
