@@ -13,6 +13,7 @@ cannot, it raises `PlotExportError` saying how to enable it (HTML still works).
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -455,7 +456,8 @@ def _ablation_panel(fig: go.Figure, points: Sequence[CheckpointScores], ablation
                                  name=f"layer-matched random heads ({ablation.get('n_draws')} draws)",
                                  line=dict(color="#777", width=1.5)), row=row, col=1)
     else:
-        fig.add_annotation(text=f"no layer-matched control: {ablation.get('control_unavailable')}", showarrow=False,
+        note = "<br>".join(textwrap.wrap(str(ablation.get("control_unavailable") or "no control"), 80))
+        fig.add_annotation(text=note, showarrow=False,
                            xref="x domain", yref="y domain", x=0.01, y=0.98, xanchor="left", yanchor="top",
                            font=dict(size=10), row=row, col=1)
     fig.add_trace(go.Scatter(x=steps, y=[s["summed_single_effects"] for s in sets], mode="lines+markers",

@@ -187,7 +187,8 @@ def test_control_that_cannot_be_layer_matched_is_absent_and_says_why(tmp_path):
     assert any("control: none (no layer-matched random control: layer 1 has 3" in line for line in report.summary())
     fig = report.plot()
     assert not any((t.name or "").startswith("layer-matched") for t in fig.data)
-    assert any("no layer-matched control" in (a.text or "") for a in fig.layout.annotations)
+    assert any("no layer-matched random control: layer 1 has 3" in (a.text or "").replace("<br>", " ")
+               for a in fig.layout.annotations)
 
 
 def test_no_final_induction_heads_is_said(tmp_path):
