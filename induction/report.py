@@ -330,12 +330,13 @@ class TrackReport:
 
         lines = [f"ablation ({method}) of the final induction heads {heads} together: ICL score change "
                  f"{span('joint_effect')}",
-                 f"  sum of their single-head ablation effects: {span('summed_single_effects')}",
-                 f"  share of the ICL score they carry (joint effect / -ICL score): {span('share')}"]
+                 f"sum of their single-head ablation effects: {span('summed_single_effects')}",
+                 f"share of the ICL score they carry (joint effect / -ICL score): {span('share')}"]
         if abl.get("control_heads"):
-            lines.append(f"  layer-matched random heads ({abl.get('n_draws')} draws, mean): {span('control_mean_effect')}")
+            lines.append(f"layer-matched random heads ablated together ({abl.get('n_draws')} draws, mean): "
+                         f"{span('control_mean_effect')}")
         else:
-            lines.append(f"  control: none ({abl.get('control_unavailable')})")
+            lines.append(f"ablation control: none ({abl.get('control_unavailable')})")
         return lines
 
     def to_dataframe(self, per_head: bool = False):
@@ -750,8 +751,9 @@ class SweepReport:
     @property
     def columns(self) -> tuple[str, ...]:
         if self.job == "track":
+            ablated = any(t.ablation is not None for t in self.tracks)
             return ("run", "step", "best_prefix_matching", "best_copying", "icl_score", "held_out_loss",
-                    "n_induction_heads")
+                    "n_induction_heads") + (TrackReport.ABLATION_COLUMNS if ablated else ())
         return ("run", "icl_score", "best_head", "best_prefix_matching", "best_copying", "n_induction_heads")
 
     def reports(self) -> list[TrackReport] | list[ScanReport]:

@@ -114,7 +114,8 @@ def test_report_json_summary_table_and_figure(report):
     assert [r["joint_effect"] for r in rows] == [c.induction_set["joint_effect"] for c in report.checkpoints]
     assert "joint_effect" in report.columns and "sum_single" in report.columns
     summary = "\n".join(report.summary())
-    assert "final induction heads L1H0, L1H1 together" in summary and "layer-matched random heads (3 draws" in summary
+    assert "final induction heads L1H0, L1H1 together" in summary
+    assert "layer-matched random heads ablated together (3 draws" in summary
     fig = report.plot()
     joint = next(t for t in fig.data if t.name == "joint (L1H0, L1H1)")
     summed = next(t for t in fig.data if t.name == "sum of single-head effects")
@@ -184,7 +185,8 @@ def test_control_that_cannot_be_layer_matched_is_absent_and_says_why(tmp_path):
     last = report.checkpoints[-1].induction_set
     assert last["control_mean_effect"] is None and last["control_share"] is None and last["n_control_sets"] == 0
     assert last["joint_effect"] > 4.0
-    assert any("control: none (no layer-matched random control: layer 1 has 3" in line for line in report.summary())
+    assert any("ablation control: none (no layer-matched random control: layer 1 has 3" in line
+               for line in report.summary())
     fig = report.plot()
     assert not any((t.name or "").startswith("layer-matched") for t in fig.data)
     assert any("no layer-matched random control: layer 1 has 3" in (a.text or "").replace("<br>", " ")
@@ -204,6 +206,7 @@ def test_sweep_with_ablate_equals_the_runs_own_track(folder, report):
     swept = sweep([SweepTarget(str(folder))], SweepConfig(track=ablate_config(cache=False)))
     assert swept.tracks[0].to_json()["checkpoints"] == report.to_json()["checkpoints"]
     assert swept.tracks[0].ablation == report.ablation
+    assert [r["joint_effect"] for r in swept.rows()] == [r["joint_effect"] for r in report.rows()]
 
 
 def test_cli_track_ablate(folder, tmp_path, capsys):

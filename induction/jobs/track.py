@@ -280,9 +280,8 @@ class TrackPlan:
     placement: dict[str, str]
     cached: dict[int, dict[str, Any]]
     tasks: list[tuple]
-
-    identities: list[dict[str, Any]] = field(default_factory=list)
-    refs: list[ModelRef] = field(default_factory=list)
+    identities: list[dict[str, Any]] = field(default_factory=list)  # per source: its cache identity
+    refs: list[ModelRef] = field(default_factory=list)  # per source: how a task loads it
 
     @property
     def missing(self) -> list[int]:
