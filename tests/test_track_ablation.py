@@ -227,6 +227,28 @@ def test_cli_track_ablate(folder, tmp_path, capsys):
         assert err.count("\n") == 1 and needle in err
 
 
+def test_ablated_runs_that_would_not_fit_are_refused_in_one_line(folder, tmp_path, capsys, monkeypatch):
+    """The ICL score takes its sequences a few at a time, an ablated run all at once: a count the
+    ICL score can take (100000 sequences: ~60 MB here) can be one whose ablated runs need ~76 GB."""
+    import resource
+
+    import induction.checks
+    from induction.cli import main
+    from induction.jobs.scan import check_scan_memory
+
+    monkeypatch.setattr(induction.checks, "available_memory", lambda device: 8 * 2**30)  # any machine: 8 GiB
+    cfg = ablate_config(scan=ScanConfig(icl=ICLConfig(n_sequences=100_000)))
+    check_scan_memory(load_model(folder / "step1"), cfg.scan)  # the ICL score alone would fit
+    run = tmp_path / "run"
+    shutil.copytree(folder, run)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    argv = ["track", str(run), "-q", "--device", "cpu", "--no-cache", "--icl-sequences", "100000", "--prompts", "8"]
+    assert main([*argv, "--ablate", "zero"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--icl-sequences 100000 with --ablate" in err and "GiB of memory" in err
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024 < 256
+
+
 # ---- the default run (slow): the issue's check ----------------------------------------------------
 
 @pytest.mark.slow

@@ -50,13 +50,13 @@ from induction.checkpoints import (
     trainer_sources,
 )
 from induction.checks import check_choice, check_min, check_range
-from induction.devices import check_device_name, resolve_device, resolve_dtype
+from induction.devices import check_device_name, check_job_memory, resolve_device, resolve_dtype
 from induction.effects import HeadSetEffect, icl_head_effects, icl_head_set_effect
 from induction.executor import Executor, LocalExecutor
 from induction.fileio import file_sha256
 from induction.formation import CheckpointScores, induction_set_block, phase_change_of
 from induction.hf_dirs import is_checkpoint_folder, is_trainer_output
-from induction.icl import default_stream_config, icl_score, icl_tokens
+from induction.icl import default_stream_config, icl_positions, icl_score, icl_tokens
 from induction.jobs.scan import ScanConfig, check_scan_memory
 from induction.losses import per_token_loss
 from induction.models import ModelRef, model_info
@@ -330,6 +330,19 @@ def _remote_device(device: str | None) -> str:
     return "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
 
 
+def check_ablation_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
+    """With `cfg.ablate`: refuse, in one line, ICL sequence counts whose ablated runs would not fit.
+
+    Unlike `icl_score`, which takes the sequences a few at a time and unembeds two positions, each
+    ablated run is one forward over all of them with the logits of every position up to the late token.
+    """
+    if cfg.ablate is None or cfg.scan.icl is None:
+        return
+    n = cfg.scan.icl.n_sequences
+    _, late = icl_positions(cfg.scan.icl.seq_len or min(int(model.cfg.n_ctx), 512))
+    check_job_memory(f"--icl-sequences {n} with --ablate (one forward over all of them)", model, 0, n, late)
+
+
 def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: Path | None, name: str,
                identity: dict[str, Any], threads: int) -> dict[str, Any]:
     """Score one checkpoint and write its cache entry: the unit of work and of resumption.
@@ -342,6 +355,7 @@ def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: P
     freqs = read_token_freqs(cfg.scan.freqs) if cfg.scan.freqs is not None else None
     model = ref.load()
     check_scan_memory(model, cfg.scan)
+    check_ablation_memory(model, cfg)
     torch.manual_seed(cfg.scan.seed)
     scored = score_checkpoint(model, cfg, held_out_seed, freqs)
     ResultCache(cache_dir).write(name, identity, scored)
@@ -414,6 +428,7 @@ def induction_set_task(ref: ModelRef, cfg: TrackConfig, heads: list[tuple[int, i
     score's sequences; cache and return the result (`score_task`'s counterpart for the second pass)."""
     torch.set_num_threads(threads)
     model = ref.load()
+    check_ablation_memory(model, cfg)
     tokens, _ = icl_tokens(model, cfg.scan.icl)
     effect = icl_head_set_effect(model, tokens, heads, cfg.ablate, cfg.ablate_draws, cfg.scan.seed)
     result = json.loads(json.dumps(effect.to_dict()))  # tuples as lists: as it reads back from the cache
