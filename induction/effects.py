@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from transformer_lens.model_bridge import TransformerBridge
 import circuits
 from circuits import Head
 from induction.checks import check_choice, check_min
-from induction.metrics import MetricSetup, PerPrompt
+from induction.devices import model_device
+from induction.metrics import MetricSetup, PerPrompt, icl_forward
 from induction.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci, percentile_interval
 
 ABLATION_METHODS = circuits.METHODS
@@ -183,3 +184,94 @@ def head_set_ablation(
     results = [HeadSetResult(heads=list(s), values=v) for s, v in zip(sets, values)]
     return HeadSetAblation(quantities=tuple(quantities), method=method, baseline=results[0], target=results[1],
                            random=results[2:], n_bootstrap=n_bootstrap, seed=seed)
+
+
+# ---- effects on the ICL score of given sequences (track --ablate) --------------------------------
+
+
+def icl_head_effects(
+    model: TransformerBridge, tokens: Int[Tensor, "batch pos"], method: str = "zero", seed: int = 0
+) -> tuple[float, Tensor]:
+    """(baseline, effects[layer, head]): the ICL score of `tokens` unablated, and each head's effect on it.
+
+    effect = ICL score with that one head ablated (`circuits.ablate_heads`) minus the unablated one,
+    both from the forward `induction.icl.icl_score` runs (`induction.metrics.icl_forward`), so the
+    baseline is the checkpoint's ICL score on the same sequences up to float rounding.
+    """
+    check_choice("ablation method", method, ABLATION_METHODS)
+    inputs, per_prompt = icl_forward(tokens.to(model_device(model)))
+    metric = lambda logits: per_prompt(logits).mean()  # noqa: E731
+    with torch.no_grad():
+        baseline = float(metric(model(inputs)))
+    values = circuits.ablate_heads(model, inputs, metric, method=method, seed=seed)
+    return baseline, values - baseline
+
+
+@dataclass
+class HeadSetEffect:
+    """A head set's joint effect on the ICL score, and its layer-matched random control.
+
+    Attributes:
+        heads: the set, ablated together.
+        baseline: the unablated ICL score (the empty set's run).
+        joint_effect: ICL score with every head of `heads` ablated at once minus `baseline`.
+        control_heads: the layer-matched random sets (`circuits.layer_matched_random_heads`), or None
+            when there is none.
+        control_effects: each random set's joint effect, as `joint_effect` (None with `control_heads`).
+        control_unavailable: why there is no control (a layer with more than half of its heads in
+            the set has too few other heads for a disjoint layer-matched set), else None.
+    """
+
+    heads: list[Head]
+    baseline: float
+    joint_effect: float
+    control_heads: list[list[Head]] | None = None
+    control_effects: list[float] | None = None
+    control_unavailable: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "HeadSetEffect":
+        heads = [(int(layer), int(h)) for layer, h in d["heads"]]
+        control = d.get("control_heads")
+        control = None if control is None else [[(int(layer), int(h)) for layer, h in s] for s in control]
+        return cls(heads=heads, baseline=float(d["baseline"]), joint_effect=float(d["joint_effect"]),
+                   control_heads=control, control_effects=d.get("control_effects"),
+                   control_unavailable=d.get("control_unavailable"))
+
+
+def icl_head_set_effect(
+    model: TransformerBridge,
+    tokens: Int[Tensor, "batch pos"],
+    heads: Sequence[Head],
+    method: str = "zero",
+    n_draws: int = 10,
+    seed: int = 0,
+) -> HeadSetEffect:
+    """`heads` ablated together on the ICL score of `tokens`, against `n_draws` layer-matched random sets.
+
+    The random sets are `circuits.layer_matched_random_heads(model, heads, n_draws, seed)` (Crosbie &
+    Shutova 2024). When they do not exist, the result has no control and says why
+    (`HeadSetEffect.control_unavailable`) rather than substituting a set that is not layer-matched.
+    """
+    check_choice("ablation method", method, ABLATION_METHODS)
+    check_min("n_draws", n_draws, 1)
+    target = sorted((int(layer), int(h)) for layer, h in heads)
+    if not target:
+        raise ValueError("an empty head set has no joint effect")
+    try:
+        draws, reason = circuits.layer_matched_random_heads(model, target, n_draws, seed), None
+    except ValueError as exc:
+        draws, reason = [], f"no layer-matched random control: {exc}"
+    inputs, per_prompt = icl_forward(tokens.to(model_device(model)))
+    metric = lambda logits: per_prompt(logits).mean()  # noqa: E731
+    values = circuits.ablate_head_sets(model, inputs, metric, [[], target, *draws], method=method, seed=seed)
+    values = [float(v) for v in values]
+    baseline = values[0]
+    return HeadSetEffect(
+        heads=target, baseline=baseline, joint_effect=values[1] - baseline,
+        control_heads=[list(d) for d in draws] if draws else None,
+        control_effects=[v - baseline for v in values[2:]] if draws else None, control_unavailable=reason,
+    )

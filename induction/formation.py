@@ -40,6 +40,7 @@ class CheckpointScores:
     heads: list[dict[str, Any]]
     icl: dict[str, Any] | None = None
     revision: str | None = None
+    ablation: dict[str, Any] | None = None
 
     def best_head(self) -> dict[str, Any]:
         """The head with the highest prefix-matching score."""
@@ -55,9 +56,15 @@ class CheckpointScores:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if self.revision is None:
-            out.pop("revision")
+        for optional in ("revision", "ablation"):
+            if out[optional] is None:
+                out.pop(optional)
         return out
+
+    @property
+    def induction_set(self) -> dict[str, Any] | None:
+        """`track --ablate`'s block for the final induction heads at this checkpoint (`induction_set_block`)."""
+        return None if self.ablation is None else self.ablation.get("induction_set")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CheckpointScores":
@@ -83,6 +90,53 @@ def revision_steps(revisions: Sequence[str]) -> list[int]:
         match = re.search(r"(\d+)$", revision)
         out.append(int(match.group(1)) if match else i)
     return out
+
+
+# ---- the final induction heads' share of the ICL score (track --ablate) -------------------------
+
+SHARE_MIN_ICL = 0.05
+"""The share of the ICL score a head set carries is reported only where the unablated ICL score is
+at most -SHARE_MIN_ICL nats: near 0 (or positive) there is no in-context learning to share out."""
+
+
+def icl_share(effect: float, baseline: float) -> float | None:
+    """effect / -baseline: the fraction of the ICL score an ablation removes (1: all of it, so the
+    ablated model's ICL score is 0; above 1: ablated, it does worse late in the context than early),
+    or None where the ICL score is above -`SHARE_MIN_ICL`."""
+    return None if baseline > -SHARE_MIN_ICL else effect / -baseline
+
+
+def induction_set_block(heads: Sequence[dict[str, Any]], effect: Any | None) -> dict[str, Any] | None:
+    """One checkpoint's numbers for the final induction heads (`track --ablate`).
+
+    Args:
+        heads: the checkpoint's head records (each with ``ablation_effect``).
+        effect: its `induction.effects.HeadSetEffect` for the final induction heads, or None (no
+            induction heads at the final checkpoint: then the block is None).
+
+    Returns ``{"joint_effect", "summed_single_effects", "share", "control_mean_effect",
+    "control_std_effect", "control_min_effect", "control_max_effect", "control_share",
+    "n_control_sets"}``: the joint effect; the sum of the set's single-head effects (smaller than the
+    joint one when the heads back each other up); `icl_share` of the joint effect; and the mean,
+    standard deviation (over draws, ddof 0), range and `icl_share` of the layer-matched random
+    sets' joint effects, None where there is no control.
+    """
+    if effect is None:
+        return None
+    single = {(int(h["layer"]), int(h["head"])): float(h["ablation_effect"]) for h in heads}
+    control = np.asarray(effect.control_effects, dtype=float) if effect.control_effects else None
+    mean = None if control is None else float(control.mean())
+    return {
+        "joint_effect": effect.joint_effect,
+        "summed_single_effects": float(sum(single[tuple(h)] for h in effect.heads)),
+        "share": icl_share(effect.joint_effect, effect.baseline),
+        "control_mean_effect": mean,
+        "control_std_effect": None if control is None else float(control.std()),
+        "control_min_effect": None if control is None else float(control.min()),
+        "control_max_effect": None if control is None else float(control.max()),
+        "control_share": None if mean is None else icl_share(mean, effect.baseline),
+        "n_control_sets": 0 if control is None else len({tuple(map(tuple, s)) for s in effect.control_heads}),
+    }
 
 
 # ---- phase change -------------------------------------------------------------------------------

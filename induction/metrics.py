@@ -5,7 +5,8 @@ computed against the *clean* tokens' labels, so they can score ablated, patched 
 alike. Each also has a per-prompt form (``[batch]``, whose mean is the metric) for confidence
 intervals over prompts:
 - ``icl``: the ICL score (Olsson et al. 2022): loss at the late token minus at the early token
-  (`induction.icl.icl_positions`). Lower is more in-context learning.
+  (`induction.icl.icl_positions`). Lower is more in-context learning. `icl_forward` gives the same
+  score from the cheaper forward `induction.icl.icl_score` runs (`induction track --ablate`).
 - ``repeat-loss``: each sequence's mean loss over its tokens that occurred earlier in it (the part
   that only induction can predict), averaged over sequences (each sequence weighs the same).
 - ``fewshot`` (`induction.fewshot.evaluate.fewshot_metric_setup`): log-probability of the in-context
@@ -26,7 +27,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import Metric
 from induction.checks import check_choice, check_min
-from induction.icl import per_sequence_icl, stream_tokens
+from induction.icl import icl_positions, per_sequence_icl, stream_tokens
 from induction.losses import token_losses
 from induction.models import model_info
 from induction.prompts import duplicate_mask
@@ -47,6 +48,26 @@ def icl_metric(tokens: Int[Tensor, "batch pos"]) -> Metric:
     """logits -> ICL score against `tokens`' labels (late-token loss minus early-token loss, averaged)."""
     per_prompt = icl_per_prompt(tokens)
     return lambda logits: per_prompt(logits).mean()
+
+
+def icl_forward(tokens: Int[Tensor, "batch pos"]) -> tuple[Int[Tensor, "batch late"], PerPrompt]:
+    """(inputs, per_prompt): the ICL score of `tokens` from a forward over the tokens before the late one.
+
+    The same numbers as `icl_per_prompt(tokens)` on the full forward, at the cost of
+    `induction.icl.icl_score`'s forward (`induction.losses.losses_at`): a causal model's losses at
+    the early and late tokens read only the tokens before the late one. `per_prompt` takes the logits
+    of a run on `inputs` (ablated or not) and returns each sequence's late minus early loss.
+    """
+    early, late = icl_positions(tokens.shape[1])
+    targets = tokens[:, [early, late]]
+
+    def per_prompt(logits: Tensor) -> Tensor:
+        at = logits[:, [early - 1, late - 1]].float()  # the logits at t - 1 predict token t
+        losses = torch.nn.functional.cross_entropy(at.flatten(0, 1), targets.to(logits.device).flatten(),
+                                                   reduction="none").view(-1, 2)
+        return losses[:, 1] - losses[:, 0]
+
+    return tokens[:, :late], per_prompt
 
 
 def repeat_loss_per_prompt(tokens: Int[Tensor, "batch pos"], first_content_pos: int = 0) -> PerPrompt:

@@ -13,6 +13,7 @@ cannot, it raises `PlotExportError` saying how to enable it (HTML still works).
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -388,18 +389,27 @@ def plot_effects(effects: Tensor, metric: str, title: str) -> go.Figure:
     return head_heatmap(values, f"Δ {metric}", signed=True, zrange=(-bound, bound), title=title)
 
 
-def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str) -> go.Figure:
+def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str,
+                   ablation: dict | None = None) -> go.Figure:
     """Formation curves over training (Olsson et al. 2022, argument 1).
 
     Four panels on a shared log-step axis: each head's prefix-matching score, each head's copying
     score (one colour per head, heads flagged as induction heads at the last checkpoint drawn thick),
     the ICL score, and the train (smoothed) and held-out loss. The phase-change window (10%-90%) is
     shaded and its steepest point dashed. Step 0 cannot sit on a log axis and is left out.
+
+    With `ablation` (the `track --ablate` report's block) a fifth panel: the change of the ICL score
+    when the final induction heads are ablated together, the sum of their single-head effects, and
+    the layer-matched random sets' mean (band: their range over draws), or a note saying why there
+    is no control.
     """
     points = [c for c in checkpoints if c.step >= 1]
     steps = [c.step for c in points]
-    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.035,
-                        subplot_titles=("prefix matching (per head)", "copying (per head)", "ICL score", "loss"))
+    n_rows = 4 if ablation is None else 5
+    titles = ("prefix matching (per head)", "copying (per head)", "ICL score", "loss",
+              f"ICL score change, final induction heads {ablation.get('method', '')}-ablated" if ablation else "")
+    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.035 if n_rows == 4 else 0.03,
+                        subplot_titles=titles[:n_rows])
     if points:
         final = {(h["layer"], h["head"]) for h in points[-1].heads if h["is_induction"]}
         heads = [(h["layer"], h["head"]) for h in points[0].heads]
@@ -420,19 +430,56 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
                                      line=dict(color=PALETTE[1], width=2)), row=4, col=1)
         fig.add_trace(go.Scatter(x=steps, y=[c.held_out_loss for c in points], mode="lines+markers", name="held-out loss",
                                  line=dict(color=PALETTE[0], width=2), marker=dict(size=4)), row=4, col=1)
+    if ablation is not None:
+        _ablation_panel(fig, points, ablation, row=5)
     pc = phase_change
     if pc is not None:
         fig.add_vrect(x0=pc.start_step, x1=pc.end_step, fillcolor="rgba(213,94,0,0.12)", line_width=0,
                       layer="below", row="all", col=1)
         fig.add_vline(x=pc.step, line=dict(color=PALETTE[3], width=1.5, dash="dash"), row="all", col=1)
     fig.update_xaxes(type="log")
-    fig.update_xaxes(title_text="training step (log scale)", row=4, col=1)
+    fig.update_xaxes(title_text="training step (log scale)", row=n_rows, col=1)
     fig.update_yaxes(title_text="attention", range=[-0.02, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="score", range=[-1.05, 1.05], row=2, col=1)
     fig.update_yaxes(title_text="nats", row=3, col=1)
     fig.update_yaxes(title_text="nats/token", row=4, col=1)
     window = "" if pc is None else f" — phase change at step {pc.step} ({pc.start_step}-{pc.end_step})"
-    return paper_layout(fig, width=COLUMN_WIDTH_PX + 200, height=900, title=f"Induction-head formation — {name}{window}")
+    return paper_layout(fig, width=COLUMN_WIDTH_PX + 200, height=900 if n_rows == 4 else 1120,
+                        title=f"Induction-head formation — {name}{window}")
+
+
+def _ablation_panel(fig: go.Figure, points: Sequence[CheckpointScores], ablation: dict, row: int) -> None:
+    """`plot_formation`'s fifth panel (`track --ablate`): joint, summed single and control effects."""
+    with_set = [c for c in points if c.induction_set is not None]
+    heads = ", ".join(f"L{layer}H{h}" for layer, h in ablation.get("induction_heads") or [])
+    fig.update_yaxes(title_text="Δ nats", row=row, col=1)
+    fig.add_hline(y=0, line=dict(color="#999", width=1), row=row, col=1)
+    if not with_set:
+        fig.add_annotation(text=ablation.get("control_unavailable") or "no induction heads to ablate", showarrow=False,
+                           xref="x domain", yref="y domain", x=0.5, y=0.5, row=row, col=1)
+        return
+    steps = [c.step for c in with_set]
+    sets = [c.induction_set for c in with_set]
+    if ablation.get("control_heads"):
+        lo = [s["control_min_effect"] for s in sets]
+        hi = [s["control_max_effect"] for s in sets]
+        fig.add_trace(go.Scatter(x=steps + steps[::-1], y=hi + lo[::-1], fill="toself", fillcolor="rgba(120,120,120,0.2)",
+                                 line=dict(width=0), hoverinfo="skip", name="random heads (range)", showlegend=False),
+                      row=row, col=1)
+        fig.add_trace(go.Scatter(x=steps, y=[s["control_mean_effect"] for s in sets], mode="lines",
+                                 name=f"layer-matched random heads ({ablation.get('n_draws')} draws)",
+                                 line=dict(color="#777", width=1.5)), row=row, col=1)
+    else:
+        note = "<br>".join(textwrap.wrap(str(ablation.get("control_unavailable") or "no control"), 80))
+        fig.add_annotation(text=note, showarrow=False,
+                           xref="x domain", yref="y domain", x=0.01, y=0.98, xanchor="left", yanchor="top",
+                           font=dict(size=10), row=row, col=1)
+    fig.add_trace(go.Scatter(x=steps, y=[s["summed_single_effects"] for s in sets], mode="lines+markers",
+                             name="sum of single-head effects", line=dict(color=PALETTE[1], width=2, dash="dot"),
+                             marker=dict(size=4)), row=row, col=1)
+    fig.add_trace(go.Scatter(x=steps, y=[s["joint_effect"] for s in sets], mode="lines+markers",
+                             name=f"joint ({heads})", line=dict(color=PALETTE[3], width=2.5), marker=dict(size=4)),
+                  row=row, col=1)
 
 
 def plot_mosaic(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str,

@@ -285,36 +285,54 @@ class TrackReport:
 
     JSON (CONTRACT): ``{"run", "checkpoints": [{"step", "tokens_seen", "loss", "held_out_loss",
     "icl_score", "heads": [HEAD...]}], "phase_change": {"step", "start_step", "end_step"} | null,
-    "provenance"}``.
+    "provenance"}``. With `--ablate` (README, "Ablation over training"): each HEAD has
+    ``ablation_effect``, each checkpoint ``ablation`` = ``{"method", "baseline", "induction_set"}``
+    (`induction.formation.induction_set_block`), and the report ``ablation`` = ``{"method",
+    "induction_heads", "n_draws", "control_heads", "control_unavailable"}``.
     """
 
     run: str
     checkpoints: list[CheckpointScores]
     phase_change: PhaseChange | None
     provenance: dict[str, Any] = field(default_factory=dict)
+    ablation: dict[str, Any] | None = None
 
     title = "Induction-head formation"
-    columns = ("step", "tokens_seen", "loss", "held_out_loss", "icl_score", "best_head",
-               "best_prefix_matching", "best_copying", "n_induction_heads")
+    # --ablate: the final induction heads' joint effect, their summed single-head effects, the random
+    # control's mean effect and the joint effect's share of the ICL score (`induction_set_block`).
+    ABLATION_COLUMNS = ("joint_effect", "sum_single", "control", "share")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        base = ("step", "tokens_seen", "loss", "held_out_loss", "icl_score", "best_head",
+                "best_prefix_matching", "best_copying", "n_induction_heads")
+        return base + (self.ABLATION_COLUMNS if self.ablation is not None else ())
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "run": self.run,
             "checkpoints": [c.to_dict() for c in self.checkpoints],
             "phase_change": None if self.phase_change is None else self.phase_change.to_dict(),
-            "provenance": self.provenance,
         }
+        if self.ablation is not None:
+            out["ablation"] = self.ablation
+        return {**out, "provenance": self.provenance}
 
     def rows(self) -> list[dict[str, Any]]:
         out = []
         for c in self.checkpoints:
             best = c.best_head()
-            out.append({
+            row = {
                 "step": c.step, "tokens_seen": c.tokens_seen, "loss": c.loss, "held_out_loss": c.held_out_loss,
                 "icl_score": c.icl_score, "best_head": f"L{best['layer']}H{best['head']}",
                 "best_prefix_matching": best["prefix_matching"], "best_copying": best["copying"],
                 "n_induction_heads": len(c.induction_heads),
-            })
+            }
+            block = c.induction_set
+            if self.ablation is not None and block is not None:
+                row.update(joint_effect=block["joint_effect"], sum_single=block["summed_single_effects"],
+                           control=block["control_mean_effect"], share=block["share"])
+            out.append(row)
         return out
 
     def summary(self) -> list[str]:
@@ -335,9 +353,48 @@ class TrackReport:
         if shifted:
             lines.append(f"shifted induction heads at step {last.step}: " + ", ".join(
                 f"L{h['layer']}H{h['head']} (d={h['induction_offset']}, {h['offset_prefix_matching']:.2f})" for h in shifted))
+        if self.ablation is not None:
+            lines += self.ablation_summary()
         method = self.provenance.get("settings", {}).get("copying_estimate")
         if method:
             lines.append(copying_method_line(method))
+        return lines
+
+    def ablation_summary(self) -> list[str]:
+        """`--ablate`: the final induction heads' joint and summed single-head effects on the ICL score
+        before and after the phase change (else at the first and last checkpoint), and the control."""
+        abl = self.ablation or {}
+        heads = _heads([tuple(h) for h in abl.get("induction_heads") or []])
+        method = abl.get("method")
+        points = [c for c in self.checkpoints if c.induction_set is not None]
+        if not points:
+            return [f"ablation ({method}): {abl.get('control_unavailable') or 'no induction-head set'}"]
+        pc = self.phase_change
+        if pc is not None:
+            groups = [(f"before the phase change (steps <= {pc.start_step})", [c for c in points if c.step <= pc.start_step]),
+                      (f"after it (steps >= {pc.end_step})", [c for c in points if c.step >= pc.end_step])]
+        else:
+            groups = [(f"at step {points[0].step}", points[:1]), (f"at step {points[-1].step}", points[-1:])]
+        groups = [(label, group) for label, group in groups if group]
+
+        def span(key: str) -> str:
+            parts = []
+            for label, group in groups:
+                values = [c.induction_set[key] for c in group if c.induction_set[key] is not None]
+                if values:
+                    lo, hi = min(values), max(values)
+                    parts.append(f"{lo:+.2f}" + ("" if hi == lo else f"..{hi:+.2f}") + f" {label}")
+            return "; ".join(parts) or "n/a"
+
+        lines = [f"ablation ({method}) of the final induction heads {heads} together: ICL score change "
+                 f"{span('joint_effect')}",
+                 f"sum of their single-head ablation effects: {span('summed_single_effects')}",
+                 f"share of the ICL score they carry (joint effect / -ICL score): {span('share')}"]
+        if abl.get("control_heads"):
+            lines.append(f"layer-matched random heads ablated together ({abl.get('n_draws')} draws, mean): "
+                         f"{span('control_mean_effect')}")
+        else:
+            lines.append(f"ablation control: none ({abl.get('control_unavailable')})")
         return lines
 
     def to_dataframe(self, per_head: bool = False):
@@ -359,7 +416,8 @@ class TrackReport:
         from induction import plots
 
         if kind == "formation":
-            return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run))
+            return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
+                                        ablation=self.ablation)
         if kind == "mosaic":
             return plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run))
         raise ValueError(f"unknown track plot {kind!r}; choose formation or mosaic")
@@ -751,8 +809,9 @@ class SweepReport:
     @property
     def columns(self) -> tuple[str, ...]:
         if self.job == "track":
+            ablated = any(t.ablation is not None for t in self.tracks)
             return ("run", "step", "best_prefix_matching", "best_copying", "icl_score", "held_out_loss",
-                    "n_induction_heads")
+                    "n_induction_heads") + (TrackReport.ABLATION_COLUMNS if ablated else ())
         return ("run", "icl_score", "best_head", "best_prefix_matching", "best_copying", "n_induction_heads")
 
     def reports(self) -> list[TrackReport] | list[ScanReport]:

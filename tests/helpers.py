@@ -64,6 +64,35 @@ def build_induction_model(
     return build_handbuilt(spec)
 
 
+def build_redundant_induction_model(weight: float = 8.0, n_induction: int = 2, d_vocab: int = 24,
+                                    n_ctx: int = 48) -> TransformerBridge:
+    """A previous-token head L0H0, `n_induction` identical induction heads L1H0.. (OV weight `weight`
+    each; 0: they attend as induction heads but write nothing), a self-copy head after them in layer
+    1 (L1H2 for two), the other heads inert.
+
+    Either of two induction heads alone predicts the repeated token almost as well as both (weight
+    8: logit 8 vs 16 against 23 others), so ablating one moves the ICL score far less than ablating
+    both: the redundancy that single-head ablation cannot see.
+    """
+    layer1 = [R("induction", weight=weight)] * n_induction + [R("self_copy")]
+    layer1 += [R("inert")] * (4 - len(layer1))
+    layers = ((R("previous_token"), R("inert"), R("inert"), R("inert")), tuple(layer1))
+    return build_handbuilt(HandBuiltSpec(layers=layers, d_vocab=d_vocab, n_ctx=n_ctx, bos_fallback=False))
+
+
+def save_redundant_induction_folder(path, weights: dict[int, float], n_induction: int = 2):
+    """A folder of revision directories (``step1/``, ``step10/``, ...) for `induction track`, step ->
+    `build_redundant_induction_model(weight, n_induction)`: induction heads that grow over "training"."""
+    from pathlib import Path
+
+    from induction.checkpoint import save_checkpoint
+
+    path = Path(path)
+    for step, weight in weights.items():
+        save_checkpoint(build_redundant_induction_model(weight, n_induction), path / f"step{step}", {"bos_token_id": 0})
+    return path
+
+
 def assert_close(actual, expected, atol: float = 1e-5, rtol: float = 1e-5, msg: str = "") -> None:
     """torch.testing.assert_close with a message prefix; accepts floats, lists, tensors."""
     actual_t = torch.as_tensor(actual, dtype=torch.float64)

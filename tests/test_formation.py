@@ -88,7 +88,7 @@ def test_track_report_follows_the_contract_and_agrees_with_scan(tiny_run, tmp_pa
     assert last.held_out_loss == pytest.approx(expected.item(), rel=1e-5)
 
     frame = report.to_dataframe()
-    assert list(frame["step"]) == [0, 1, 3, 10, 12] and frame.shape[1] == len(TrackReport.columns)
+    assert list(frame["step"]) == [0, 1, 3, 10, 12] and frame.shape[1] == len(report.columns) == 9
     per_head = report.to_dataframe(per_head=True)
     assert len(per_head) == 5 * 8 and HEAD_KEYS <= set(per_head.columns)
 

@@ -144,6 +144,26 @@ def test_without_ray_the_option_says_how_to_install_it(monkeypatch, run_copy, ca
     assert code == 2 and err.count("\n") == 1 and "pip install" in err and "[ray]" in err
 
 
+def test_ray_track_ablate_runs_both_passes_as_tasks_and_equals_the_sequential_track(runtime, tmp_path):
+    """--ablate: the per-checkpoint scoring and the joint ablation of the final induction heads both
+    run as Ray tasks, give the sequential numbers to the bit, and leave their cache entries behind."""
+    from helpers import save_redundant_induction_folder
+
+    folder = save_redundant_induction_folder(tmp_path / "run", {1: 0.0, 100: 8.0})
+    serial_copy = tmp_path / "serial"
+    shutil.copytree(folder, serial_copy)
+    cfg = replace(CFG, ablate="zero", ablate_draws=2)
+    parallel = track(folder, cfg, executor=runtime).to_json()
+    serial = track(serial_copy, cfg).to_json()
+    assert parallel["checkpoints"] == serial["checkpoints"] and parallel["ablation"] == serial["ablation"]
+    assert parallel["checkpoints"][-1]["ablation"]["induction_set"]["joint_effect"] > 4.0
+    assert parallel["provenance"]["settings"]["induction_set_computed"] == 2
+    again = track(folder, cfg).to_json()  # the workers wrote both passes' entries
+    settings = again["provenance"]["settings"]
+    assert (settings["checkpoints_computed"], settings["induction_set_computed"]) == (0, 0)
+    assert again["checkpoints"] == serial["checkpoints"]
+
+
 def test_ray_sweep_equals_the_sequential_sweep(runtime, run_copy, tiny_run, tmp_path):
     from induction.jobs import SweepConfig, SweepTarget, sweep
 

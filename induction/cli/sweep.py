@@ -7,7 +7,7 @@ from functools import partial
 
 from induction.cli import add_device_arguments, add_options, add_ray_argument, executor_from_args, run_job
 from induction.cli.scan import add_scan_arguments
-from induction.cli.track import TRACK, track_config_from_args
+from induction.cli.track import TRACK, add_ablate_options, track_config_from_args
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -30,6 +30,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--revisions", default=None, help=argparse.SUPPRESS)  # per target, in the TOML file
     add_scan_arguments(p)
     add_options(p.add_argument_group("held-out loss and phase change"), TrackConfig, TRACK)
+    add_ablate_options(p)
     add_device_arguments(p)
     add_ray_argument(p)
     p.set_defaults(func=run)

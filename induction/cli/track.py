@@ -6,6 +6,9 @@ RUN is a run directory written by `induction train`, a Hugging Face Trainer outp
 them. With --revisions RUN may instead be a cached hub model, each listed revision (Pythia
 ``step1000``, stanford-crfm ``checkpoint-400``) scored in turn. Results of a local RUN are cached in
 ``RUN/track/``, so a repeated or interrupted track recomputes nothing already done.
+
+--ablate zero|mean adds each head's ablation effect on the ICL score at every checkpoint, and the
+final induction heads ablated together (with a layer-matched random control where one exists).
 """
 
 from __future__ import annotations
@@ -20,11 +23,21 @@ from induction.cli import (
     comma_list,
     config_from,
     executor_from_args,
+    one_of,
     run_job,
 )
 from induction.cli.scan import add_scan_arguments, scan_config_from_args
 
 TRACK = {"held_out_sequences": "--held-out-sequences", "phase_threshold": "--phase-threshold"}
+ABLATE_CHOICES = ("zero", "mean")  # = induction.jobs.track.TRACK_ABLATIONS (not imported: the CLI loads lazily)
+ABLATE = {"ablate": ("--ablate", {"type": one_of("ablation method", ABLATE_CHOICES), "metavar": "zero|mean"}),
+          "ablate_draws": ("--ablate-draws", {"metavar": "N"})}
+
+
+def add_ablate_options(parser: argparse.ArgumentParser) -> None:
+    from induction.jobs import TrackConfig
+
+    add_options(parser.add_argument_group("ablation over training"), TrackConfig, ABLATE)
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -48,13 +61,14 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     add_device_arguments(p)
     add_ray_argument(p)
     add_options(p.add_argument_group("held-out loss and phase change"), TrackConfig, TRACK)
+    add_ablate_options(p)
     p.set_defaults(func=run)
 
 
 def track_config_from_args(args: argparse.Namespace):
     from induction.jobs import TrackConfig
 
-    return config_from(TrackConfig, args, TRACK, scan=scan_config_from_args(args), revisions=args.revisions,
+    return config_from(TrackConfig, args, {**TRACK, **ABLATE}, scan=scan_config_from_args(args), revisions=args.revisions,
                        cache=not args.no_cache, device=args.device, dtype=args.dtype)
 
 

@@ -12,8 +12,9 @@ TARGETS is a comma-separated list of MODEL specs / run directories, or a TOML fi
 
 Every run is planned first (`induction.jobs.track.plan_track`: its checkpoints and what its cache
 already holds), then all the missing checkpoints of all runs go to one executor: this process, or
-one Ray task each (`--ray`), so a cluster works on every run at once. The per-run reports are the
-ones `track` (or `scan`) gives for that run alone.
+one Ray task each (`--ray`), so a cluster works on every run at once (with `--ablate`, then the joint
+ablations of every run's final induction heads, `induction.jobs.track.run_plans`). The per-run
+reports are the ones `track` (or `scan`) gives for that run alone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from induction.checks import check_choice
 from induction.devices import resolve_device, resolve_dtype
 from induction.executor import Executor, LocalExecutor
 from induction.jobs.scan import ScanConfig, scan
-from induction.jobs.track import TrackConfig, finish_track, plan_track, score_task
+from induction.jobs.track import TrackConfig, plan_track, run_plans
 from induction.models import ModelRef
 from induction.report import ScanReport, SweepReport, provenance
 
@@ -128,11 +129,7 @@ def sweep(targets: Sequence[SweepTarget], cfg: SweepConfig | None = None, *, pro
     if cfg.job == "track":
         plans = [plan_track(t.path, replace(cfg.track, revisions=t.revisions or cfg.track.revisions), remote)
                  for t in targets]
-        tasks = [task for plan in plans for task in plan.tasks]
-        computed = executor.map(score_task, tasks, progress=progress, desc="sweeping checkpoints")
-        for plan in plans:
-            mine, computed = computed[: len(plan.tasks)], computed[len(plan.tasks):]
-            tracks.append(finish_track(plan, mine, start, executor.describe()))
+        tracks = run_plans(plans, executor, start, progress, desc="sweeping checkpoints")
     else:
         refs = [ModelRef(t.path, revision=(t.revisions or (None,))[0], device=cfg.track.device, dtype=cfg.track.dtype)
                 for t in targets]

@@ -14,6 +14,15 @@ runs; a published model's revisions in `TrackConfig.cache_dir`); the key hashes 
 setting (the copying estimate's sources per prompt and seed included) and the source of the
 scoring modules. Each checkpoint's copying score is estimated as `scan`'s (`induction.scores`),
 with its `copying_se` in every head record and the method in the provenance.
+
+With `ablate` (``zero`` or ``mean``, `induction track --ablate`), each checkpoint's scoring also
+ablates every head alone on the ICL score's own sequences (`induction.effects.icl_head_effects`):
+each head record gains ``ablation_effect`` = ICL score with the head ablated minus without. The
+final checkpoint's induction heads are known only once every checkpoint is scored, so a second
+pass (one task per checkpoint, through the same executor, cached in ``<cache>/induction_set/``
+keyed by the head set) ablates them together at every checkpoint against layer-matched random sets
+(`induction.effects.icl_head_set_effect`); `finish_track` adds the summed single-head effects and
+the share of the ICL score the set carries (`induction.formation.induction_set_block`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,13 +49,14 @@ from induction.checkpoints import (
     run_sources,
     trainer_sources,
 )
-from induction.checks import check_min, check_range
-from induction.devices import check_device_name, resolve_device, resolve_dtype
+from induction.checks import check_choice, check_min, check_range
+from induction.devices import check_device_name, check_job_memory, resolve_device, resolve_dtype
+from induction.effects import HeadSetEffect, icl_head_effects, icl_head_set_effect
 from induction.executor import Executor, LocalExecutor
 from induction.fileio import file_sha256
-from induction.formation import CheckpointScores, phase_change_of
+from induction.formation import CheckpointScores, induction_set_block, phase_change_of
 from induction.hf_dirs import is_checkpoint_folder, is_trainer_output
-from induction.icl import default_stream_config, icl_score
+from induction.icl import default_stream_config, icl_positions, icl_score, icl_tokens
 from induction.jobs.scan import ScanConfig, check_scan_memory
 from induction.losses import per_token_loss
 from induction.models import ModelRef, model_info
@@ -58,6 +69,8 @@ from induction.streams import data_config_from_dict, sample_stream
 TRACK_DIR = "track"
 TRACK_FORMAT_VERSION = 1
 HELD_OUT_SEED_OFFSET = 1_000_003  # held-out seed = training seed + this: never the training stream
+TRACK_ABLATIONS = ("zero", "mean")
+INDUCTION_SET_DIR = "induction_set"
 
 
 @dataclass
@@ -80,6 +93,10 @@ class TrackConfig:
         device: where each checkpoint is scored (`induction.devices`; None: auto).
         dtype: the checkpoints' precision (None: float32). Results are cached per device type and
             dtype, since they differ in the last digits.
+        ablate: zero or mean: also each head's ablation effect on the ICL score at every
+            checkpoint, and the final induction heads ablated together; None: off. Part of the
+            cache key only when set, so tracks without it share their cache (module docstring).
+        ablate_draws: layer-matched random head sets of the joint ablation's control (10).
     """
 
     scan: ScanConfig = field(default_factory=ScanConfig)
@@ -92,6 +109,8 @@ class TrackConfig:
     cache_dir: str | os.PathLike[str] | None = None
     device: str | None = None
     dtype: str | None = None
+    ablate: str | None = None
+    ablate_draws: int = 10
 
     def __post_init__(self) -> None:
         check_min("held_out_sequences", self.held_out_sequences, 1)
@@ -100,6 +119,11 @@ class TrackConfig:
         check_min("min_icl_range", self.min_icl_range, 0)
         if self.revisions is not None:
             self.revisions = tuple(self.revisions)
+        if self.ablate is not None:
+            check_choice("ablation method", self.ablate, TRACK_ABLATIONS)
+            if self.scan.icl is None:
+                raise ValueError("ablation effects are on the ICL score: --ablate needs the ICL score")
+        check_min("ablate_draws", self.ablate_draws, 1)
         check_device_name(self.device), resolve_dtype(self.dtype)  # fail before any work
 
     @property
@@ -117,12 +141,15 @@ class TrackConfig:
         if self.scan.freqs is not None:
             table = read_token_freqs(self.scan.freqs)
             freqs = hashlib.sha256(table.double().numpy().tobytes()).hexdigest()
-        return {
+        settings = {
             "format": TRACK_FORMAT_VERSION, "code_sha256": scoring_code_hash(),
             "detector": self.scan.detector.to_dict(), "token_freqs_sha256": freqs, "icl": icl_settings,
             "held_out": {"n_sequences": self.held_out_sequences, "seed": self.held_out_seed,
                          "seed_offset": HELD_OUT_SEED_OFFSET},
         }
+        if self.ablate is not None:  # only when set: tracks without it keep their key
+            settings["ablate"] = {"method": self.ablate, "code_sha256": ablation_code_hash()}
+        return settings
 
     def cache_key(self) -> str:
         blob = json.dumps(self.scoring_settings(), sort_keys=True)
@@ -133,7 +160,7 @@ class TrackConfig:
                 "held_out_seed": self.held_out_seed, "phase_threshold": self.phase_threshold,
                 "min_icl_range": self.min_icl_range, "revisions": None if self.revisions is None else list(self.revisions),
                 "cache": self.cache, "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
-                "device": self.device, "dtype": self.dtype}
+                "device": self.device, "dtype": self.dtype, "ablate": self.ablate, "ablate_draws": self.ablate_draws}
 
 
 def scoring_code_hash() -> str:
@@ -153,12 +180,27 @@ def scoring_code_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+def ablation_code_hash() -> str:
+    """`scoring_code_hash`'s counterpart for the ablation effects (`track --ablate`)."""
+    import circuits.ablation
+    import circuits.sweep
+    import induction.effects
+    import induction.metrics
+
+    digest = hashlib.sha256()
+    for module in (induction.effects, induction.metrics, circuits.ablation, circuits.sweep):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: int,
                      token_freqs: torch.Tensor | None = None) -> dict[str, Any]:
     """Head scores, ICL score and held-out loss of one model: the cached part of a checkpoint.
 
     The held-out batch comes from the model's recorded training stream (`induction.streams`), else
     from the synthetic stream over its vocabulary (`induction.icl.default_stream_config`).
+    With `cfg.ablate`, each head record also has ``ablation_effect`` on the ICL score's own
+    sequences, and ``ablation`` holds the method and the unablated ICL score of that computation.
     """
     scores = score_heads(model, cfg.scan.detector, token_freqs=token_freqs)
     icl = icl_score(model, cfg.scan.icl) if cfg.scan.icl is not None else None
@@ -166,8 +208,15 @@ def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: 
     stream = data_config_from_dict(data) if data else default_stream_config(model)
     tokens = sample_stream(stream, cfg.held_out_sequences, torch.Generator(device="cpu").manual_seed(held_out_seed))
     held_out = per_token_loss(model, tokens)[:, 1:].mean()
-    return {"heads": scores.to_records(), "icl_score": None if icl is None else icl.score,
-            "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out)}
+    out = {"heads": scores.to_records(), "icl_score": None if icl is None else icl.score,
+           "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out)}
+    if cfg.ablate is not None:
+        icl_seqs, _ = icl_tokens(model, cfg.scan.icl)  # the sequences icl_score just read
+        baseline, effects = icl_head_effects(model, icl_seqs, cfg.ablate, seed=cfg.scan.seed)
+        for rec in out["heads"]:
+            rec["ablation_effect"] = float(effects[rec["layer"], rec["head"]])
+        out["ablation"] = {"method": cfg.ablate, "baseline": baseline}
+    return out
 
 
 HEAD_NUMBERS = ("prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token")
@@ -176,10 +225,11 @@ HEAD_OFFSET_NUMBERS = ("offset_prefix_matching", "offset_copying")
 HEAD_FLAGS = ("is_induction", "is_shifted_induction")
 
 
-def valid_result(result: dict[str, Any]) -> bool:
+def valid_result(result: dict[str, Any], ablate: str | None = None) -> bool:
     """Whether a cached checkpoint result is whole: every (layer, head) of a full grid exactly once,
     with finite scores (the offset ones finite or null, `induction_offset` an integer or null), both
-    flags, and a finite held-out loss (and ICL score, when there is one)."""
+    flags, and a finite held-out loss (and ICL score, when there is one); with `ablate`, a finite
+    ablation effect for every head and the method's unablated baseline."""
     heads = result.get("heads")
     if not isinstance(heads, list) or not heads or not all(isinstance(h, dict) for h in heads):
         return False
@@ -190,6 +240,10 @@ def valid_result(result: dict[str, Any]) -> bool:
         if result.get("icl_score") is not None:
             numbers.append(float(result["icl_score"]))
         offsets = [h["induction_offset"] for h in heads]
+        if ablate is not None:
+            if result["ablation"]["method"] != ablate:
+                return False
+            numbers += [float(h["ablation_effect"]) for h in heads] + [float(result["ablation"]["baseline"])]
     except (KeyError, TypeError, ValueError):
         return False
     if not all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in offsets):
@@ -235,11 +289,19 @@ class TrackPlan:
     placement: dict[str, str]
     cached: dict[int, dict[str, Any]]
     tasks: list[tuple]
+    identities: list[dict[str, Any]] = field(default_factory=list)  # per source: its cache identity
+    refs: list[ModelRef] = field(default_factory=list)  # per source: how a task loads it
 
     @property
     def missing(self) -> list[int]:
         """Indices (into `sources`) of the checkpoints still to score, one task each."""
         return [i for i in range(len(self.sources)) if i not in self.cached]
+
+    def results(self, computed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every checkpoint's result, in `sources` order, given the results of `tasks` (in task order)."""
+        scored = dict(self.cached)
+        scored.update(zip(self.missing, computed))
+        return [scored[i] for i in range(len(self.sources))]
 
 
 def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = False) -> TrackPlan:
@@ -254,25 +316,40 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
     held_out_seed = cfg.held_out_seed if cfg.held_out_seed is not None else int(train_seed or 0) + HELD_OUT_SEED_OFFSET
     key = cfg.cache_key()
     cache_dir = cache_root / key if (cfg.cache and cache_root is not None) else None
-    cache = ResultCache(cache_dir, cfg.scoring_settings(), validate=valid_result)
+    cache = ResultCache(cache_dir, cfg.scoring_settings(), validate=partial(valid_result, ablate=cfg.ablate))
     where = {"device_type": device.type, "dtype": str(resolve_dtype(cfg.dtype)).replace("torch.", "")}
-    cached, tasks = {}, []
+    cached, tasks, identities, refs = {}, [], [], []
     for i, source in enumerate(sources):
         identity = {**source.identity, "held_out_seed": held_out_seed, **where}
+        ref = replace(source.ref, device=str(device), dtype=where["dtype"])
+        identities.append(identity)
+        refs.append(ref)
         hit = cache.read(source.name, identity)
         if hit is not None:
             cached[i] = hit
         else:
-            ref = replace(source.ref, device=str(device), dtype=where["dtype"])
             tasks.append((ref, cfg, held_out_seed, cache_dir, source.name, identity, torch.get_num_threads()))
     return TrackPlan(run, cfg, sources, manifest, held_out_seed, key, cache_dir,
-                     {"device": str(device), "dtype": where["dtype"]}, cached, tasks)
+                     {"device": str(device), "dtype": where["dtype"]}, cached, tasks, identities, refs)
 
 
 def _remote_device(device: str | None) -> str:
     """The device a remote task loads on: "auto" resolves on the worker, not here."""
     name = check_device_name(device)
     return "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
+
+
+def check_ablation_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
+    """With `cfg.ablate`: refuse, in one line, ICL sequence counts whose ablated runs would not fit.
+
+    Unlike `icl_score`, which takes the sequences a few at a time and unembeds two positions, each
+    ablated run is one forward over all of them with the logits of every position up to the late token.
+    """
+    if cfg.ablate is None or cfg.scan.icl is None:
+        return
+    n = cfg.scan.icl.n_sequences
+    _, late = icl_positions(cfg.scan.icl.seq_len or min(int(model.cfg.n_ctx), 512))
+    check_job_memory(f"--icl-sequences {n} with --ablate (one forward over all of them)", model, 0, n, late)
 
 
 def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: Path | None, name: str,
@@ -287,28 +364,149 @@ def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: P
     freqs = read_token_freqs(cfg.scan.freqs) if cfg.scan.freqs is not None else None
     model = ref.load()
     check_scan_memory(model, cfg.scan)
+    check_ablation_memory(model, cfg)
     torch.manual_seed(cfg.scan.seed)
     scored = score_checkpoint(model, cfg, held_out_seed, freqs)
     ResultCache(cache_dir).write(name, identity, scored)
     return json.loads(json.dumps(scored))  # as a cached result reads back: the same floats either way
 
 
+# ---- the final induction heads ablated together, at every checkpoint (--ablate) -----------------
+
+@dataclass
+class InductionSetPlan:
+    """The second pass of `track --ablate`: the final induction heads, cached results, and tasks."""
+
+    heads: list[tuple[int, int]]
+    cached: dict[int, dict[str, Any]]
+    tasks: list[tuple]
+    indices: list[int]  # the checkpoint each task ablates
+
+    def results(self, computed: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        out = dict(self.cached)
+        out.update(zip(self.indices, computed))
+        return out
+
+
+def final_checkpoint(results: Sequence[dict[str, Any]], sources: Sequence[CheckpointSource]) -> dict[str, Any]:
+    """The result of the checkpoint with the highest step (the trained model)."""
+    return max(zip(sources, results), key=lambda pair: pair[0].step)[1]
+
+
+def plan_induction_set(plan: TrackPlan, results: list[dict[str, Any]]) -> InductionSetPlan:
+    """One task per checkpoint whose joint ablation of the final induction heads is not cached.
+
+    Nothing to do without `cfg.ablate`, or when the final checkpoint has no induction heads.
+    """
+    cfg = plan.cfg
+    if cfg.ablate is None or not plan.sources:
+        return InductionSetPlan([], {}, [], [])
+    heads = sorted((int(h["layer"]), int(h["head"])) for h in final_checkpoint(results, plan.sources)["heads"]
+                   if h["is_induction"])
+    if not heads:
+        return InductionSetPlan([], {}, [], [])
+    directory = None if plan.cache_dir is None else plan.cache_dir / INDUCTION_SET_DIR
+    cache = ResultCache(directory, validate=valid_set_result)
+    cached, tasks, indices = {}, [], []
+    for i, source in enumerate(plan.sources):
+        identity = {**plan.identities[i], "heads": [list(h) for h in heads], "n_draws": cfg.ablate_draws,
+                    "seed": cfg.scan.seed}
+        hit = cache.read(source.name, identity)
+        if hit is not None:
+            cached[i] = hit
+        else:
+            tasks.append((plan.refs[i], cfg, heads, directory, source.name, identity, torch.get_num_threads()))
+            indices.append(i)
+    return InductionSetPlan(heads, cached, tasks, indices)
+
+
+def valid_set_result(result: dict[str, Any]) -> bool:
+    """Whether a cached joint-ablation result is whole (finite numbers, a control or its reason)."""
+    try:
+        effect = HeadSetEffect.from_dict(result)
+        numbers = [effect.baseline, effect.joint_effect, *map(float, effect.control_effects or [])]
+    except (KeyError, TypeError, ValueError):
+        return False
+    has_control = effect.control_heads is not None and len(effect.control_heads) == len(effect.control_effects or [])
+    return all(math.isfinite(x) for x in numbers) and (has_control or bool(effect.control_unavailable))
+
+
+def induction_set_task(ref: ModelRef, cfg: TrackConfig, heads: list[tuple[int, int]], cache_dir: Path | None,
+                       name: str, identity: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Ablate `heads` together (and the layer-matched random sets) at one checkpoint, on the ICL
+    score's sequences; cache and return the result (`score_task`'s counterpart for the second pass)."""
+    torch.set_num_threads(threads)
+    model = ref.load()
+    check_ablation_memory(model, cfg)
+    tokens, _ = icl_tokens(model, cfg.scan.icl)
+    effect = icl_head_set_effect(model, tokens, heads, cfg.ablate, cfg.ablate_draws, cfg.scan.seed)
+    result = json.loads(json.dumps(effect.to_dict()))  # tuples as lists: as it reads back from the cache
+    ResultCache(cache_dir).write(name, identity, result)
+    return result
+
+
+# ---- the report --------------------------------------------------------------------------------
+
 def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
-                 execution: dict[str, Any] | None = None) -> TrackReport:
-    """The TrackReport of a plan, given the results of its tasks (in task order)."""
-    scored = dict(plan.cached)
-    scored.update(zip(plan.missing, computed))
+                 execution: dict[str, Any] | None = None, induction_set: InductionSetPlan | None = None,
+                 set_computed: list[dict[str, Any]] | None = None) -> TrackReport:
+    """The TrackReport of a plan, given the results of its tasks (in task order), and with
+    `cfg.ablate` those of its second pass (`plan_induction_set`)."""
+    cfg = plan.cfg
+    scored = plan.results(computed)
+    ablation = None
+    if cfg.ablate is not None:
+        if induction_set is None:  # a caller that ran only the first pass: run the second here
+            induction_set = plan_induction_set(plan, scored)
+            set_computed = LocalExecutor().map(induction_set_task, induction_set.tasks)
+        sets = induction_set.results(set_computed or [])
+        scored = [{**result, "ablation": {**result["ablation"], "induction_set": induction_set_block(
+                      result["heads"], HeadSetEffect.from_dict(sets[i]) if i in sets else None)}}
+                  for i, result in enumerate(scored)]
+        ablation = ablation_summary(cfg, induction_set.heads, [sets[i] for i in sorted(sets)])
     results = [CheckpointScores(step=s.step, tokens_seen=s.tokens_seen, loss=s.loss, revision=s.revision,
                                 **scored[i]) for i, s in enumerate(plan.sources)]
-    cfg = plan.cfg
     phase = phase_change_of(results, cfg.resolved_phase_threshold, cfg.min_icl_range)
     settings = {"track": cfg.to_dict(), "held_out_seed": plan.held_out_seed, "cache_key": plan.cache_key,
                 "copying_estimate": cfg.scan.detector.copying_method(),
                 "data": plan.manifest.get("data"), "train_config": plan.manifest.get("train_config"),
                 "checkpoints_computed": len(computed), "checkpoints_cached": len(plan.cached)}
+    if induction_set is not None:
+        settings.update(induction_set_computed=len(set_computed or []), induction_set_cached=len(induction_set.cached))
     prov = provenance(plan.run, None, cfg.scan.seed, settings, time.perf_counter() - start, **plan.placement)
     prov.update(execution or {"executor": "local", "workers": 1})
-    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov)
+    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation)
+
+
+def ablation_summary(cfg: TrackConfig, heads: list[tuple[int, int]], sets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report-level ``ablation`` block: the method, the final induction heads, and the control."""
+    control = next((s for s in sets if s.get("control_heads")), None)
+    reason = next((s["control_unavailable"] for s in sets if s.get("control_unavailable")), None)
+    if not heads:
+        reason = "the final checkpoint has no induction heads: no set to ablate"
+    return {"method": cfg.ablate, "induction_heads": [list(h) for h in heads], "n_draws": cfg.ablate_draws,
+            "control_heads": None if control is None else control["control_heads"],
+            "control_unavailable": reason}
+
+
+def run_plans(plans: Sequence[TrackPlan], executor: Executor, start: float, progress: bool = False,
+              desc: str = "tracking") -> list[TrackReport]:
+    """Score the missing checkpoints of every plan in one `executor.map`, then (for plans with
+    `ablate`) ablate each run's final induction heads at every checkpoint in a second one."""
+    computed = executor.map(score_task, [t for plan in plans for t in plan.tasks], progress=progress, desc=desc)
+    per_plan = []
+    for plan in plans:
+        mine, computed = computed[: len(plan.tasks)], computed[len(plan.tasks):]
+        per_plan.append(mine)
+    sets = [plan_induction_set(plan, plan.results(mine)) for plan, mine in zip(plans, per_plan)]
+    set_tasks = [t for s in sets for t in s.tasks]
+    set_computed = executor.map(induction_set_task, set_tasks, progress=progress,
+                                desc="ablating the induction heads") if set_tasks else []
+    reports = []
+    for plan, mine, induction_set in zip(plans, per_plan, sets):
+        set_mine, set_computed = set_computed[: len(induction_set.tasks)], set_computed[len(induction_set.tasks):]
+        reports.append(finish_track(plan, mine, start, executor.describe(), induction_set, set_mine))
+    return reports
 
 
 def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progress: bool = False,
@@ -316,11 +514,11 @@ def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progre
     """Score every checkpoint of `run` and find its phase change (module docstring).
 
     `executor` runs the missing checkpoints (`induction.executor`: this process by default, or Ray
-    tasks); the report is the same either way.
+    tasks), and with `cfg.ablate` the joint ablations of the final induction heads; the report is
+    the same either way.
     """
     cfg = cfg or TrackConfig()
     start = time.perf_counter()
     executor = executor or LocalExecutor()
     plan = plan_track(run, cfg, remote=executor.name != "local")
-    computed = executor.map(score_task, plan.tasks, progress=progress, desc="tracking")
-    return finish_track(plan, computed, start, executor.describe())
+    return run_plans([plan], executor, start, progress)[0]
