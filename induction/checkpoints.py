@@ -22,7 +22,14 @@ from typing import Any, Sequence
 from induction.checkpoint import WEIGHTS_FILE, ModelLoadError
 from induction.fileio import file_sha256
 from induction.formation import revision_steps
-from induction.hf_dirs import FolderCheckpoint, folder_checkpoints, is_trainer_output, trainer_progress, weights_sha256
+from induction.hf_dirs import (
+    FolderCheckpoint,
+    folder_checkpoints,
+    is_trainer_output,
+    split_pending,
+    trainer_progress,
+    weights_sha256,
+)
 from induction.models import ModelRef
 from induction.runs import read_manifest, run_checkpoints, step_name
 
@@ -65,7 +72,8 @@ def run_sources(run_dir: str | os.PathLike[str]) -> list[CheckpointSource]:
 
 
 def trainer_sources(out_dir: str | os.PathLike[str]) -> list[CheckpointSource]:
-    """Every ``checkpoint-N/`` folder of a Hugging Face Trainer output directory, by step.
+    """Every ``checkpoint-N/`` folder of a Hugging Face Trainer output directory, by step; the newest
+    is left out while it is still being written (`induction.hf_dirs.split_pending`, `pending_checkpoint`).
 
     The step is the folder's number, checked against its trainer_state.json's `global_step`;
     tokens_seen and loss come from that trainer_state.json where it recorded them
@@ -74,7 +82,10 @@ def trainer_sources(out_dir: str | os.PathLike[str]) -> list[CheckpointSource]:
     out_dir = Path(out_dir)
     if not is_trainer_output(out_dir):
         raise ModelLoadError(f"{out_dir} is not a Hugging Face Trainer output (no checkpoint-N/ folders)")
-    return [_folder_source(out_dir, c) for c in folder_checkpoints(out_dir)]
+    ckpts, pending = split_pending(folder_checkpoints(out_dir))
+    if not ckpts:
+        raise ModelLoadError(f"{out_dir}: no complete checkpoint yet ({pending['name']}: {pending['reason']})")
+    return [_folder_source(out_dir, c) for c in ckpts]
 
 
 def revision_dir_sources(folder: str | os.PathLike[str], revisions: Sequence[str] | None = None) -> list[CheckpointSource]:
@@ -86,7 +97,11 @@ def revision_dir_sources(folder: str | os.PathLike[str], revisions: Sequence[str
     """
     folder = Path(folder)
     ckpts = folder_checkpoints(folder)
-    if revisions is not None:
+    if revisions is None:
+        ckpts, pending = split_pending(ckpts)
+        if not ckpts:
+            raise ModelLoadError(f"{folder}: no complete checkpoint yet ({pending['name']}: {pending['reason']})")
+    else:
         _check_revisions(revisions)
         by_name = {c.name: c for c in ckpts}
         missing = [r for r in revisions if r not in by_name]
@@ -94,6 +109,12 @@ def revision_dir_sources(folder: str | os.PathLike[str], revisions: Sequence[str
             raise ModelLoadError(f"{folder} has no folder {missing[0]!r} (folders: {', '.join(by_name)})")
         ckpts = [by_name[r] for r in revisions]
     return [_folder_source(folder, c) for c in ckpts]
+
+
+def pending_checkpoint(folder: str | os.PathLike[str]) -> dict[str, str] | None:
+    """The newest checkpoint folder of a Trainer output or folder of revisions if it is still being
+    written, as {"name", "reason"}: what `trainer_sources` / `revision_dir_sources` leave out."""
+    return split_pending(folder_checkpoints(Path(folder)))[1]
 
 
 def _folder_source(folder: Path, ckpt: FolderCheckpoint) -> CheckpointSource:

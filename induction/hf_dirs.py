@@ -43,6 +43,65 @@ def is_hf_model_dir(path: Path) -> bool:
     return isinstance(config, dict) and "model_type" in config
 
 
+def safetensors_size_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be whole (None: its size is what its header promises): a file
+    still being written, or cut short. Reads the 8-byte length and the JSON header only."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                return f"{path.name} has {size} bytes, no header"
+            n = int.from_bytes(prefix, "little")
+            if n > size - 8:
+                return f"{path.name} has {size} bytes, fewer than its header's {n}"
+            header = json.loads(handle.read(n))
+    except (OSError, ValueError) as exc:
+        return f"{path.name} is unreadable ({exc.__class__.__name__})"
+    if not isinstance(header, dict):
+        return f"{path.name} has no header"
+    ends = [v["data_offsets"][1] for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
+    expected = 8 + n + max(ends, default=0)
+    return None if size >= expected else f"{path.name} has {size} of its {expected} bytes"
+
+
+def pending_reason(directory: Path) -> str | None:
+    """Why `directory` looks like a model directory still being written (None: it looks whole):
+    no config.json yet, no weights yet (and no pickled ones either, which are refused, not waited
+    for), a shard its index names not there yet, or a safetensors file shorter than its header says."""
+    if not (directory / CONFIG_FILE).is_file():
+        return f"no {CONFIG_FILE} yet"
+    has_pickled_weights = any(p.name.startswith(("pytorch_model", "model")) and p.suffix in PICKLE_SUFFIXES
+                              for p in directory.iterdir())
+    index = directory / SAFETENSORS_INDEX
+    if not (directory / SAFETENSORS_FILE).is_file() and not index.is_file():
+        return None if has_pickled_weights else "no weights yet"
+    try:
+        files = safetensors_files(directory)
+    except ModelLoadError as exc:
+        return str(exc).split(": ", 1)[-1] if "missing from" in str(exc) else None
+    for path in files:
+        if path.suffix == ".safetensors":
+            problem = safetensors_size_problem(path)
+            if problem is not None:
+                return problem
+    return None
+
+
+def split_pending(ckpts: list[FolderCheckpoint]) -> tuple[list[FolderCheckpoint], dict[str, str] | None]:
+    """`ckpts` (by step) without the last one if that one is still being written (`pending_reason`),
+    and {"name", "reason"} of the one left out. A live training run's newest checkpoint is skipped
+    rather than failing the whole track; an earlier incomplete one is damage, and loading it fails
+    in one line naming it."""
+    if not ckpts:
+        return ckpts, None
+    reason = pending_reason(ckpts[-1].path)
+    if reason is None:
+        return ckpts, None
+    return ckpts[:-1], {"name": ckpts[-1].name, "reason": reason}
+
+
 def safetensors_files(directory: Path) -> list[Path]:
     """The safetensors files that hold `directory`'s weights (the index first, then its shards).
 

@@ -337,6 +337,9 @@ class TrackReport:
 
     def summary(self) -> list[str]:
         lines = [f"run: {self.run} ({len(self.checkpoints)} checkpoints)"]
+        pending = self.provenance.get("settings", {}).get("pending_checkpoint")
+        if pending:
+            lines.append(f"left out: {pending['name']}, still being written ({pending['reason']}); rerun to score it")
         if not self.checkpoints:
             return lines
         pc = self.phase_change

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from induction.checkpoint import ModelLoadError
 from induction.cli import main
-from induction.hf_dirs import folder_checkpoints, trainer_progress, weights_sha256
+from induction.hf_dirs import folder_checkpoints, safetensors_size_problem, trainer_progress, weights_sha256
 from induction.icl import ICLConfig, icl_score
 from induction.jobs import ScanConfig, TrackConfig, track
 from induction.models import load_hf_directory, load_model
@@ -213,6 +213,86 @@ def test_cli_tracks_a_trainer_output(trainer_run, tmp_path, capsys, unpickling):
     assert [c["step"] for c in report["checkpoints"]] == [2, 4, 6]
     assert report["checkpoints"][1]["tokens_seen"] == 4 * TINY["batch_size"] * TINY["n_ctx"]
     assert unpickling == []
+
+
+# ---- a live run: the newest checkpoint still being written ---------------------------------------
+
+def write_partially(ckpt: Path, source: Path, stage: str) -> None:
+    """`ckpt` as a Trainer leaves it at `stage` of writing `source`'s files."""
+    ckpt.mkdir()
+    if stage == "empty":
+        return
+    shutil.copy(source / "trainer_state.json", ckpt / "trainer_state.json")
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state["global_step"] = int(ckpt.name.split("-")[1])
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    if stage == "state only":
+        return
+    shutil.copy(source / "config.json", ckpt / "config.json")
+    if stage == "config only":
+        return
+    data = (source / "model.safetensors").read_bytes()
+    cut = {"header cut": 6, "data cut": len(data) - 100}[stage]
+    (ckpt / "model.safetensors").write_bytes(data[:cut])
+
+
+@pytest.mark.parametrize("stage", ["empty", "state only", "config only", "header cut", "data cut"])
+def test_the_newest_checkpoint_being_written_is_left_out_and_said(trainer_run, tmp_path, stage, monkeypatch, capsys,
+                                                                   unpickling):
+    out = tmp_path / "out"
+    shutil.copytree(trainer_run, out)
+    cfg = quick_track_config()
+    whole = track(out, cfg)
+    write_partially(out / "checkpoint-8", out / "checkpoint-6", stage)
+    counter = CallCounter(monkeypatch)
+    live = track(out, cfg)
+    assert [c.step for c in live.checkpoints] == [2, 4, 6] and counter.calls == 0  # cached, nothing new
+    assert live.to_json()["checkpoints"] == whole.to_json()["checkpoints"]
+    pending = live.provenance["settings"]["pending_checkpoint"]
+    assert pending["name"] == "checkpoint-8" and pending["reason"]
+    assert any(line.startswith("left out: checkpoint-8, still being written") for line in live.summary())
+    # The CLI says it in the report, exits 0, and JSON stays valid.
+    assert main(["track", str(out), "-q", "--prompts", "8", "--bootstrap", "0", "--icl-sequences", "8",
+                 "--held-out-sequences", "8", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["provenance"]["settings"]["pending_checkpoint"] == pending
+    # Once the Trainer has finished writing it, a rerun scores it (and only it).
+    shutil.rmtree(out / "checkpoint-8")
+    shutil.copytree(out / "checkpoint-6", out / "checkpoint-8")
+    state = json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())
+    (out / "checkpoint-8" / "trainer_state.json").write_text(json.dumps({**state, "global_step": 8}))
+    done = track(out, cfg)
+    assert [c.step for c in done.checkpoints] == [2, 4, 6, 8] and counter.calls == 1
+    assert done.provenance["settings"]["pending_checkpoint"] is None
+    assert unpickling == []
+
+
+def test_an_earlier_incomplete_checkpoint_is_damage_named_in_one_line(trainer_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(trainer_run, out)
+    data = (out / "checkpoint-4" / "model.safetensors").read_bytes()
+    (out / "checkpoint-4" / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert main(["track", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint-4" in err and "Traceback" not in err
+
+
+def test_a_run_whose_only_checkpoint_is_being_written_says_so(trainer_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    write_partially(out / "checkpoint-2", trainer_run / "checkpoint-2", "data cut")
+    assert main(["track", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no complete checkpoint yet (checkpoint-2:" in err
+
+
+def test_safetensors_size_problem_reads_the_header_only(trainer_run, tmp_path):
+    source = trainer_run / "checkpoint-2" / "model.safetensors"
+    data = source.read_bytes()
+    assert safetensors_size_problem(source) is None
+    for cut in (0, 5, 8, 20, len(data) // 2, len(data) - 1):
+        part = tmp_path / f"cut{cut}.safetensors"
+        part.write_bytes(data[:cut])
+        assert safetensors_size_problem(part) is not None, cut
 
 
 # ---- refusals -----------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from induction.cache import ResultCache
 from induction.checkpoints import (
     CheckpointSource,
+    pending_checkpoint,
     revision_dir_sources,
     revision_sources,
     run_sources,
@@ -291,6 +292,7 @@ class TrackPlan:
     tasks: list[tuple]
     identities: list[dict[str, Any]] = field(default_factory=list)  # per source: its cache identity
     refs: list[ModelRef] = field(default_factory=list)  # per source: how a task loads it
+    pending: dict[str, str] | None = None  # a live run's newest checkpoint, still being written: left out
 
     @property
     def missing(self) -> list[int]:
@@ -329,8 +331,10 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
             cached[i] = hit
         else:
             tasks.append((ref, cfg, held_out_seed, cache_dir, source.name, identity, torch.get_num_threads()))
+    folder = Path(run).expanduser()
+    pending = pending_checkpoint(folder) if not cfg.revisions and is_checkpoint_folder(folder) and not is_run_dir(folder) else None
     return TrackPlan(run, cfg, sources, manifest, held_out_seed, key, cache_dir,
-                     {"device": str(device), "dtype": where["dtype"]}, cached, tasks, identities, refs)
+                     {"device": str(device), "dtype": where["dtype"]}, cached, tasks, identities, refs, pending)
 
 
 def _remote_device(device: str | None) -> str:
@@ -470,7 +474,8 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
     settings = {"track": cfg.to_dict(), "held_out_seed": plan.held_out_seed, "cache_key": plan.cache_key,
                 "copying_estimate": cfg.scan.detector.copying_method(),
                 "data": plan.manifest.get("data"), "train_config": plan.manifest.get("train_config"),
-                "checkpoints_computed": len(computed), "checkpoints_cached": len(plan.cached)}
+                "checkpoints_computed": len(computed), "checkpoints_cached": len(plan.cached),
+                "pending_checkpoint": plan.pending}
     if induction_set is not None:
         settings.update(induction_set_computed=len(set_computed or []), induction_set_cached=len(induction_set.cached))
     prov = provenance(plan.run, None, cfg.scan.seed, settings, time.perf_counter() - start, **plan.placement)
