@@ -238,3 +238,40 @@ class LargestTensor:
 
     def __exit__(self, *exc) -> None:
         self._mode.__exit__(*exc)
+
+
+# ---- shared by the few-shot, device and GPU tests -------------------------------------------------
+
+def fewshot_hand_data():
+    """The few-shot layout the hand-built induction model is evaluated on (`FewShotDataConfig`)."""
+    from induction.vocab import FewShotDataConfig
+
+    return FewShotDataConfig(d_vocab=24, seq_len=48, n_unrelated=7, rule_size=3, n_classes=2,
+                             exemplars_per_class=2, n_way=2)
+
+
+def build_fewshot_hand_model() -> TransformerBridge:
+    """`build_induction_model()` labelled with `fewshot_hand_data()`, so few-shot jobs find their layout."""
+    from induction.models import ModelInfo
+
+    model = build_induction_model()
+    model.induction_info = ModelInfo(spec="<hand-built>", kind="memory", bos_token_id=0,
+                                     data=fewshot_hand_data().resolved().to_dict())
+    return model
+
+
+class CallCounter:
+    """Wraps `module.name` (monkeypatched) and counts its calls; `fail_on`: the call that raises
+    KeyboardInterrupt instead (a user stopping a long job)."""
+
+    def __init__(self, monkeypatch, module, name: str = "score_heads", fail_on: int | None = None) -> None:
+        self.calls = 0
+        self.fail_on = fail_on
+        self.real = getattr(module, name)
+        monkeypatch.setattr(module, name, self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.fail_on is not None and self.calls == self.fail_on:
+            raise KeyboardInterrupt
+        return self.real(*args, **kwargs)

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import build_induction_model
+from helpers import build_fewshot_hand_model, build_induction_model, fewshot_hand_data
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
@@ -55,14 +55,13 @@ from induction import jobs
 from induction.data import ToyDataConfig, sample_batch
 from induction.icl import ICLConfig, stream_tokens
 from induction.metrics import corrupt
-from induction.models import ModelInfo, ModelRef
+from induction.models import ModelRef
 from induction.offsets import implied_circuit, lag_attention, score_offsets
 from induction.prompts import RepeatedTokensConfig, repeated_random_tokens
 from induction.scores import ScoreConfig, build_prompts
 from induction.stats import bootstrap_mean_ci, spearman
 from induction.streams import sample_stream, training_data
 from induction.train import TrainConfig, train
-from induction.vocab import FewShotDataConfig
 
 bench_job = importlib.import_module("induction.jobs.bench")  # the module (`induction.jobs.bench` is the job)
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,16 +243,12 @@ def test_ablate_on_fewshot_prompts(fewshot_model):
     assert_same_under_meta(jobs.ablate, fewshot_model, jobs.AblateConfig(method="resample", metric=metric))
 
 
-HAND_DATA = FewShotDataConfig(d_vocab=24, seq_len=48, n_unrelated=7, rule_size=3, n_classes=2,
-                              exemplars_per_class=2, n_way=2)  # tests/test_fewshot.py's layout
+HAND_DATA = fewshot_hand_data()
 
 
 @pytest.fixture(scope="module")
 def fewshot_model():
-    model = build_induction_model()
-    model.induction_info = ModelInfo(spec="<hand-built>", kind="memory", bos_token_id=0,
-                                     data=HAND_DATA.resolved().to_dict())
-    return model
+    return build_fewshot_hand_model()
 
 
 @pytest.mark.parametrize("task", ["lookup", "rule"])

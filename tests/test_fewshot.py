@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from helpers import ROLES, assert_close, build_induction_model
+from helpers import ROLES, assert_close, build_fewshot_hand_model, build_induction_model, fewshot_hand_data
 
 from circuits import derangement
 from induction.checkpoint import save_checkpoint
@@ -45,16 +45,12 @@ from induction.vocab import FewShotDataConfig, TaskError
 # The hand-built model's vocabulary is 24 tokens: BOS 0, SEP 22, DELIM 23, content 1..21 split into
 # inputs 1..7, labels 8..14 and unrelated 15..21 (enough unrelated labels for k <= 6); a rule over
 # 3 inputs, 2 classes of 2 exemplars.
-HAND_DATA = FewShotDataConfig(d_vocab=24, seq_len=48, n_unrelated=7, rule_size=3, n_classes=2,
-                              exemplars_per_class=2, n_way=2)
+HAND_DATA = fewshot_hand_data()
 
 
 @pytest.fixture(scope="module")
 def hand_model():
-    model = build_induction_model()
-    model.induction_info = ModelInfo(spec="<hand-built>", kind="memory", bos_token_id=0,
-                                     data=HAND_DATA.resolved().to_dict())
-    return model
+    return build_fewshot_hand_model()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import save_tiny_hf_gpt2
+from helpers import CallCounter, save_tiny_hf_gpt2
 
 import induction.models
 from induction.data import sample_batch
@@ -45,20 +45,6 @@ def tiny_run(tmp_path_factory) -> Path:
     return train(cfg, tmp_path_factory.mktemp("run") / "run", progress=False)
 
 
-class CallCounter:
-    """Wraps the track job's `score_heads` and counts calls."""
-
-    def __init__(self, monkeypatch, fail_on: int | None = None):
-        self.calls = 0
-        self.fail_on = fail_on
-        self.real = track_job.score_heads
-        monkeypatch.setattr(track_job, "score_heads", self)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        if self.fail_on is not None and self.calls == self.fail_on:
-            raise KeyboardInterrupt  # the user stops a long track
-        return self.real(*args, **kwargs)
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -122,7 +108,7 @@ def test_second_track_recomputes_nothing(tiny_run, tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    counter = CallCounter(monkeypatch)
+    counter = CallCounter(monkeypatch, track_job)
     first = track(run, quick_track_config())
     assert counter.calls == 5
     second = track(run, quick_track_config())
@@ -146,7 +132,7 @@ def test_interrupted_track_resumes_and_changed_weights_are_rescored(tiny_run, tm
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    counter = CallCounter(monkeypatch, fail_on=3)
+    counter = CallCounter(monkeypatch, track_job, fail_on=3)
     with pytest.raises(KeyboardInterrupt):
         track(run, quick_track_config())
     assert counter.calls == 3

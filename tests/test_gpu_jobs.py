@@ -15,16 +15,14 @@ import math
 
 import pytest
 import torch
-from helpers import build_induction_model
+from helpers import build_fewshot_hand_model, build_induction_model, fewshot_hand_data
 
 from induction import jobs
 from induction.devices import model_device, place
 from induction.icl import ICLConfig
-from induction.models import ModelInfo
 from induction.prompts import RepeatedTokensConfig
 from induction.scores import ScoreConfig
 from induction.train import TrainConfig, train
-from induction.vocab import FewShotDataConfig
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -115,15 +113,11 @@ def test_patch(method, which):
             which)
 
 
-HAND_DATA = FewShotDataConfig(d_vocab=24, seq_len=48, n_unrelated=7, rule_size=3, n_classes=2,
-                              exemplars_per_class=2, n_way=2)  # tests/test_fewshot.py's layout
+HAND_DATA = fewshot_hand_data()
 
 
 def fewshot_model():
-    model = build_induction_model()
-    model.induction_info = ModelInfo(spec="<hand-built>", kind="memory", bos_token_id=0,
-                                     data=HAND_DATA.resolved().to_dict())
-    return model
+    return build_fewshot_hand_model()
 
 
 @pytest.mark.parametrize("which", DEFAULTS)

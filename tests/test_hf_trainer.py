@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import save_tiny_hf_gpt2
+from helpers import CallCounter, save_tiny_hf_gpt2
 from safetensors.torch import load_file, save_file
 
 from induction.checkpoint import ModelLoadError
@@ -131,15 +131,6 @@ def quick_track_config(**overrides) -> TrackConfig:
     return TrackConfig(**{"scan": scan, "held_out_sequences": 8, **overrides})
 
 
-class CallCounter:
-    def __init__(self, monkeypatch):
-        self.calls = 0
-        self.real = track_job.score_heads
-        monkeypatch.setattr(track_job, "score_heads", self)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.real(*args, **kwargs)
 
 
 def test_trainer_output_is_tracked_from_safetensors_only(trainer_run, tmp_path, monkeypatch, unpickling):
@@ -148,7 +139,7 @@ def test_trainer_output_is_tracked_from_safetensors_only(trainer_run, tmp_path, 
     assert sorted(p.name for p in (out / "checkpoint-4").iterdir()) == sorted(
         ["config.json", "generation_config.json", "model.safetensors", "trainer_state.json", *PICKLES])
     cfg = quick_track_config()
-    counter = CallCounter(monkeypatch)
+    counter = CallCounter(monkeypatch, track_job)
     report = track(out, cfg)
     assert unpickling == [] and not (trainer_run.parent / "marker").exists()
     assert counter.calls == 3
@@ -244,7 +235,7 @@ def test_the_newest_checkpoint_being_written_is_left_out_and_said(trainer_run, t
     cfg = quick_track_config()
     whole = track(out, cfg)
     write_partially(out / "checkpoint-8", out / "checkpoint-6", stage)
-    counter = CallCounter(monkeypatch)
+    counter = CallCounter(monkeypatch, track_job)
     live = track(out, cfg)
     assert [c.step for c in live.checkpoints] == [2, 4, 6] and counter.calls == 0  # cached, nothing new
     assert live.to_json()["checkpoints"] == whole.to_json()["checkpoints"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_close, save_redundant_induction_folder
+from helpers import CallCounter, assert_close, save_redundant_induction_folder
 
 import circuits
 from induction.effects import icl_head_effects
@@ -138,23 +138,12 @@ def test_without_ablate_nothing_changes():
         ablate_config(scan=ScanConfig(icl=None))
 
 
-class Counter:
-    """Wraps a function of the track job module and counts calls."""
-
-    def __init__(self, monkeypatch, name: str):
-        self.calls = 0
-        self.real = getattr(track_job, name)
-        monkeypatch.setattr(track_job, name, self)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.real(*args, **kwargs)
 
 
 def test_cached_rerun_gives_the_same_numbers_and_recomputes_nothing(folder, report, tmp_path, monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(folder, run)
-    singles, sets = Counter(monkeypatch, "icl_head_effects"), Counter(monkeypatch, "icl_head_set_effect")
+    singles, sets = CallCounter(monkeypatch, track_job, "icl_head_effects"), CallCounter(monkeypatch, track_job, "icl_head_set_effect")
     first = track(run, ablate_config())
     assert (singles.calls, sets.calls) == (3, 3)
     assert first.to_json()["checkpoints"] == report.to_json()["checkpoints"]  # cache or not: the same numbers
