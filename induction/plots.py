@@ -105,8 +105,9 @@ def plot_scan(s: HeadScores, name: str, kind: str = "heatmap") -> go.Figure:
         raise ValueError(f"unknown scan plot {kind!r}; choose heatmap, scatter or one of {', '.join(SCORE_LABELS)}")
     panels = (("prefix_matching", False), ("copying", True), ("offset_prefix_matching", False))
     fig = make_subplots(rows=1, cols=3, subplot_titles=("prefix matching", "copying", "offset prefix matching (d)"),
-                        horizontal_spacing=0.09)
+                        horizontal_spacing=0.1)
     offset = s.induction_offset.numpy()
+    domains = [fig.layout[f"xaxis{'' if col == 1 else col}"].domain for col in (1, 2, 3)]
     for col, (score, signed) in enumerate(panels, start=1):
         values = getattr(s, score).numpy()
         if score == "offset_prefix_matching":  # each cell: its score and the offset d it is at
@@ -120,7 +121,7 @@ def plot_scan(s: HeadScores, name: str, kind: str = "heatmap") -> go.Figure:
                 z=values, x=list(range(s.n_heads)), y=list(range(s.n_layers)),
                 zmin=-1.0 if signed else 0.0, zmax=1.0, colorscale="RdBu" if signed else "Viridis",
                 reversescale=signed, textfont=dict(size=10), showscale=col <= 2,
-                colorbar=dict(x=0.27 if col == 1 else 0.63, thickness=10, len=0.9),
+                colorbar=dict(x=domains[col - 1][1] + 0.008, xanchor="left", thickness=10, len=0.9),
                 hovertemplate="L%{y}H%{x}: %{z:.3f}<extra></extra>", **style,
             ),
             row=1, col=col,
@@ -130,7 +131,8 @@ def plot_scan(s: HeadScores, name: str, kind: str = "heatmap") -> go.Figure:
                 fig.add_shape(type="rect", x0=h - 0.5, x1=h + 0.5, y0=layer - 0.5, y1=layer + 0.5,
                               line=dict(color="#000", width=2.5, dash=dash), row=1, col=col)
         fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
-        fig.update_yaxes(title_text="layer" if col == 1 else None, dtick=1, autorange="reversed", row=1, col=col)
+        fig.update_yaxes(title_text="layer" if col == 1 else None, dtick=1, autorange="reversed",
+                         showticklabels=col == 1, row=1, col=col)  # the layers are the same in every panel
     width = max(3 * COLUMN_WIDTH_PX - 150, 170 * s.n_heads + 300)
     return paper_layout(fig, width=width, height=max(280, 45 * s.n_layers + 150),
                         title=f"Head scores — {name} (induction heads outlined, shifted induction heads dashed)")
@@ -358,7 +360,8 @@ def plot_head_attribution(attribution: HeadAttribution, title: str) -> go.Figure
             fig.add_shape(type="rect", x0=h - 0.5, x1=h + 0.5, y0=layer - 0.5, y1=layer + 0.5,
                           line=dict(color="#000", width=2.5), row=1, col=col)
         fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
-        fig.update_yaxes(title_text="layer" if col == 1 else None, dtick=1, autorange="reversed", row=1, col=col)
+        fig.update_yaxes(title_text="layer" if col == 1 else None, dtick=1, autorange="reversed",
+                         showticklabels=col == 1, row=1, col=col)  # the layers are the same in every panel
     col = len(variants) + 1
     for i, (label, key) in enumerate((("unablated", "baseline"), ("set ablated", "top"), ("random sets", "random"))):
         acc, gold = [], []
