@@ -275,8 +275,8 @@ def build_handbuilt(spec: HandBuiltSpec, name: str = "<hand-built>") -> Transfor
                 sd[f"blocks.{layer}.mlp.in.weight"][t, layout.tok(t)] = gain
                 sd[f"blocks.{layer}.mlp.in.bias"][t] = -gain / 2
                 sd[f"blocks.{layer}.mlp.out.weight"][mlp[layer] + t, t] = 2.0 / gain
-        for name in _norm_names(len(spec.layers)):
-            sd[f"{name}.weight"] = torch.ones_like(sd[f"{name}.weight"])
+        for norm in _norm_names(len(spec.layers)):
+            sd[f"{norm}.weight"] = torch.ones_like(sd[f"{norm}.weight"])
     model.load_state_dict(sd)
     model.induction_info = ModelInfo(spec=name, kind="memory", bos_token_id=spec.bos_token_id)
     if spec.ln_mlp:

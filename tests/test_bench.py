@@ -45,7 +45,8 @@ def test_truth_follows_the_construction():
 
 def test_layernorm_models_stay_near_their_calibrated_scale():
     """The LayerNorm variant's premise: every norm's scale stays within 10% of the weight that undoes it."""
-    model = build_handbuilt(SUITE["lnmlp-v20-h8"]())
+    model = build_handbuilt(SUITE["lnmlp-v20-h8"](), name="<ln model>")
+    assert model.induction_info.spec == "<ln model>"  # reports name the model, not its last norm
     setup = stream_metric_setup(model, "icl", n_sequences=8, seed=5)
     names = [f"blocks.{layer}.{ln}" for layer in range(2) for ln in ("ln1", "ln2")] + ["ln_final"]
     _, cache = model.run_with_cache(setup.tokens, names_filter=lambda n: n.endswith("hook_scale"))
