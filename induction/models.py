@@ -160,9 +160,16 @@ def load_spec(
             f"{spec_str} is neither a run directory ({MANIFEST_FILE}), a checkpoint "
             f"({CONFIG_FILE} + {WEIGHTS_FILE}) nor a Hugging Face model directory"
         )
-    if spec_str.startswith((".", "/", "~")) or os.sep in spec_str.strip("/").split("/", 1)[-1]:
+    if looks_local(spec_str):
         raise ModelLoadError(f"{spec_str} does not exist")
     return _load_huggingface(spec_str, revision or _as_revision(checkpoint))
+
+
+def looks_local(spec: str | os.PathLike[str]) -> bool:
+    """Whether a MODEL spec that names nothing on disk is still a local path (``./x``, ``/x``, ``~/x``,
+    ``a/b/c``), so "does not exist" rather than a hub name (``org/name``) to look up."""
+    text = str(spec)
+    return text.startswith((".", "/", "~")) or os.sep in text.strip("/").split("/", 1)[-1]
 
 
 def _as_revision(checkpoint: int | str | None) -> str | None:
