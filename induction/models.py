@@ -183,7 +183,7 @@ def _load_huggingface(spec: str, revision: str | None) -> TransformerBridge:
     """A hub model (name or cached revision) through `boot_transformers`; local directories go
     through `load_hf_directory`."""
     try:
-        with warnings.catch_warnings(), _quiet_transformers():
+        with warnings.catch_warnings(), _quiet_transformers(), _offline_hub():
             warnings.simplefilter("ignore")
             model = TransformerBridge.boot_transformers(spec, revision=revision)
     except Exception as exc:  # transformers raises many types; all mean "cannot load this"
@@ -210,6 +210,21 @@ def _settle_tokenizer(model: TransformerBridge) -> int | None:
     if bos is None:
         bos = getattr(getattr(model.original_model, "config", None), "bos_token_id", None)
     return bos
+
+
+@contextlib.contextmanager
+def _offline_hub() -> Iterator[None]:
+    """The Hugging Face hub offline for the block: a hub name is looked up in the local cache only
+    (README), so a name that is not there fails at once instead of after the hub client's ~30 s of
+    retries on a machine without network. huggingface_hub and transformers read this flag at call time."""
+    from huggingface_hub import constants
+
+    was = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was
 
 
 @contextlib.contextmanager
