@@ -118,6 +118,9 @@ def load_spec(
     spec_str = str(spec)
     path = Path(spec_str).expanduser()
     if path.is_dir() and is_run_dir(path):
+        if revision is not None:
+            raise ModelLoadError(f"{path} is a run directory, which has no revisions (--revision {revision}); "
+                                 "name a step with --checkpoint")
         ckpts = run_checkpoints(path)
         if not ckpts:
             raise ModelLoadError(f"run {path} has no checkpoints yet")

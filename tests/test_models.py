@@ -55,6 +55,8 @@ def test_run_directory_resolves_checkpoints(tmp_path):
     assert torch.equal(m10.W_Q, ref.W_Q)
     with pytest.raises(ModelLoadError, match="no checkpoint at step 15"):
         load_model(run, checkpoint=15)
+    with pytest.raises(ModelLoadError, match="run directory, which has no revisions"):  # was ignored
+        load_model(run, revision="step10")
 
 
 def test_huggingface_directory_loads_offline(tmp_path):
