@@ -86,6 +86,8 @@ def test_scan_writes_html_heatmap(handbuilt_dir, tmp_path, capsys):
         (["scan", "{model}", "--format", "xml"], "invalid choice"),
         (["scan", "{model}", "--plot", "{tmp}/x.gif"], "use one of"),
         (["scan", "{model}", "--out", "{tmp}/nodir/x.json"], "does not exist"),
+        (["scan", "{model}", "--out", "{tmp}"], "is a directory; name a file"),
+        (["scan", "{model}", "--plot", "/proc/x.html"], "cannot write in /proc"),
         (["scan", "{model}", "--text", "{tmp}/t.txt"], "no tokenizer"),
         (["scan", "{model}", "--prompts", "0"], "--prompts must be >= 1"),
         (["scan", "{model}", "--prefix-threshold", "2"], "--prefix-threshold must be in"),
