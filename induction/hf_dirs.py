@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +246,9 @@ def read_trainer_state(directory: Path) -> dict[str, Any] | None:
     state = read_json(path, "Trainer state")
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path} must hold a JSON object")
+    history = state.get("log_history")
+    if history is not None and not isinstance(history, list):
+        raise ModelLoadError(f"{path}: log_history must be a list, got {json.dumps(history)[:40]}")
     return state
 
 
@@ -261,12 +265,18 @@ def trainer_progress(state: dict[str, Any] | None, step: int) -> tuple[int | Non
     history = [e for e in state.get("log_history") or [] if isinstance(e, dict) and isinstance(e.get("step"), int)
                and e["step"] <= step]
     tokens = state.get("num_input_tokens_seen")
-    tokens = int(tokens) if isinstance(tokens, (int, float)) and tokens > 0 else None
+    tokens = int(tokens) if _finite(tokens) and tokens > 0 else None
     if tokens is None:
-        logged = [e["num_input_tokens_seen"] for e in history if isinstance(e.get("num_input_tokens_seen"), (int, float))]
+        logged = [e["num_input_tokens_seen"] for e in history if _finite(e.get("num_input_tokens_seen"))]
         tokens = int(logged[-1]) if logged else None
-    losses = [e["loss"] for e in history if isinstance(e.get("loss"), (int, float))]
+    losses = [e["loss"] for e in history if _finite(e.get("loss"))]
     return tokens, float(losses[-1]) if losses else None
+
+
+def _finite(value: Any) -> bool:
+    """A recorded number: Python's JSON reader also gives NaN and Infinity (a diverged run's loss),
+    which would reach the report as NaN or fail int()."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _int(value: Any, path: Path, key: str) -> int:

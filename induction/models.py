@@ -118,6 +118,9 @@ def load_spec(
     spec_str = str(spec)
     path = Path(spec_str).expanduser()
     if path.is_dir() and is_run_dir(path):
+        if revision is not None:
+            raise ModelLoadError(f"{path} is a run directory, which has no revisions (--revision {revision}); "
+                                 "name a step with --checkpoint")
         ckpts = run_checkpoints(path)
         if not ckpts:
             raise ModelLoadError(f"run {path} has no checkpoints yet")
@@ -160,9 +163,16 @@ def load_spec(
             f"{spec_str} is neither a run directory ({MANIFEST_FILE}), a checkpoint "
             f"({CONFIG_FILE} + {WEIGHTS_FILE}) nor a Hugging Face model directory"
         )
-    if spec_str.startswith((".", "/", "~")) or os.sep in spec_str.strip("/").split("/", 1)[-1]:
+    if looks_local(spec_str):
         raise ModelLoadError(f"{spec_str} does not exist")
     return _load_huggingface(spec_str, revision or _as_revision(checkpoint))
+
+
+def looks_local(spec: str | os.PathLike[str]) -> bool:
+    """Whether a MODEL spec that names nothing on disk is still a local path (``./x``, ``/x``, ``~/x``,
+    ``a/b/c``), so "does not exist" rather than a hub name (``org/name``) to look up."""
+    text = str(spec)
+    return text.startswith((".", "/", "~")) or os.sep in text.strip("/").split("/", 1)[-1]
 
 
 def _as_revision(checkpoint: int | str | None) -> str | None:
@@ -176,7 +186,7 @@ def _load_huggingface(spec: str, revision: str | None) -> TransformerBridge:
     """A hub model (name or cached revision) through `boot_transformers`; local directories go
     through `load_hf_directory`."""
     try:
-        with warnings.catch_warnings(), _quiet_transformers():
+        with warnings.catch_warnings(), _quiet_transformers(), _offline_hub():
             warnings.simplefilter("ignore")
             model = TransformerBridge.boot_transformers(spec, revision=revision)
     except Exception as exc:  # transformers raises many types; all mean "cannot load this"
@@ -203,6 +213,21 @@ def _settle_tokenizer(model: TransformerBridge) -> int | None:
     if bos is None:
         bos = getattr(getattr(model.original_model, "config", None), "bos_token_id", None)
     return bos
+
+
+@contextlib.contextmanager
+def _offline_hub() -> Iterator[None]:
+    """The Hugging Face hub offline for the block: a hub name is looked up in the local cache only
+    (README), so a name that is not there fails at once instead of after the hub client's ~30 s of
+    retries on a machine without network. huggingface_hub and transformers read this flag at call time."""
+    from huggingface_hub import constants
+
+    was = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was
 
 
 @contextlib.contextmanager

@@ -30,6 +30,9 @@ class PromptError(ValueError):
     """Prompt settings that cannot be satisfied by this model (too long, too few tokens, ...)."""
 
 
+DEFAULT_SEQ_LEN = 256  # the prompt length when seq_len is None (or the model's context, if shorter)
+
+
 @dataclass
 class RepeatedTokensConfig:
     """How to build repeated-random-token prompts.
@@ -87,7 +90,7 @@ class RepeatedTokens:
 
 
 def resolve_seq_len(cfg: RepeatedTokensConfig, n_ctx: int) -> int:
-    seq_len = cfg.seq_len if cfg.seq_len is not None else min(n_ctx, 256)
+    seq_len = cfg.seq_len if cfg.seq_len is not None else min(n_ctx, DEFAULT_SEQ_LEN)
     if seq_len > n_ctx:
         raise PromptError(f"prompt length {seq_len} exceeds the model's context of {n_ctx} tokens")
     return seq_len

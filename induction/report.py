@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import platform
 import sys
 import time
@@ -236,8 +237,8 @@ def _cell(value: Any) -> str:
 
 def format_report(report: Report, fmt: str = "table", width: int | None = None) -> str:
     """Render a report as table (rich), json, csv or markdown."""
-    if fmt == "json":
-        return json.dumps(report.to_json(), indent=2, default=json_default) + "\n"
+    if fmt == "json":  # strict JSON: a number that is not finite (unmeasured, diverged) is null
+        return json.dumps(_finite_json(report.to_json()), indent=2, default=json_default, allow_nan=False) + "\n"
     rows = report.rows()
     cols = list(report.columns)
     if fmt == "csv":
@@ -256,6 +257,19 @@ def format_report(report: Report, fmt: str = "table", width: int | None = None) 
     if fmt == "table":
         return _rich_table(report, rows, cols, width)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _finite_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float (tensor and numpy scalars included) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "ndim"):  # tensors and numpy arrays or scalars
+        return _finite_json(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _rich_table(report: Report, rows: list[dict[str, Any]], cols: list[str], width: int | None) -> str:

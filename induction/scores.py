@@ -79,6 +79,7 @@ from induction.offsets import (
     offset_keys,
 )
 from induction.prompts import (
+    DEFAULT_SEQ_LEN,
     PromptError,
     RepeatedTokens,
     RepeatedTokensConfig,
@@ -154,6 +155,20 @@ class ScoreConfig:
                              f"got {self.max_offset}")
         if not 0.0 < self.offset_support <= 1.0:
             raise ValueError(f"offset_support must be in (0, 1], got {self.offset_support}")
+        # Bounds from the prompt length: no prompt has a key |d| >= its length from a query, and
+        # more copying draws than source positions cost more than scoring every source (and an
+        # offset range of 10^9 would be built before anything could say it is unsupported).
+        # The default offsets stay valid on short prompts (those beyond them are left unscored).
+        length = self.prompts.seq_len or DEFAULT_SEQ_LEN
+        limit = max(length - 1, *(abs(d) for d in DEFAULT_OFFSETS))
+        for name, d in (("min_offset", -self.min_offset), ("max_offset", self.max_offset)):
+            if d > limit:
+                raise ValueError(f"{name} must be within the prompt length, |d| <= {limit} ({length} tokens, "
+                                 f"--seq-len): no query has a key farther away; got {getattr(self, name)}")
+        if self.copying_sources is not None and self.copying_sources > length:
+            raise ValueError(f"copying_sources must be at most the prompt length ({length} tokens, --seq-len): "
+                             f"more draws than source positions cost more than the exhaustive score (0); "
+                             f"got {self.copying_sources}")
 
     @property
     def offsets(self) -> tuple[int, ...]:

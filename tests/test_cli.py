@@ -86,6 +86,8 @@ def test_scan_writes_html_heatmap(handbuilt_dir, tmp_path, capsys):
         (["scan", "{model}", "--format", "xml"], "invalid choice"),
         (["scan", "{model}", "--plot", "{tmp}/x.gif"], "use one of"),
         (["scan", "{model}", "--out", "{tmp}/nodir/x.json"], "does not exist"),
+        (["scan", "{model}", "--out", "{tmp}"], "is a directory; name a file"),
+        (["scan", "{model}", "--plot", "/proc/x.html"], "cannot write in /proc"),
         (["scan", "{model}", "--text", "{tmp}/t.txt"], "no tokenizer"),
         (["scan", "{model}", "--prompts", "0"], "--prompts must be >= 1"),
         (["scan", "{model}", "--prefix-threshold", "2"], "--prefix-threshold must be in"),
@@ -191,7 +193,10 @@ def test_scan_names_the_shifted_head_its_offset_and_implied_circuit(shifted_dir,
 
 @pytest.mark.parametrize("argv, message", [(("--max-offset", "0"), "--max-offset must be >= 1"),
                                            (("--min-offset", "2"), "--min-offset must be <= 1"),
-                                           (("--offset-support", "1.5"), "--offset-support must be in (0, 1]")])
+                                           (("--offset-support", "1.5"), "--offset-support must be in (0, 1]"),
+                                           (("--max-offset", "1000000000"), "--max-offset must be within the prompt"),
+                                           (("--min-offset", "-20", "--seq-len", "16"), "--min-offset must be within"),
+                                           (("--copying-sources", "100000"), "--copying-sources must be at most")])
 def test_scan_rejects_bad_offset_settings_in_one_line(handbuilt_dir, capsys, argv, message):
     code, out, err = run_cli(capsys, "scan", handbuilt_dir, "-q", "--no-icl", *argv)
     assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err

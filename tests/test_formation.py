@@ -251,6 +251,14 @@ def test_track_revisions_loads_each_revision_in_turn(tmp_path, monkeypatch):
 
 # ---- figure -------------------------------------------------------------------------------------
 
+def test_revisions_of_a_run_directory_are_refused_not_ignored(tiny_run, monkeypatch):
+    """A run has steps, not revisions: --revisions on one used to track every checkpoint regardless."""
+    counter = CallCounter(monkeypatch, track_job, "score_task")
+    with pytest.raises(ValueError, match="is a run directory, which has no revisions"):
+        track(tiny_run, quick_track_config(revisions=("step1000",)))
+    assert counter.calls == 0
+
+
 def test_formation_figure_shows_the_curves_and_the_window(tiny_run, tmp_path):
     from induction.plots import save_figure
 

@@ -349,6 +349,21 @@ def test_trainer_progress_reads_the_log():
     logged = {"global_step": 20, "log_history": [{"step": 10, "num_input_tokens_seen": 100, "loss": 2.0}]}
     assert trainer_progress(logged, 20) == (100, 2.0)
     assert trainer_progress(None, 20) == (None, None)
+    # Python's JSON reader gives NaN and Infinity too: not recorded numbers (int(inf) raised, NaN reached the report).
+    odd = {"num_input_tokens_seen": float("inf"), "log_history": [{"step": 10, "loss": 2.0},
+                                                                    {"step": 20, "loss": float("nan")}]}
+    assert trainer_progress(odd, 20) == (None, 2.0)
+
+
+def test_trainer_state_of_the_wrong_shape_is_one_line(trainer_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(trainer_run, out, ignore=shutil.ignore_patterns("track"))
+    state_file = out / "checkpoint-4" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "log_history": 5}))
+    assert main(["track", str(out), "-q", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "log_history must be a list, got 5" in err, err
 
 
 # ---- a folder of revision directories ----------------------------------------------------------

@@ -55,6 +55,8 @@ def test_run_directory_resolves_checkpoints(tmp_path):
     assert torch.equal(m10.W_Q, ref.W_Q)
     with pytest.raises(ModelLoadError, match="no checkpoint at step 15"):
         load_model(run, checkpoint=15)
+    with pytest.raises(ModelLoadError, match="run directory, which has no revisions"):  # was ignored
+        load_model(run, revision="step10")
 
 
 def test_huggingface_directory_loads_offline(tmp_path):
@@ -107,3 +109,22 @@ def test_corrupt_or_mismatched_weights(tmp_path):
 def test_hub_name_offline_fails_cleanly():
     with pytest.raises(ModelLoadError, match="cannot load Hugging Face model"):
         load_model("no-such-org/no-such-model-xyz")
+
+
+def test_hub_name_is_looked_up_in_the_cache_only(monkeypatch):
+    """Without HF_HUB_OFFLINE in the environment (the tests set it) a name not in the cache made
+    the hub client retry for ~30 s on a machine without network; the lookup is offline (README)."""
+    from huggingface_hub import constants
+    from transformer_lens.model_bridge import TransformerBridge
+
+    seen = []
+
+    def boot(spec, **kwargs):
+        seen.append(constants.HF_HUB_OFFLINE)
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", staticmethod(boot))
+    with pytest.raises(ModelLoadError, match="cannot load Hugging Face model"):
+        load_model("no-such-org/no-such-model-xyz")
+    assert seen == [True] and constants.HF_HUB_OFFLINE is False

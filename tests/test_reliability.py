@@ -275,3 +275,33 @@ def test_out_of_memory_is_one_line_with_what_to_do(run_copy, capsys, monkeypatch
     monkeypatch.setattr(importlib.import_module("induction.jobs.scan"), "score_heads", explode)
     code, _, err = cli(capsys, "scan", run_copy, "-q", "--device", "cpu")
     assert_one_line(code, err, needle, "--batch-size")
+
+
+def test_json_reports_are_strict_json_with_null_for_numbers_not_finite():
+    """A diverged run's NaN loss (or any unmeasured number) is null in --format json, never NaN."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from induction.report import format_report
+
+    class Report:
+        title, columns = "t", ()
+
+        def rows(self):
+            return []
+
+        def summary(self):
+            return []
+
+        def to_json(self):
+            return {"loss": float("nan"), "curve": torch.tensor([1.0, float("inf")]), "x": np.float32("nan"),
+                    "ok": [1, 2.5, None, "s"]}
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in JSON output")
+
+    data = json.loads(format_report(Report(), "json"), parse_constant=no_constants)
+    assert data == {"loss": None, "curve": [1.0, None], "x": None, "ok": [1, 2.5, None, "s"]}
+    assert not math.isnan(data["ok"][1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -72,6 +73,11 @@ def test_targets_from_a_comma_list_or_a_toml_file(runs, tmp_path):
     ("[[runs]]\npath = 'a'\nseed = 1\n", "unknown key(s) in [[runs]]: seed"),
     ("job = 'fit'\n[[runs]]\npath = 'a'\n", "unknown sweep job 'fit'"),
     ("[[runs\n", "is not valid TOML"),
+    ("[[runs]]\npath = 'a'\nrevisions = 'step1000'\n", "revisions must be a non-empty list"),
+    ("[[runs]]\npath = 'a'\nrevisions = [1000]\n", "revisions must be a non-empty list"),
+    ("[[runs]]\npath = 'a'\nrevisions = []\n", "revisions must be a non-empty list"),
+    ("[[runs]]\npath = 'a'\nlabel = 5\n", "label must be a non-empty string"),
+    ("[[runs]]\npath = ' '\n", "path is empty"),
 ])
 def test_bad_sweep_files_are_one_line_errors(tmp_path, capsys, content, message):
     (tmp_path / "s.toml").write_text(content)
@@ -88,3 +94,17 @@ def test_cli_sweep_json_and_figure(runs, tmp_path, capsys):
     assert "best prefix-matching" in plot.read_text()
     assert main(["sweep", f"{runs[0]},{runs[0]}", "-q"]) == 2
     assert "repeated" in capsys.readouterr().err
+
+
+def test_scan_sweep_checks_every_target_before_scanning_any(runs, tmp_path, monkeypatch):
+    sweep_module = importlib.import_module("induction.jobs.sweep")  # the package's `sweep` is the function
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("a model was scanned before the targets were checked")
+
+    monkeypatch.setattr(sweep_module, "scan", no_scan)
+    cfg = SweepConfig(job="scan", track=CFG)
+    with pytest.raises(ValueError, match="does not exist"):
+        sweep([SweepTarget(str(runs[0])), SweepTarget(str(tmp_path / "missing"))], cfg)
+    with pytest.raises(ValueError, match="lists 2 revisions; use --job track"):
+        sweep([SweepTarget(str(runs[0])), SweepTarget("org/model", ("step1", "step2"))], cfg)

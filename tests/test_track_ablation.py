@@ -210,7 +210,8 @@ def test_cli_track_ablate(folder, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["ablation"]["method"] == "zero" and data["checkpoints"][-1]["ablation"]["induction_set"]["joint_effect"] > 4
     for argv, needle in (([*base, "--ablate", "pattern"], "unknown ablation method 'pattern'"),
-                         ([*base, "--ablate", "zero", "--ablate-draws", "0"], "--ablate-draws must be >= 1")):
+                         ([*base, "--ablate", "zero", "--ablate-draws", "0"], "--ablate-draws must be >= 1"),
+                         ([*base, "--ablate-draws", "3"], "--ablate-draws needs --ablate")):  # was ignored
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err

@@ -134,8 +134,9 @@ def check_plot_path(args: argparse.Namespace) -> None:
     path = Path(plot)
     if path.suffix.lower() not in FIGURE_FORMATS:
         raise CLIError(f"induction: error: --plot {plot}: use one of {', '.join(FIGURE_FORMATS)}")
-    if not path.parent.exists():
-        raise CLIError(f"induction: error: --plot {plot}: directory {path.parent} does not exist")
+    problem = _unwritable(path)
+    if problem:
+        raise CLIError(f"induction: error: --plot {plot}: {problem}")
     if path.suffix.lower() in STATIC_FORMATS:
         problem = static_export_problem()
         if problem:
@@ -154,8 +155,26 @@ def save_plot(fig_fn: Callable[[], Any], args: argparse.Namespace) -> None:
 
 def check_out_path(args: argparse.Namespace) -> None:
     out = getattr(args, "out", None)
-    if out and not Path(out).parent.exists():
-        raise CLIError(f"induction: error: --out {out}: directory {Path(out).parent} does not exist")
+    problem = _unwritable(Path(out)) if out else None
+    if problem:
+        raise CLIError(f"induction: error: --out {out}: {problem}")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why a report or figure could not be written to `path` (checked before any work), or None.
+    Both are written as a temporary file beside `path`, then renamed onto it."""
+    if not path.parent.is_dir():
+        return f"directory {path.parent} does not exist"
+    if path.is_dir():
+        return "is a directory; name a file"
+    import tempfile
+
+    try:  # what the write will do; os.access says yes to root on read-only and special filesystems
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", dir=path.parent):
+            pass
+    except OSError as exc:
+        return f"cannot write in {path.parent} ({exc.strerror or exc})"
+    return None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ import argparse
 from functools import partial
 
 from induction.cli import (
+    CLIError,
     add_device_arguments,
     add_options,
     add_ray_argument,
@@ -68,6 +69,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 def track_config_from_args(args: argparse.Namespace):
     from induction.jobs import TrackConfig
 
+    if args.ablate_draws is not None and args.ablate is None:  # it would be silently ignored
+        raise CLIError("induction: error: --ablate-draws needs --ablate zero|mean")
     return config_from(TrackConfig, args, {**TRACK, **ABLATE}, scan=scan_config_from_args(args), revisions=args.revisions,
                        cache=not args.no_cache, device=args.device, dtype=args.dtype)
 

@@ -33,7 +33,7 @@ from induction.devices import resolve_device, resolve_dtype
 from induction.executor import Executor, LocalExecutor
 from induction.jobs.scan import ScanConfig, scan
 from induction.jobs.track import TrackConfig, plan_track, run_plans
-from induction.models import ModelRef
+from induction.models import ModelRef, looks_local
 from induction.report import ScanReport, SweepReport, provenance
 
 JOBS = ("track", "scan")
@@ -86,9 +86,11 @@ def read_targets(text: str | os.PathLike[str]) -> tuple[list[SweepTarget], str |
         unknown = sorted({k for r in runs for k in r} - {"path", "revisions", "label"})
         if unknown:
             raise ValueError(f"sweep file {path}: unknown key(s) in [[runs]]: {', '.join(unknown)}")
+        for i, r in enumerate(runs, 1):
+            _check_run_table(path, i, r)
         base = path.parent
-        targets = [SweepTarget(path=_relative_to(r["path"], base), label=r.get("label"),
-                               revisions=tuple(r["revisions"]) if r.get("revisions") else None) for r in runs]
+        targets = [SweepTarget(path=_relative_to(r["path"].strip(), base), label=r.get("label"),
+                               revisions=tuple(r["revisions"]) if r.get("revisions") is not None else None) for r in runs]
         job = data.get("job")
         if job is not None:
             check_choice("sweep job", job, JOBS)
@@ -103,10 +105,37 @@ def read_targets(text: str | os.PathLike[str]) -> tuple[list[SweepTarget], str |
     return targets, job
 
 
+def _check_run_table(path: Path, index: int, run: dict[str, Any]) -> None:
+    """One [[runs]] table's types: a non-empty path, a label string, a non-empty list of revision
+    names (a bare string would be split into its characters, a number is no revision name)."""
+    where = f"sweep file {path}: [[runs]] table {index}"
+    if not run["path"].strip():
+        raise ValueError(f"{where}: path is empty")
+    label = run.get("label")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise ValueError(f"{where}: label must be a non-empty string, got {label!r}")
+    revisions = run.get("revisions")
+    if revisions is not None and (not isinstance(revisions, list) or not revisions
+                                  or not all(isinstance(r, str) and r.strip() for r in revisions)):
+        raise ValueError(f"{where}: revisions must be a non-empty list of revision names "
+                         f"(revisions = [\"step1000\"]), got {revisions!r}")
+
+
 def _relative_to(path: str, base: Path) -> str:
     """A path in a sweep file is relative to the file; a hub name stays as it is."""
     candidate = base / path
     return str(candidate) if not Path(path).is_absolute() and candidate.exists() else path
+
+
+def check_scan_targets(targets: Sequence[SweepTarget]) -> None:
+    """Before any model is scanned: every local target exists, and each names one model (a scan
+    takes one revision per target; a list of them is what `--job track` scores)."""
+    for t in targets:
+        if not Path(t.path).expanduser().exists() and looks_local(t.path):
+            raise ValueError(f"sweep target {t.path} does not exist")
+        if t.revisions is not None and len(t.revisions) > 1:
+            raise ValueError(f"sweep target {t.name}: --job scan scans one model per target, but it lists "
+                             f"{len(t.revisions)} revisions; use --job track, or one [[runs]] table per revision")
 
 
 def scan_target(ref: ModelRef, cfg: ScanConfig, threads: int) -> ScanReport:
@@ -131,6 +160,7 @@ def sweep(targets: Sequence[SweepTarget], cfg: SweepConfig | None = None, *, pro
                  for t in targets]
         tracks = run_plans(plans, executor, start, progress, desc="sweeping checkpoints")
     else:
+        check_scan_targets(targets)
         refs = [ModelRef(t.path, revision=(t.revisions or (None,))[0], device=cfg.track.device, dtype=cfg.track.dtype)
                 for t in targets]
         tasks = [(ref, cfg.track.scan, torch.get_num_threads()) for ref in refs]

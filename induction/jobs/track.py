@@ -260,6 +260,10 @@ def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[s
     cache root; which kind of run `run` is decides (module docstring)."""
     path = Path(run).expanduser()
     if path.is_dir() and is_run_dir(path):
+        if cfg.revisions:
+            raise ValueError(f"{run} is a run directory, which has no revisions: --revisions names Hugging Face "
+                             "revisions or the folders of a folder of revision directories; a run's checkpoints "
+                             "are all tracked")
         return run_sources(path), read_manifest(path), path / TRACK_DIR
     if path.is_dir() and is_checkpoint_folder(path):
         if cfg.revisions:  # the named folders only
