@@ -371,3 +371,16 @@ def test_cached_results_need_the_offset_fields_and_accept_null_offsets():
     for key, bad in (("offset_copying", float("nan")), ("induction_offset", 1.5), ("is_shifted_induction", None)):
         assert not valid_result({**result, "heads": [{**head, key: bad}]}), key
     assert not valid_result({**result, "heads": [{k: v for k, v in head.items() if k != "induction_offset"}]})
+
+
+def test_the_held_out_batch_is_sized_in_tokens_unless_given():
+    """Its full-vocabulary forward is most of what track adds to a scan: 8192 tokens whatever the context."""
+    from induction.data import ToyDataConfig
+    from induction.jobs.track import HELD_OUT_TOKENS, held_out_count
+
+    toy, gpt2 = ToyDataConfig(d_vocab=128, seq_len=128), ToyDataConfig(d_vocab=50257, seq_len=512)
+    assert held_out_count(TrackConfig(), toy) == 64 and held_out_count(TrackConfig(), gpt2) == 16
+    assert held_out_count(TrackConfig(), ToyDataConfig(d_vocab=128, seq_len=2 * HELD_OUT_TOKENS)) == 1
+    assert held_out_count(TrackConfig(held_out_sequences=5), gpt2) == 5
+    with pytest.raises(ValueError, match="held_out_sequences"):
+        TrackConfig(held_out_sequences=0)

@@ -101,6 +101,7 @@ def test_impossible_batch_is_refused_before_anything_is_written(tmp_path, capsys
     (["scan", "{run}", "--prompts", "1000000000"], "--prompts 1000000000"),
     (["scan", "{run}", "--icl-sequences", "1000000000"], "--icl-sequences 1000000000"),
     (["track", "{run}", "--prompts", "1000000000", "--no-cache"], "--prompts 1000000000"),
+    (["track", "{run}", "--held-out-sequences", "1000000000", "--no-cache"], "--held-out-sequences 1000000000"),
     (["fewshot", "{run}", "--prompts", "1000000000"], "--prompts 1000000000"),
     (["ablate", "{run}", "--sequences", "1000000000"], "--sequences 1000000000"),
     (["patch", "{run}", "--sequences", "1000000000"], "--sequences 1000000000"),

@@ -59,7 +59,7 @@ from induction.formation import CheckpointScores, induction_set_block, phase_cha
 from induction.hf_dirs import is_checkpoint_folder, is_trainer_output
 from induction.icl import default_stream_config, icl_positions, icl_score, icl_tokens
 from induction.jobs.scan import ScanConfig, check_scan_memory
-from induction.losses import per_token_loss
+from induction.losses import per_token_loss, sequences_per_forward
 from induction.models import ModelRef, model_info
 from induction.prompts import read_token_freqs
 from induction.report import TrackReport, provenance
@@ -70,6 +70,7 @@ from induction.streams import data_config_from_dict, sample_stream
 TRACK_DIR = "track"
 TRACK_FORMAT_VERSION = 1
 HELD_OUT_SEED_OFFSET = 1_000_003  # held-out seed = training seed + this: never the training stream
+HELD_OUT_TOKENS = 8192  # the held-out batch's size by default: this many tokens, in whole sequences
 TRACK_ABLATIONS = ("zero", "mean")
 INDUCTION_SET_DIR = "induction_set"
 
@@ -80,7 +81,10 @@ class TrackConfig:
 
     Attributes:
         scan: the detector and ICL settings, as `induction scan` (`ScanConfig`).
-        held_out_sequences: sequences in the held-out batch (64).
+        held_out_sequences: sequences in the held-out batch; unset: as many as make 8192 tokens
+            (`HELD_OUT_TOKENS`: 64 of the toys' 128, 16 of GPT-2's 512). Its full-vocabulary
+            forward is most of what `track` adds to a scan, so it is sized in tokens, not sequences;
+            the batch is the same at every checkpoint.
         held_out_seed: seed of the held-out batch; None means the run's training seed +
             `HELD_OUT_SEED_OFFSET` (just the offset for models with no recorded seed).
         phase_threshold: the best prefix-matching score must reach this for a phase change to be
@@ -101,7 +105,7 @@ class TrackConfig:
     """
 
     scan: ScanConfig = field(default_factory=ScanConfig)
-    held_out_sequences: int = 64
+    held_out_sequences: int | None = None
     held_out_seed: int | None = None
     phase_threshold: float | None = None
     min_icl_range: float = 0.05
@@ -114,7 +118,8 @@ class TrackConfig:
     ablate_draws: int = 10
 
     def __post_init__(self) -> None:
-        check_min("held_out_sequences", self.held_out_sequences, 1)
+        if self.held_out_sequences is not None:
+            check_min("held_out_sequences", self.held_out_sequences, 1)
         if self.phase_threshold is not None:
             check_range("phase_threshold", self.phase_threshold, 0, 1)
         check_min("min_icl_range", self.min_icl_range, 0)
@@ -145,7 +150,7 @@ class TrackConfig:
         settings = {
             "format": TRACK_FORMAT_VERSION, "code_sha256": scoring_code_hash(),
             "detector": self.scan.detector.to_dict(), "token_freqs_sha256": freqs, "icl": icl_settings,
-            "held_out": {"n_sequences": self.held_out_sequences, "seed": self.held_out_seed,
+            "held_out": {"n_sequences": self.held_out_sequences, "tokens": HELD_OUT_TOKENS, "seed": self.held_out_seed,
                          "seed_offset": HELD_OUT_SEED_OFFSET},
         }
         if self.ablate is not None:  # only when set: tracks without it keep their key
@@ -194,6 +199,26 @@ def ablation_code_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+def held_out_stream(model: TransformerBridge):
+    """The stream the held-out batch is drawn from: the model's recorded training stream
+    (`induction.streams`), else the synthetic stream over its vocabulary."""
+    data = model_info(model).data
+    return data_config_from_dict(data) if data else default_stream_config(model)
+
+
+def held_out_count(cfg: TrackConfig, stream: Any) -> int:
+    """Sequences in the held-out batch: `cfg.held_out_sequences`, else `HELD_OUT_TOKENS` worth."""
+    return cfg.held_out_sequences or max(1, HELD_OUT_TOKENS // int(stream.seq_len))
+
+
+def check_held_out_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
+    """Refuse, in one line, a held-out count whose tokens and losses (or one forward) would not fit."""
+    stream = held_out_stream(model)
+    n, seq = held_out_count(cfg, stream), int(stream.seq_len)
+    batch = sequences_per_forward(model, seq, seq)
+    check_job_memory(f"--held-out-sequences {n}", model, n * 12 * seq, min(n, batch), seq)
+
+
 def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: int,
                      token_freqs: torch.Tensor | None = None) -> dict[str, Any]:
     """Head scores, ICL score and held-out loss of one model: the cached part of a checkpoint.
@@ -205,9 +230,8 @@ def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: 
     """
     scores = score_heads(model, cfg.scan.detector, token_freqs=token_freqs)
     icl = icl_score(model, cfg.scan.icl) if cfg.scan.icl is not None else None
-    data = model_info(model).data
-    stream = data_config_from_dict(data) if data else default_stream_config(model)
-    tokens = sample_stream(stream, cfg.held_out_sequences, torch.Generator(device="cpu").manual_seed(held_out_seed))
+    stream = held_out_stream(model)
+    tokens = sample_stream(stream, held_out_count(cfg, stream), torch.Generator(device="cpu").manual_seed(held_out_seed))
     held_out = per_token_loss(model, tokens)[:, 1:].mean()
     out = {"heads": scores.to_records(), "icl_score": None if icl is None else icl.score,
            "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out)}
@@ -372,6 +396,7 @@ def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: P
     freqs = read_token_freqs(cfg.scan.freqs) if cfg.scan.freqs is not None else None
     model = ref.load()
     check_scan_memory(model, cfg.scan)
+    check_held_out_memory(model, cfg)
     check_ablation_memory(model, cfg)
     torch.manual_seed(cfg.scan.seed)
     scored = score_checkpoint(model, cfg, held_out_seed, freqs)
