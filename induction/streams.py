@@ -40,6 +40,11 @@ def _demonstrations(
     return tokens
 
 
+def demonstrations_per_sequence(cfg: Any) -> int:
+    """Demonstrations that fill a sequence after BOS (the last one cut at the context's end)."""
+    return -(-(cfg.seq_len - (cfg.bos_token_id is not None)) // cfg.demo_len)
+
+
 def _keyed_lookup(
     n_rows: int, n_demos: int, keys_range: tuple[int, ...], key_pool: Tensor, value_pool: Tensor | None,
     generator: torch.Generator,
@@ -78,8 +83,7 @@ def sample_fewshot_batch(
     if cfg.stream == "prior":
         return sample_prior_batch(cfg, batch, generator)
     v = cfg.vocab
-    body = cfg.seq_len - (cfg.bos_token_id is not None)
-    n_demos = -(-body // cfg.demo_len)
+    n_demos = demonstrations_per_sequence(cfg)
     task = torch.multinomial(torch.tensor(cfg.task_weights, device="cpu"), batch, replacement=True, generator=generator)
     x = torch.empty(batch, n_demos, dtype=torch.long, device="cpu")
     y = torch.empty(batch, n_demos, dtype=torch.long, device="cpu")
@@ -125,8 +129,7 @@ def sample_prior_batch(
     - lookup: the few-shot stream's lookup sequences over every content token.
     """
     v = cfg.vocab
-    body = cfg.seq_len - (cfg.bos_token_id is not None)
-    n_demos = -(-body // cfg.demo_len)
+    n_demos = demonstrations_per_sequence(cfg)
     kind = torch.multinomial(torch.tensor(cfg.prior_weights, device="cpu"), batch, replacement=True, generator=generator)
     x = torch.empty(batch, n_demos, dtype=torch.long, device="cpu")
     y = torch.empty(batch, n_demos, dtype=torch.long, device="cpu")
@@ -201,8 +204,7 @@ def sample_tasks_batch(
     sequence is BOS + demonstrations of one task (drawn by `task_weights`), inputs uniform with
     replacement, labelled by the task's fixed function."""
     v = cfg.vocab
-    body = cfg.seq_len - (cfg.bos_token_id is not None)
-    n_demos = -(-body // cfg.demo_len)
+    n_demos = demonstrations_per_sequence(cfg)
     weights = torch.tensor(cfg.task_weights, device="cpu") if cfg.task_weights is not None else torch.ones(len(cfg.tasks), device="cpu")
     task = torch.multinomial(weights, batch, replacement=True, generator=generator)
     table = torch.tensor([v.functions[t] for t in cfg.tasks], device="cpu")  # [task, input index]
