@@ -71,50 +71,46 @@ def run_sources(run_dir: str | os.PathLike[str]) -> list[CheckpointSource]:
     return out
 
 
-def trainer_sources(out_dir: str | os.PathLike[str]) -> list[CheckpointSource]:
-    """Every ``checkpoint-N/`` folder of a Hugging Face Trainer output directory, by step; the newest
-    is left out while it is still being written (`induction.hf_dirs.split_pending`, `pending_checkpoint`).
+def folder_sources(folder: str | os.PathLike[str]) -> tuple[list[CheckpointSource], dict[str, str] | None]:
+    """Every checkpoint of a Hugging Face Trainer output (its ``checkpoint-N/`` folders) or of a folder
+    of revisions, by step, less the newest while it is still being written
+    (`induction.hf_dirs.split_pending`); and that one as {"name", "reason"} (None when there is none).
 
     The step is the folder's number, checked against its trainer_state.json's `global_step`;
     tokens_seen and loss come from that trainer_state.json where it recorded them
     (`induction.hf_dirs.trainer_progress`), else None.
     """
+    folder = Path(folder)
+    ckpts, pending = split_pending(folder_checkpoints(folder))
+    if not ckpts:
+        raise ModelLoadError(f"{folder}: no complete checkpoint yet ({pending['name']}: {pending['reason']})")
+    return [_folder_source(folder, c) for c in ckpts], pending
+
+
+def trainer_sources(out_dir: str | os.PathLike[str]) -> list[CheckpointSource]:
+    """Every ``checkpoint-N/`` folder of a Hugging Face Trainer output directory (`folder_sources`)."""
     out_dir = Path(out_dir)
     if not is_trainer_output(out_dir):
         raise ModelLoadError(f"{out_dir} is not a Hugging Face Trainer output (no checkpoint-N/ folders)")
-    ckpts, pending = split_pending(folder_checkpoints(out_dir))
-    if not ckpts:
-        raise ModelLoadError(f"{out_dir}: no complete checkpoint yet ({pending['name']}: {pending['reason']})")
-    return [_folder_source(out_dir, c) for c in ckpts]
+    return folder_sources(out_dir)[0]
 
 
 def revision_dir_sources(folder: str | os.PathLike[str], revisions: Sequence[str] | None = None) -> list[CheckpointSource]:
-    """The model directories of a folder holding one per revision (``step1000/``, ``rev-400/``), by step,
-    or only the named `revisions`, in the given order.
+    """The model directories of a folder holding one per revision (``step1000/``, ``rev-400/``), by step
+    (`folder_sources`), or only the named `revisions`, in the given order.
 
     A revision's step is the number its folder name ends with (or its trainer_state.json's
-    `global_step`); tokens_seen and loss as for `trainer_sources`.
+    `global_step`); tokens_seen and loss as for `folder_sources`.
     """
-    folder = Path(folder)
-    ckpts = folder_checkpoints(folder)
     if revisions is None:
-        ckpts, pending = split_pending(ckpts)
-        if not ckpts:
-            raise ModelLoadError(f"{folder}: no complete checkpoint yet ({pending['name']}: {pending['reason']})")
-    else:
-        _check_revisions(revisions)
-        by_name = {c.name: c for c in ckpts}
-        missing = [r for r in revisions if r not in by_name]
-        if missing:
-            raise ModelLoadError(f"{folder} has no folder {missing[0]!r} (folders: {', '.join(by_name)})")
-        ckpts = [by_name[r] for r in revisions]
-    return [_folder_source(folder, c) for c in ckpts]
-
-
-def pending_checkpoint(folder: str | os.PathLike[str]) -> dict[str, str] | None:
-    """The newest checkpoint folder of a Trainer output or folder of revisions if it is still being
-    written, as {"name", "reason"}: what `trainer_sources` / `revision_dir_sources` leave out."""
-    return split_pending(folder_checkpoints(Path(folder)))[1]
+        return folder_sources(folder)[0]
+    folder = Path(folder)
+    _check_revisions(revisions)
+    by_name = {c.name: c for c in folder_checkpoints(folder)}
+    missing = [r for r in revisions if r not in by_name]
+    if missing:
+        raise ModelLoadError(f"{folder} has no folder {missing[0]!r} (folders: {', '.join(by_name)})")
+    return [_folder_source(folder, by_name[r]) for r in revisions]
 
 
 def _folder_source(folder: Path, ckpt: FolderCheckpoint) -> CheckpointSource:

@@ -44,11 +44,10 @@ from transformer_lens.model_bridge import TransformerBridge
 from induction.cache import ResultCache
 from induction.checkpoints import (
     CheckpointSource,
-    pending_checkpoint,
+    folder_sources,
     revision_dir_sources,
     revision_sources,
     run_sources,
-    trainer_sources,
 )
 from induction.checks import check_choice, check_min, check_range
 from induction.devices import check_device_name, check_job_memory, resolve_device, resolve_dtype
@@ -56,7 +55,7 @@ from induction.effects import HeadSetEffect, icl_head_effects, icl_head_set_effe
 from induction.executor import Executor, LocalExecutor
 from induction.fileio import file_sha256
 from induction.formation import CheckpointScores, induction_set_block, phase_change_of
-from induction.hf_dirs import is_checkpoint_folder, is_trainer_output
+from induction.hf_dirs import is_checkpoint_folder
 from induction.icl import default_stream_config, icl_positions, icl_score, icl_tokens
 from induction.jobs.scan import ScanConfig, check_scan_memory
 from induction.losses import per_token_loss, sequences_per_forward
@@ -279,24 +278,25 @@ def valid_result(result: dict[str, Any], ablate: str | None = None) -> bool:
             and all(isinstance(h.get(flag), bool) for h in heads for flag in HEAD_FLAGS))
 
 
-def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[str, Any], Path | None]:
-    """The checkpoints to score, the run's manifest ({} unless an `induction train` run), and its
-    cache root; which kind of run `run` is decides (module docstring)."""
+def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[str, Any], Path | None, dict[str, str] | None]:
+    """The checkpoints to score, the run's manifest ({} unless an `induction train` run), its cache
+    root, and the checkpoint left out because it is still being written (`folder_sources`; None when
+    none is); which kind of run `run` is decides (module docstring)."""
     path = Path(run).expanduser()
     if path.is_dir() and is_run_dir(path):
         if cfg.revisions:
             raise ValueError(f"{run} is a run directory, which has no revisions: --revisions names Hugging Face "
                              "revisions or the folders of a folder of revision directories; a run's checkpoints "
                              "are all tracked")
-        return run_sources(path), read_manifest(path), path / TRACK_DIR
+        return run_sources(path), read_manifest(path), path / TRACK_DIR, None
     if path.is_dir() and is_checkpoint_folder(path):
         if cfg.revisions:  # the named folders only
-            return revision_dir_sources(path, cfg.revisions), {}, path / TRACK_DIR
-        sources = trainer_sources(path) if is_trainer_output(path) else revision_dir_sources(path)
-        return sources, {}, path / TRACK_DIR
+            return revision_dir_sources(path, cfg.revisions), {}, path / TRACK_DIR, None
+        sources, pending = folder_sources(path)
+        return sources, {}, path / TRACK_DIR, pending
     if cfg.revisions:
         root = None if cfg.cache_dir is None else Path(cfg.cache_dir)
-        return revision_sources(run, cfg.revisions), {}, root
+        return revision_sources(run, cfg.revisions), {}, root, None
     if not path.exists():
         raise ValueError(f"{run} does not exist")
     raise ValueError(f"{run} is not a run directory: no {MANIFEST_FILE} (induction train), no checkpoint-N/ "
@@ -341,7 +341,7 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
     """
     run = str(run)
     device = torch.device(_remote_device(cfg.device)) if remote else resolve_device(cfg.device)  # before any I/O
-    sources, manifest, cache_root = _sources(run, cfg)
+    sources, manifest, cache_root, pending = _sources(run, cfg)
     train_seed = (manifest.get("train_config") or {}).get("seed")
     held_out_seed = cfg.held_out_seed if cfg.held_out_seed is not None else int(train_seed or 0) + HELD_OUT_SEED_OFFSET
     key = cfg.cache_key()
@@ -359,8 +359,6 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
             cached[i] = hit
         else:
             tasks.append((ref, cfg, held_out_seed, cache_dir, source.name, identity, torch.get_num_threads()))
-    folder = Path(run).expanduser()
-    pending = pending_checkpoint(folder) if not cfg.revisions and is_checkpoint_folder(folder) and not is_run_dir(folder) else None
     return TrackPlan(run, cfg, sources, manifest, held_out_seed, key, cache_dir,
                      {"device": str(device), "dtype": where["dtype"]}, cached, tasks, identities, refs, pending)
 
