@@ -73,15 +73,16 @@ def pending_reason(directory: Path) -> str | None:
     for), a shard its index names not there yet, or a safetensors file shorter than its header says."""
     if not (directory / CONFIG_FILE).is_file():
         return f"no {CONFIG_FILE} yet"
-    has_pickled_weights = any(p.name.startswith(("pytorch_model", "model")) and p.suffix in PICKLE_SUFFIXES
-                              for p in directory.iterdir())
-    index = directory / SAFETENSORS_INDEX
-    if not (directory / SAFETENSORS_FILE).is_file() and not index.is_file():
-        return None if has_pickled_weights else "no weights yet"
+    if not (directory / SAFETENSORS_FILE).is_file() and not (directory / SAFETENSORS_INDEX).is_file():
+        pickled = any(p.name.startswith(("pytorch_model", "model")) and p.suffix in PICKLE_SUFFIXES
+                      for p in directory.iterdir())
+        return None if pickled else "no weights yet"  # pickled weights are refused, not waited for
     try:
         files = safetensors_files(directory)
-    except ModelLoadError as exc:
-        return str(exc).split(": ", 1)[-1] if "missing from" in str(exc) else None
+    except MissingShardError as exc:
+        return exc.shard + " not written yet"
+    except ModelLoadError:
+        return None  # not a matter of time: loading it says what is wrong
     for path in files:
         if path.suffix == ".safetensors":
             problem = safetensors_size_problem(path)
@@ -101,6 +102,14 @@ def split_pending(ckpts: list[FolderCheckpoint]) -> tuple[list[FolderCheckpoint]
     if reason is None:
         return ckpts, None
     return ckpts[:-1], {"name": ckpts[-1].name, "reason": reason}
+
+
+class MissingShardError(ModelLoadError):
+    """A safetensors index names a shard that is not in the directory (yet)."""
+
+    def __init__(self, message: str, shard: str) -> None:
+        super().__init__(message)
+        self.shard = shard
 
 
 def safetensors_files(directory: Path) -> list[Path]:
@@ -134,7 +143,7 @@ def safetensors_files(directory: Path) -> list[Path]:
             raise ModelLoadError(f"{index} names {bad[0]!r}, which is not a safetensors file in {directory}")
         missing = [s for s in shards if not (directory / s).is_file()]
         if missing:
-            raise ModelLoadError(f"{index} names {missing[0]}, which is missing from {directory}")
+            raise MissingShardError(f"{index} names {missing[0]}, which is missing from {directory}", missing[0])
         return [index, *(directory / s for s in shards)]
     pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
     found = f"found {', '.join(pickles)}" if pickles else "no weights at all"

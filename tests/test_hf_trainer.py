@@ -24,7 +24,13 @@ from safetensors.torch import load_file, save_file
 
 from induction.checkpoint import ModelLoadError
 from induction.cli import main
-from induction.hf_dirs import folder_checkpoints, safetensors_size_problem, trainer_progress, weights_sha256
+from induction.hf_dirs import (
+    folder_checkpoints,
+    pending_reason,
+    safetensors_size_problem,
+    trainer_progress,
+    weights_sha256,
+)
 from induction.icl import ICLConfig, icl_score
 from induction.jobs import ScanConfig, TrackConfig, track
 from induction.models import load_hf_directory, load_model
@@ -430,6 +436,15 @@ def test_sharded_safetensors_load_and_hash(tmp_path, unpickling):
     state = load_file(str(shard))
     save_file({k: v + 1 for k, v in state.items()}, str(shard), metadata={"format": "pt"})
     assert weights_sha256(tmp_path / "sharded") != before
+    # Being written: a shard cut short, then one not there yet; whole again, nothing is pending.
+    assert pending_reason(tmp_path / "sharded") is None
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    assert shards[-1] in pending_reason(tmp_path / "sharded")
+    shard.unlink()
+    assert pending_reason(tmp_path / "sharded") == f"{shards[-1]} not written yet"
+    shard.write_bytes(data)
+    assert pending_reason(tmp_path / "sharded") is None
 
 
 def test_a_local_model_directory_has_no_revisions(tmp_path):
