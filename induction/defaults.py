@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +25,10 @@ from induction.runs import read_manifest
 from induction.train import ModelConfig, TrainConfig, train
 
 CACHE_ENV = "INDUCTION_CACHE"
+# Trains every default model from another seed (a stand-in for another CPU, whose float reductions
+# differ in the last digits): the test suite's `--toy-seed N` sets it, so that tests on trained toys
+# assert only what the recipe guarantees at any seed. Unset: seed 0, the embedded default.
+SEED_ENV = "INDUCTION_DEFAULT_SEED"
 
 
 def _fewshot_config() -> TrainConfig:
@@ -52,10 +56,22 @@ def config_key(cfg: TrainConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def default_seed() -> int:
+    """The training seed of the default models: 0, or `$INDUCTION_DEFAULT_SEED`."""
+    raw = os.environ.get(SEED_ENV, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise ValueError(f"{SEED_ENV} must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
 def default_config(name: str = "2l") -> TrainConfig:
     if name not in DEFAULTS:
         raise ValueError(f"unknown default model {name!r}; choose one of {', '.join(DEFAULTS)}")
-    return DEFAULTS[name]()
+    cfg = DEFAULTS[name]()
+    seed = default_seed()
+    return cfg if seed == cfg.seed else replace(cfg, seed=seed)
 
 
 def run_path(name: str = "2l") -> Path:

@@ -235,8 +235,11 @@ def test_training_leaves_thread_count_and_global_rng_alone(tmp_path):
 
 @pytest.fixture(scope="module")
 def default_runs(tmp_path_factory) -> dict[int, Path]:
+    from induction.defaults import default_seed
+
     root = tmp_path_factory.mktemp("default")
-    return {n: train(TrainConfig.from_flat(n_layers=n), root / f"{n}l", progress=False) for n in (2, 1)}
+    return {n: train(TrainConfig.from_flat(n_layers=n, seed=default_seed()), root / f"{n}l", progress=False)
+            for n in (2, 1)}
 
 
 @pytest.mark.slow
