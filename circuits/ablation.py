@@ -8,8 +8,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from circuits.engine import Run, ZEdit, sweep_head_z
 from circuits.hooks import Head, Metric, check_heads, n_layers_heads, z_name
-from circuits.sweep import Run, ZEdit, sweep_head_z
 
 Method = Literal["zero", "mean", "resample", "pattern"]
 METHODS: tuple[str, ...] = ("zero", "mean", "resample", "pattern")
@@ -122,7 +122,7 @@ def ablate_heads(
         reference_tokens: Reference batch for `mean`/`resample` (default `tokens`).
         seed: Seed of the `resample` permutation.
         runs_per_forward: Ablated runs stacked into one forward (default:
-            `circuits.sweep.default_runs_per_forward`, sized by free memory on CUDA).
+            `circuits.engine.default_runs_per_forward`, sized by free memory on CUDA).
         progress: Show a progress bar.
 
     Returns:

@@ -5,7 +5,7 @@ Every tool in `circuits` intervenes on one activation, a head's `hook_z`
 intervened run. This module names the hooks (`z_name`, `pattern_name`, ...; TL's module paths)
 and computes `head_outputs`, a head's write into the residual stream from `hook_z` and `W_O`
 (TransformerBridge 4.3 has no per-head `hook_result` on native models), plus the small checks
-the tools share. The engine that runs many intervened forwards is `circuits.sweep`.
+the tools share. The engine that runs many intervened forwards is `circuits.engine`.
 """
 
 from collections.abc import Callable, Sequence
@@ -17,7 +17,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Tensor]
 """A metric maps logits `[batch, pos, d_vocab]` to a 0-d tensor (the contract of every public
-tool). The engine (`circuits.sweep`) and `ablate_head_sets` also take per-prompt metrics, which
+tool). The engine (`circuits.engine`) and `ablate_head_sets` also take per-prompt metrics, which
 return one value per prompt, `[batch]`."""
 
 Head = tuple[int, int]

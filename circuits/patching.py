@@ -5,8 +5,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from circuits.engine import ZEdit, sweep_head_z
 from circuits.hooks import Metric, n_layers_heads, z_name
-from circuits.sweep import ZEdit, sweep_head_z
 
 
 def patch_heads(
@@ -34,7 +34,7 @@ def patch_heads(
     arguments, `patch_heads(model, corrupted_tokens, clean_tokens, metric)`.
 
     The runs are not full forwards: each resumes inside the patched layer from the cached
-    corrupted run and several share a forward (see `circuits.sweep`), with the same numbers.
+    corrupted run and several share a forward (see `circuits.engine`), with the same numbers.
 
     Args:
         model: A TransformerBridge in eval mode.
@@ -43,7 +43,7 @@ def patch_heads(
         metric: Logits `[batch, pos, d_vocab]` to a 0-d tensor.
         per_position: Patch one position at a time (`[layer, head_index, pos]` result).
         runs_per_forward: Patched runs stacked into one forward (default:
-            `circuits.sweep.default_runs_per_forward`, sized by free memory on CUDA).
+            `circuits.engine.default_runs_per_forward`, sized by free memory on CUDA).
         progress: Show a progress bar.
 
     Returns:

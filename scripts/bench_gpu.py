@@ -46,8 +46,8 @@ from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
 
 import circuits  # noqa: E402
 from induction import jobs, load_model  # noqa: E402
-from induction.fileio import write_json_atomic  # noqa: E402
-from induction.stats import spearman  # noqa: E402
+from induction.common.fileio import write_json_atomic  # noqa: E402
+from induction.common.stats import spearman  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_patching import induction_task  # noqa: E402  (the same task as the CPU patching benchmark)

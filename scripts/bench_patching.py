@@ -13,7 +13,7 @@ the mean log-probability of the next token over the second half.
 Timings interleave the methods (one repeat of each in turn, after warm-up runs) and report
 medians, so a machine shared with other jobs slows all of them alike.
 
-`resumed` says whether `patch_heads` took the engine's in-layer shortcut (`circuits.sweep`), and
+`resumed` says whether `patch_heads` took the engine's in-layer shortcut (`circuits.engine`), and
 `sweep_full_forwards` times the same patching with full forwards (`resume=False`), what every run
 fell back to on rotary models before the engine replayed their blocks' inputs.
 
@@ -58,9 +58,9 @@ from transformer_lens.config import TransformerBridgeConfig  # noqa: E402
 from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
 
 import circuits  # noqa: E402
-from circuits import sweep  # noqa: E402
+from circuits import engine as sweep  # noqa: E402
 from circuits.hooks import z_name  # noqa: E402
-from induction.stats import spearman  # noqa: E402
+from induction.common.stats import spearman  # noqa: E402
 
 
 def random_model(

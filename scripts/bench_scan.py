@@ -64,10 +64,10 @@ def child(mode: str, model_dir: str, device: str, threads: int) -> dict:
 
     warnings.simplefilter("ignore")
     from induction.cli import main as cli_main
+    from induction.heads.scores import build_prompts
     from induction.jobs import ScanConfig, scan
-    from induction.models import load_model
-    from induction.report import format_report
-    from induction.scores import build_prompts
+    from induction.loading.models import load_model
+    from induction.reports.base import format_report
 
     cuda = device.startswith("cuda")
     rss_after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -2,7 +2,7 @@
 
 What `induction track OUT` reads from a Hugging Face Trainer output, made here in minutes on a CPU
 and without a download: a `transformers.GPT2LMHeadModel` trained on induction's repeated-segment
-stream (`induction.data.sample_batch`: BOS then a random segment tiled to the context, so after its
+stream (`induction.inputs.repeated.sample_batch`: BOS then a random segment tiled to the context, so after its
 first occurrence every token is predicted by induction), written as
 
     OUT/checkpoint-N/config.json, generation_config.json, model.safetensors   (save_pretrained)
@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from induction.data import ToyDataConfig, sample_batch
-from induction.fileio import write_json_atomic
+from induction.common.fileio import write_json_atomic
+from induction.inputs.repeated import ToyDataConfig, sample_batch
 
 TRAINER_PICKLES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin")
 BOS = 0

@@ -53,7 +53,7 @@ def handbuilt_dir(tmp_path_factory):
     """The hand-built induction model (tests/helpers.py) saved as a checkpoint directory."""
     from helpers import build_induction_model
 
-    from induction.checkpoint import save_checkpoint
+    from induction.loading.native import save_checkpoint
 
     path = tmp_path_factory.mktemp("handbuilt") / "model"
     save_checkpoint(build_induction_model(), path, {"bos_token_id": 0})
@@ -73,7 +73,7 @@ def hf_dirs(tmp_path_factory):
 def hf_bridges(hf_dirs):
     """`hf_bridges[family]`: that family's directory loaded with `induction.load_model`, once per session
     (tests must not modify it)."""
-    from induction.models import load_model
+    from induction.loading.models import load_model
 
     class Bridges(dict):
         def __missing__(self, family):

@@ -1,6 +1,6 @@
 """Test helpers: a hand-built induction model with known heads, builders, and `assert_close`.
 
-The hand-built model (built by `induction.handbuilt`, which holds the general builder) is a 2-layer
+The hand-built model (built by `induction.bench.handbuilt`, which holds the general builder) is a 2-layer
 attention-only TL-native transformer with no LayerNorm whose residual stream has four orthogonal
 subspaces of one-hot codes:
 
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.checkpoint import boot_native, native_config
-from induction.handbuilt import HandBuiltSpec, build_handbuilt
-from induction.handbuilt import HeadRole as R
+from induction.bench.handbuilt import HandBuiltSpec, build_handbuilt
+from induction.bench.handbuilt import HeadRole as R
+from induction.loading.native import boot_native, native_config
 
 OFFSET = 5
 
@@ -54,7 +54,7 @@ ROLES = Roles()
 def build_induction_model(
     d_vocab: int = 24, n_ctx: int = 48, gap: float = 20.0, beta: float = 8.0, bos_token_id: int | None = 0
 ) -> TransformerBridge:
-    """The hand-built model described in the module docstring, in eval mode (`induction.handbuilt`)."""
+    """The hand-built model described in the module docstring, in eval mode (`induction.bench.handbuilt`)."""
     layers = (
         (R("previous_token"), R("duplicate_token"), R("fixed_offset", lag=OFFSET), R("inert")),
         (R("induction", weight=beta), R("anti_induction", weight=-beta / 2), R("self_copy"), R("inert")),
@@ -85,7 +85,7 @@ def save_redundant_induction_folder(path, weights: dict[int, float], n_induction
     `build_redundant_induction_model(weight, n_induction)`: induction heads that grow over "training"."""
     from pathlib import Path
 
-    from induction.checkpoint import save_checkpoint
+    from induction.loading.native import save_checkpoint
 
     path = Path(path)
     for step, weight in weights.items():
@@ -130,7 +130,7 @@ TASK_MOVER = (1, 0)  # the one head that carries the task from the demonstration
 
 def build_task_vector_model(data, gap: float = 20.0, beta: float = 20.0, sharpness: float = 10.0) -> TransformerBridge:
     """A 2-layer TL-native model with MLPs (no LayerNorm) that performs the tasks of `data`
-    (`induction.vocab.TasksDataConfig`) by the circuit Todd et al. describe, built by hand.
+    (`induction.inputs.stream_configs.TasksDataConfig`) by the circuit Todd et al. describe, built by hand.
 
     Residual subspaces of one-hot codes: tok [0, V), pos [V, V+N), prev [V+N, 2V+N) (the previous
     token), task [2V+N, 2V+N+T) (which task), out [2V+N+T, 3V+N+T) (read by the unembedding), and
@@ -145,7 +145,7 @@ def build_task_vector_model(data, gap: float = 20.0, beta: float = 20.0, sharpne
     So with the task code at the query (from the mover or added as a vector) the model answers
     f_t(x); without it every logit is 0. The function vector of L1H0 is task t's code.
     """
-    from induction.models import ModelInfo
+    from induction.loading.models import ModelInfo
 
     V, N, T = data.d_vocab, data.seq_len, len(data.tasks)
     vocab = data.vocab
@@ -244,7 +244,7 @@ class LargestTensor:
 
 def fewshot_hand_data():
     """The few-shot layout the hand-built induction model is evaluated on (`FewShotDataConfig`)."""
-    from induction.vocab import FewShotDataConfig
+    from induction.inputs.stream_configs import FewShotDataConfig
 
     return FewShotDataConfig(d_vocab=24, seq_len=48, n_unrelated=7, rule_size=3, n_classes=2,
                              exemplars_per_class=2, n_way=2)
@@ -252,7 +252,7 @@ def fewshot_hand_data():
 
 def build_fewshot_hand_model() -> TransformerBridge:
     """`build_induction_model()` labelled with `fewshot_hand_data()`, so few-shot jobs find their layout."""
-    from induction.models import ModelInfo
+    from induction.loading.models import ModelInfo
 
     model = build_induction_model()
     model.induction_info = ModelInfo(spec="<hand-built>", kind="memory", bos_token_id=0,

@@ -10,12 +10,12 @@ import pytest
 import torch
 from helpers import assert_close, build_induction_model
 
-from induction.bench import SUITE, Truth, name_by_fraction, pessimistic_ranks, score_method
+from induction.bench.handbuilt import HandBuiltSpec, build_handbuilt
+from induction.bench.handbuilt import HeadRole as R
+from induction.bench.suite import SUITE, Truth, name_by_fraction, pessimistic_ranks, score_method
 from induction.cli import main
-from induction.handbuilt import HandBuiltSpec, build_handbuilt
-from induction.handbuilt import HeadRole as R
 from induction.jobs import BenchConfig, bench
-from induction.metrics import stream_metric_setup
+from induction.measures.metrics import stream_metric_setup
 
 SMALL = ("attn-v20-h8", "lnmlp-v20-h8")
 
@@ -178,7 +178,7 @@ def test_cli_bench_writes_json_and_rejects_bad_input(tmp_path, capsys):
 
 def test_bench_runs_on_a_model_outside_the_suite():
     """`bench_model` scores any model with a declared truth: the test helper's model."""
-    from induction.bench import bench_model
+    from induction.bench.suite import bench_model
 
     model = build_induction_model()
     truth = Truth(induction=[(1, 0)], shifted_induction=[], circuit=[(0, 0), (1, 0)])

@@ -13,7 +13,7 @@ import torch
 
 import circuits
 from induction import jobs, load_model
-from induction.stats import spearman
+from induction.common.stats import spearman
 
 
 def load_script(name: str):

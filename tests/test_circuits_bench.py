@@ -18,7 +18,7 @@ _SPEC.loader.exec_module(bench)
 
 
 def test_spearman_averages_tied_ranks():
-    from induction.stats import average_ranks, spearman
+    from induction.common.stats import average_ranks, spearman
 
     assert average_ranks(torch.tensor([3.0, 1.0, 1.0, 2.0])).tolist() == [3, 0.5, 0.5, 2]
     x = torch.tensor([1.0, 2.0, 3.0, 4.0])

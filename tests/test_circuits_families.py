@@ -2,7 +2,7 @@
 
 Each family is a tiny random Hugging Face model booted through `TransformerBridge.boot_transformers`.
 Every number is checked against an independent computation: TransformerLens' own patching, plain
-hooked forwards, or finite differences; and the engine's in-layer resume path (`circuits.sweep`)
+hooked forwards, or finite differences; and the engine's in-layer resume path (`circuits.engine`)
 must be taken on every family (rotary tables, parallel blocks, grouped-query attention, local
 attention) and agree with full forwards.
 """
@@ -18,7 +18,7 @@ from test_circuits_models import single_thread  # noqa: F401 (an autouse fixture
 from transformer_lens import patching as tl_patching
 
 import circuits
-from circuits import sweep
+from circuits import engine as sweep
 from circuits.ablation import derangement
 from circuits.hooks import pattern_name, z_name
 
@@ -239,7 +239,7 @@ def test_resume_tolerance_follows_the_dtype_so_bfloat16_resumes(hf_dirs, family)
     """bfloat16 rounds the shortcut and the model's forward differently (~1 epsilon); the check's
     tolerance follows the dtype, so the shortcut is still taken and agrees with full forwards to
     bfloat16 precision."""
-    from induction.models import load_model
+    from induction.loading.models import load_model
 
     model = load_model(hf_dirs[family]).to(torch.bfloat16, print_details=False)
     assert sweep.resume_tolerance(model) == pytest.approx(16 * 2**-7)

@@ -13,7 +13,7 @@ from test_circuits_models import (  # noqa: F401 (single_thread is an autouse fi
 from transformer_lens import patching as tl_patching
 
 import circuits
-from circuits import sweep
+from circuits import engine as sweep
 from circuits.hooks import z_name
 
 

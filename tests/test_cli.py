@@ -129,9 +129,9 @@ def test_scan_huggingface_directory_with_text_and_frequency_exclusion(tmp_path, 
     assert report["provenance"]["settings"]["detector"]["prompts"]["exclude_top"] == 10
     import torch
 
-    from induction.models import load_model
-    from induction.prompts import RepeatedTokensConfig
-    from induction.scores import build_prompts
+    from induction.heads.scores import build_prompts
+    from induction.inputs.prompts import RepeatedTokensConfig
+    from induction.loading.models import load_model
 
     model = load_model(tmp_path / "gpt2")
     prompts = build_prompts(model, RepeatedTokensConfig(n_prompts=8, exclude_top=10, seq_len=48),
@@ -143,9 +143,9 @@ def test_scan_huggingface_directory_with_text_and_frequency_exclusion(tmp_path, 
 def shifted_dir(tmp_path_factory):
     """The suite's `attn-v20-h8` hand-built model (a canonical head, a shifted head at d = 3 reading a
     key offset head at lag 4 and a query previous-token head) as a checkpoint directory, and its spec."""
-    from induction.bench import SUITE
-    from induction.checkpoint import save_checkpoint
-    from induction.handbuilt import build_handbuilt
+    from induction.bench.handbuilt import build_handbuilt
+    from induction.bench.suite import SUITE
+    from induction.loading.native import save_checkpoint
 
     spec = SUITE["attn-v20-h8"]()
     path = tmp_path_factory.mktemp("shifted") / "model"

@@ -52,16 +52,16 @@ from torch.utils._pytree import tree_flatten
 
 import circuits
 from induction import jobs
-from induction.data import ToyDataConfig, sample_batch
-from induction.icl import ICLConfig, stream_tokens
-from induction.metrics import corrupt
-from induction.models import ModelRef
-from induction.offsets import implied_circuit, lag_attention, score_offsets
-from induction.prompts import RepeatedTokensConfig, repeated_random_tokens
-from induction.scores import ScoreConfig, build_prompts
-from induction.stats import bootstrap_mean_ci, spearman
-from induction.streams import sample_stream, training_data
-from induction.train import TrainConfig, train
+from induction.common.stats import bootstrap_mean_ci, spearman
+from induction.heads.offsets import implied_circuit, lag_attention, score_offsets
+from induction.heads.scores import ScoreConfig, build_prompts
+from induction.inputs.prompts import RepeatedTokensConfig, repeated_random_tokens
+from induction.inputs.repeated import ToyDataConfig, sample_batch
+from induction.inputs.streams import sample_stream, training_data
+from induction.loading.models import ModelRef
+from induction.measures.icl import ICLConfig, stream_tokens
+from induction.measures.metrics import corrupt
+from induction.training.train import TrainConfig, train
 
 bench_job = importlib.import_module("induction.jobs.bench")  # the module (`induction.jobs.bench` is the job)
 ROOT = Path(__file__).resolve().parents[1]

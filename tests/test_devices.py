@@ -8,10 +8,10 @@ import pytest
 import torch
 from helpers import ROLES, build_induction_model
 
-from induction.checkpoint import save_checkpoint
 from induction.cli import main
-from induction.devices import DeviceError, place, resolve_device, resolve_dtype
-from induction.models import load_model
+from induction.loading.devices import DeviceError, place, resolve_device, resolve_dtype
+from induction.loading.models import load_model
+from induction.loading.native import save_checkpoint
 
 MODEL_COMMANDS = [
     ["scan", "{model}"], ["ablate", "{model}"], ["patch", "{model}"], ["fewshot", "{model}"],
@@ -90,8 +90,8 @@ def test_bfloat16_scan_agrees_with_float32_and_records_its_dtype(hand_dir, tmp_p
 
 
 def test_training_under_bfloat16_autocast_keeps_float32_weights(tmp_path):
-    from induction.runs import read_manifest
-    from induction.train import TrainConfig, train
+    from induction.loading.runs import read_manifest
+    from induction.training.train import TrainConfig, train
 
     cfg = TrainConfig.from_flat(d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=3, batch_size=2, n_log_checkpoints=0,
                                 checkpoint_every=0)

@@ -8,9 +8,9 @@ import torch
 from helpers import ROLES, assert_close, build_induction_model
 
 from induction.cli import main
-from induction.icl import icl_score
-from induction.metrics import corrupt, icl_metric, repeat_loss_metric, stream_metric_setup
-from induction.models import load_model
+from induction.loading.models import load_model
+from induction.measures.icl import icl_score
+from induction.measures.metrics import corrupt, icl_metric, repeat_loss_metric, stream_metric_setup
 
 
 def test_icl_metric_equals_icl_score():

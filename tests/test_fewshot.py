@@ -19,9 +19,14 @@ import torch
 from helpers import ROLES, assert_close, build_fewshot_hand_model, build_induction_model, fewshot_hand_data
 
 from circuits import derangement
-from induction.checkpoint import save_checkpoint
 from induction.cli import main
-from induction.fewshot import (
+from induction.common.stats import bootstrap_mean_ci
+from induction.inputs.stream_configs import FewShotDataConfig, TaskError
+from induction.inputs.streams import sample_fewshot_batch
+from induction.inputs.tasks import TEXT_TASKS, TextTask, load_text_task
+from induction.loading.models import ModelInfo
+from induction.loading.native import save_checkpoint
+from induction.measures.fewshot import (
     LABEL_VARIANTS,
     ablate_fewshot_heads,
     build_prompts,
@@ -33,14 +38,9 @@ from induction.fewshot import (
     shuffle_demos,
     task_for_model,
 )
-from induction.fewshot import FewShotPromptConfig as FewShotConfig
-from induction.fewshot.render import prompt_stream, render_text
-from induction.models import ModelInfo
-from induction.report import FewShotReport
-from induction.stats import bootstrap_mean_ci
-from induction.streams import sample_fewshot_batch
-from induction.tasks import TEXT_TASKS, TextTask, load_text_task
-from induction.vocab import FewShotDataConfig, TaskError
+from induction.measures.fewshot import FewShotPromptConfig as FewShotConfig
+from induction.measures.fewshot.render import prompt_stream, render_text
+from induction.reports.fewshot import FewShotReport
 
 # The hand-built model's vocabulary is 24 tokens: BOS 0, SEP 22, DELIM 23, content 1..21 split into
 # inputs 1..7, labels 8..14 and unrelated 15..21 (enough unrelated labels for k <= 6); a rule over
@@ -266,7 +266,7 @@ def test_scores_and_metric_agree_with_an_independent_computation(hand_model):
 
 
 def test_corrupted_labels_keep_positions_and_hide_the_answer(hand_model):
-    from induction.fewshot import corrupt_labels
+    from induction.measures.fewshot import corrupt_labels
 
     p = _prompts(hand_model, task="lookup", k=4, n_prompts=40)
     corrupted = corrupt_labels(p, torch.Generator().manual_seed(0))
@@ -313,7 +313,7 @@ def test_handbuilt_model_follows_in_context_labels(hand_model):
 def test_shuffled_orders_are_scored_against_an_independent_loop(hand_model):
     """With random inputs the query's label can only come from the fixed-offset head L0H2, which copies
     the token 5 positions back (the second-last demonstration's label): so the order matters."""
-    from induction.fewshot import evaluate_shots
+    from induction.measures.fewshot import evaluate_shots
 
     cfg = FewShotConfig(task="lookup", labels="random_inputs", k=5, n_prompts=60)
     res, _, mean = evaluate_shots(hand_model, cfg, n_orders=4, n_bootstrap=0)
@@ -391,7 +391,7 @@ def test_text_prompts_render_and_score_the_first_answer_token():
         assert ep.query not in [d.x for d in ep.demos]  # the query pair is held out
     custom = TextTask(name="pairs", pairs=(("a", "b"), ("c", "d"), ("e", "f")), separator=":", delimiter=";")
     ep = sample_episodes(custom, FewShotConfig(task="antonyms", k=2, n_prompts=1))[0]
-    from induction.fewshot import text_prompt
+    from induction.measures.fewshot import text_prompt
 
     text, offsets = text_prompt(ep, custom)
     assert text.count(";") == 2 and text.endswith(f"{ep.query}:") and [text[o] for o in offsets] == [d.y for d in ep.demos]
@@ -400,7 +400,7 @@ def test_text_prompts_render_and_score_the_first_answer_token():
 def test_text_task_on_a_tiny_hf_model(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from induction.models import load_model
+    from induction.loading.models import load_model
 
     task = load_text_task("antonyms")
     words = sorted({w for pair in task.pairs for w in pair} | set(task.unrelated) | set(task.random_inputs) | {"->"})
@@ -501,9 +501,9 @@ def test_report_objects_are_the_single_source(hand_model):
 
 
 def test_train_records_the_fewshot_stream_and_prompts_use_it(tmp_path):
-    from induction.models import load_model
-    from induction.streams import training_data
-    from induction.train import TrainConfig, train
+    from induction.inputs.streams import training_data
+    from induction.loading.models import load_model
+    from induction.training.train import TrainConfig, train
 
     data = training_data("mixture", d_vocab=40, seq_len=32)
     cfg = TrainConfig.from_flat(n_layers=1, d_model=16, n_heads=2, n_ctx=32, d_vocab=40, steps=2, batch_size=4,
@@ -539,7 +539,7 @@ def test_train_cli_data_option(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def trained_fewshot_model(tmp_path_factory):
     """`induction train --data fewshot` with every other default (the 2-layer model, 1000 steps)."""
-    from induction.models import load_model
+    from induction.loading.models import load_model
 
     run = tmp_path_factory.mktemp("train") / "run"
     assert main(["train", "--data", "fewshot", "--out", str(run), "-q"]) == 0

@@ -14,20 +14,21 @@ import pytest
 import torch
 from helpers import CallCounter, save_tiny_hf_gpt2
 
-import induction.models
-from induction.data import sample_batch
-from induction.formation import PhaseChange, detect_phase_change, revision_steps
-from induction.icl import ICLConfig, icl_score
+import induction.loading.models
+from induction.inputs.repeated import sample_batch
 from induction.jobs import ScanConfig, TrackConfig, track
 from induction.jobs.track import HELD_OUT_SEED_OFFSET
-from induction.report import TrackReport
+from induction.loading.sources import revision_steps
+from induction.measures.formation import PhaseChange, detect_phase_change
+from induction.measures.icl import ICLConfig, icl_score
+from induction.reports.track import TrackReport
 
 track_job = importlib.import_module("induction.jobs.track")  # the module (`induction.jobs.track` is the job)
-from induction.models import load_model
-from induction.prompts import RepeatedTokensConfig
-from induction.runs import read_manifest
-from induction.scores import ScoreConfig, score_heads
-from induction.train import TrainConfig, train
+from induction.heads.scores import ScoreConfig, score_heads
+from induction.inputs.prompts import RepeatedTokensConfig
+from induction.loading.models import load_model
+from induction.loading.runs import read_manifest
+from induction.training.train import TrainConfig, train
 
 HEAD_KEYS = {"layer", "head", "prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token", "is_induction",
              "induction_offset", "offset_prefix_matching", "offset_copying", "is_shifted_induction"}
@@ -229,7 +230,7 @@ def test_track_revisions_loads_each_revision_in_turn(tmp_path, monkeypatch):
         calls.append((spec, revision))
         return load_model(dirs[revision])  # a local directory stands in for the hub revision
 
-    monkeypatch.setattr(induction.models, "load_model", fake_load_model)
+    monkeypatch.setattr(induction.loading.models, "load_model", fake_load_model)
     revisions = ["step1000", "step0", "step100"]
     cfg = quick_track_config(revisions=revisions, cache_dir=tmp_path / "cache")
     report = track("org/model", cfg)
@@ -375,7 +376,7 @@ def test_cached_results_need_the_offset_fields_and_accept_null_offsets():
 
 def test_the_held_out_batch_is_sized_in_tokens_unless_given():
     """Its full-vocabulary forward is most of what track adds to a scan: 8192 tokens whatever the context."""
-    from induction.data import ToyDataConfig
+    from induction.inputs.repeated import ToyDataConfig
     from induction.jobs.track import HELD_OUT_TOKENS, held_out_count
 
     toy, gpt2 = ToyDataConfig(d_vocab=128, seq_len=128), ToyDataConfig(d_vocab=50257, seq_len=512)

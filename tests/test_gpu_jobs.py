@@ -18,11 +18,11 @@ import torch
 from helpers import build_fewshot_hand_model, build_induction_model, fewshot_hand_data
 
 from induction import jobs
-from induction.devices import model_device, place
-from induction.icl import ICLConfig
-from induction.prompts import RepeatedTokensConfig
-from induction.scores import ScoreConfig
-from induction.train import TrainConfig, train
+from induction.heads.scores import ScoreConfig
+from induction.inputs.prompts import RepeatedTokensConfig
+from induction.loading.devices import model_device, place
+from induction.measures.icl import ICLConfig
+from induction.training.train import TrainConfig, train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -92,7 +92,7 @@ def test_scan(which):
 
 @pytest.mark.parametrize("which", DEFAULTS)
 def test_scan_on_a_hugging_face_model(hf_dirs, which):
-    from induction.models import load_model
+    from induction.loading.models import load_model
 
     detector = ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8, seq_len=32), copying_sources=0, n_bootstrap=20)
     cfg = jobs.ScanConfig(detector=detector, icl=ICLConfig(n_sequences=8, seq_len=32, n_bootstrap=20))

@@ -21,9 +21,9 @@ from test_circuits_families import naive_ablation
 from test_cli import run_cli
 from transformer_lens import patching as tl_patching
 
-import induction.models
+import induction.loading.models
 from circuits.hooks import pattern_name, z_name
-from induction.models import load_model
+from induction.loading.models import load_model
 
 SCORES = ("prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token")
 METRIC = ("--metric", "icl", "--sequences", "4", "--seq-len", "32")
@@ -124,7 +124,7 @@ def test_track_revisions_on_every_family(hf_dirs, tmp_path, family, monkeypatch,
         loaded.append(revision)
         return load_model(revisions[revision], **placement)
 
-    monkeypatch.setattr(induction.models, "load_model", fake_load_model)
+    monkeypatch.setattr(induction.loading.models, "load_model", fake_load_model)
     small = ("--prompts", "8", "--bootstrap", "0", "--icl-sequences", "4", "--held-out-sequences", "4")
     report = cli_json(capsys, "track", "org/model", "--revisions", "step100,step0", "--no-cache", *small)
     assert loaded == ["step100", "step0"]
@@ -144,7 +144,7 @@ def test_track_revisions_on_every_family(hf_dirs, tmp_path, family, monkeypatch,
 
 def metric_setup(model):
     """The run `--metric icl --sequences 4 --seq-len 32 --seed 0` measures on."""
-    from induction.metrics import stream_metric_setup
+    from induction.measures.metrics import stream_metric_setup
 
     return stream_metric_setup(model, "icl", n_sequences=4, seed=0, seq_len=32)
 
@@ -222,7 +222,7 @@ def test_text_task_words_the_tokenizer_does_not_know_are_a_one_line_error(tmp_pa
 
 def test_text_task_answers_are_the_words_own_tokens(hf_bridges):
     """With the full tokenizer the answers are each word's own token, never the unknown token."""
-    from induction.fewshot.render import build_prompts
+    from induction.measures.fewshot.render import build_prompts
 
     vocab = tokenizer_vocab()
     prompts = build_prompts(hf_bridges["llama"], task="country_capital", k=2, n_prompts=16)

@@ -22,20 +22,20 @@ import torch
 from helpers import CallCounter, save_tiny_hf_gpt2
 from safetensors.torch import load_file, save_file
 
-from induction.checkpoint import ModelLoadError
 from induction.cli import main
-from induction.hf_dirs import (
+from induction.heads.scores import ScoreConfig, score_heads
+from induction.inputs.prompts import RepeatedTokensConfig
+from induction.jobs import ScanConfig, TrackConfig, track
+from induction.loading.hf_dirs import (
     folder_checkpoints,
     pending_reason,
     safetensors_size_problem,
     trainer_progress,
     weights_sha256,
 )
-from induction.icl import ICLConfig, icl_score
-from induction.jobs import ScanConfig, TrackConfig, track
-from induction.models import load_hf_directory, load_model
-from induction.prompts import RepeatedTokensConfig
-from induction.scores import ScoreConfig, score_heads
+from induction.loading.models import load_hf_directory, load_model
+from induction.loading.native import ModelLoadError
+from induction.measures.icl import ICLConfig, icl_score
 
 ROOT = Path(__file__).resolve().parents[1]
 track_job = importlib.import_module("induction.jobs.track")

@@ -8,11 +8,11 @@ import pytest
 import torch
 from helpers import LargestTensor, assert_close, build_induction_model, save_tiny_hf_gpt2
 
-from induction import losses
-from induction.checkpoint import boot_native, native_config
-from induction.icl import ICLDataError, icl_positions, icl_score
-from induction.losses import losses_at, per_token_loss
-from induction.models import load_model
+from induction.loading.models import load_model
+from induction.loading.native import boot_native, native_config
+from induction.measures import losses
+from induction.measures.icl import ICLDataError, icl_positions, icl_score
+from induction.measures.losses import losses_at, per_token_loss
 
 
 def test_positions_follow_olsson_and_scale():

@@ -72,17 +72,56 @@ def test_circuits_never_imports_induction():
     assert not {m for m in graph if m.startswith("circuits") and any(e.startswith("induction") for e in graph[m])}
 
 
+# The pipeline, bottom to top (STYLE.md): a module may import only from its own subpackage or a lower one.
+STAGES = {
+    "induction.common": 0,
+    "induction.loading": 1,
+    "induction.inputs": 2,
+    "induction.heads": 3,
+    "induction.measures": 4,
+    "induction.training": 4,
+    "induction.bench": 5,
+    "induction.plots": 5.5,
+    "induction.reports": 6,
+    "induction.jobs": 7,
+    "induction.cli": 8,
+}
+MAX_LINES = 450
+
+
+def stage(module: str) -> str | None:
+    return next((s for s in STAGES if module == s or module.startswith(s + ".")), None)
+
+
+def test_every_module_sits_in_a_stage():
+    graph = import_graph()
+    loose = {m for m in graph if m.startswith("induction.") and stage(m) is None and m != "induction._compat"}
+    assert not loose, f"modules outside the pipeline's subpackages: {sorted(loose)}"
+
+
+def test_imports_flow_down_the_pipeline():
+    graph = import_graph()
+    upward = sorted(f"{m} -> {e}" for m, edges in graph.items() if stage(m) for e in edges
+                    if stage(e) and stage(e) != stage(m) and STAGES[stage(e)] >= STAGES[stage(m)])
+    assert not upward, "imports against the pipeline: " + "; ".join(upward)
+
+
 def test_upper_layers_are_imported_only_from_above():
     graph = import_graph()
     # The CLI is imported by nothing but itself; the demo only by the CLI.
     assert importers(graph, "induction.cli") <= {m for m in graph if m.startswith("induction.cli")}
-    assert importers(graph, "induction.demo") <= {"induction.cli.demo"}
-    # Jobs build reports; figures read them: no compute module imports either (train records
-    # package versions through `report.package_versions`, the one provenance helper).
-    above = {"induction.report", "induction.demo"} | {m for m in graph if m.startswith(("induction.cli", "induction.jobs"))}
+    assert importers(graph, "induction.jobs.demo") <= {"induction.cli.demo"}
+    # Figures read reports' contents; no compute module imports figures, reports or jobs.
+    above = {m for m in graph if m.startswith(("induction.cli", "induction.jobs", "induction.reports", "induction.plots"))}
     assert importers(graph, "induction.plots") <= above
-    assert importers(graph, "induction.report") <= above | {"induction.train"}
+    assert importers(graph, "induction.reports") <= above
     assert importers(graph, "induction.jobs") <= above
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {str(p.relative_to(ROOT)): n for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 
 def test_the_graph_sees_function_level_imports():

@@ -9,9 +9,9 @@ import torch
 from helpers import build_induction_model, save_tiny_hf_gpt2
 from safetensors.torch import save_file
 
-from induction.checkpoint import ModelLoadError, boot_native, native_config, save_checkpoint
-from induction.fileio import write_json_atomic
-from induction.models import load_model
+from induction.common.fileio import write_json_atomic
+from induction.loading.models import load_model
+from induction.loading.native import ModelLoadError, boot_native, native_config, save_checkpoint
 
 
 @pytest.mark.parametrize("gpt2_style", [False, True])
@@ -35,7 +35,7 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("induction.checkpoint.save_file", boom)
+    monkeypatch.setattr("induction.loading.native.save_file", boom)
     with pytest.raises(OSError):
         save_checkpoint(model, tmp_path / "ck", {"step": 2})
     assert (tmp_path / "ck" / "model.safetensors").read_bytes() == before

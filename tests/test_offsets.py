@@ -1,4 +1,4 @@
-"""Shifted induction (`induction.offsets`) against known answers: a plain-loop definition of the keys,
+"""Shifted induction (`induction.heads.offsets`) against known answers: a plain-loop definition of the keys,
 exact offset-d attention patterns, the detector's own scores at d = 1 and d = 0, and hand-built
 shifted-induction circuits whose layer-0 heads are known."""
 
@@ -9,9 +9,9 @@ import torch
 from helpers import assert_close, build_induction_model
 
 import circuits
-from induction.bench import SUITE
-from induction.handbuilt import HandBuiltSpec, build_handbuilt
-from induction.offsets import (
+from induction.bench.handbuilt import HandBuiltSpec, build_handbuilt
+from induction.bench.suite import SUITE
+from induction.heads.offsets import (
     DEFAULT_OFFSETS,
     OffsetScores,
     implied_circuit,
@@ -21,8 +21,8 @@ from induction.offsets import (
     score_offsets,
     target_copy_scores,
 )
-from induction.prompts import RepeatedTokensConfig, repeated_random_tokens
-from induction.scores import CopyingMap, ScoreConfig, build_prompts, score_heads
+from induction.heads.scores import CopyingMap, ScoreConfig, build_prompts, score_heads
+from induction.inputs.prompts import RepeatedTokensConfig, repeated_random_tokens
 
 
 def role_heads(spec: HandBuiltSpec, role: str, **attrs) -> list[tuple[int, int]]:

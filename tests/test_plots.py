@@ -6,9 +6,9 @@ import pytest
 from helpers import ROLES, build_induction_model
 
 from induction import plots
-from induction.prompts import RepeatedTokensConfig
-from induction.report import ScanReport
-from induction.scores import ScoreConfig, score_heads
+from induction.heads.scores import ScoreConfig, score_heads
+from induction.inputs.prompts import RepeatedTokensConfig
+from induction.reports.scan import ScanReport
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_svg_export_contains_the_figure(report, tmp_path):
 
 
 def test_mosaic_brackets_the_phase_change():
-    from induction.formation import CheckpointScores, PhaseChange
+    from induction.measures.formation import CheckpointScores, PhaseChange
 
     points = [CheckpointScores(step=s, tokens_seen=None, loss=None, held_out_loss=0.0, icl_score=None, heads=[])
               for s in (0, 1, 2, 5, 10, 50, 100, 400, 450, 500, 550, 600, 1000)]
@@ -63,8 +63,8 @@ def test_mosaic_brackets_the_phase_change():
 
 def test_heatmap_marks_shifted_heads_and_labels_their_offset():
     """The third panel is offset prefix-matching, each cell labelled with its d; the shifted head is dashed."""
-    from induction.bench import SUITE
-    from induction.handbuilt import build_handbuilt
+    from induction.bench.handbuilt import build_handbuilt
+    from induction.bench.suite import SUITE
 
     spec = SUITE["attn-v20-h8"]()
     model = build_handbuilt(spec)

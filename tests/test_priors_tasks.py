@@ -17,10 +17,10 @@ import torch
 from helpers import ROLES, TASK_MOVER, assert_close, build_induction_model, build_task_vector_model
 
 from induction.cli import main
-from induction.fewshot import FewShotPromptConfig, build_prompts, evaluate_fewshot, manipulate
-from induction.streams import sample_stream, training_data
-from induction.tasks import FunctionTask, toy_task
-from induction.vocab import FUNCTION_TASKS, FewShotDataConfig, TaskError, TasksDataConfig
+from induction.inputs.stream_configs import FUNCTION_TASKS, FewShotDataConfig, TaskError, TasksDataConfig
+from induction.inputs.streams import sample_stream, training_data
+from induction.inputs.tasks import FunctionTask, toy_task
+from induction.measures.fewshot import FewShotPromptConfig, build_prompts, evaluate_fewshot, manipulate
 
 # ---- helpers -----------------------------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ def test_prior_task_is_the_rule_under_its_name():
 def test_bayes_reference_known_answers_and_the_sampled_stream():
     from dataclasses import replace
 
-    from induction.streams import prior_bayes_flipped
+    from induction.inputs.streams import prior_bayes_flipped
 
     cfg = training_data("prior", 128, 128)
     n, c = 20, len(cfg.vocab.content)
@@ -280,7 +280,7 @@ def test_task_probabilities_name_the_inferred_task(task_model):
 
 
 def test_function_vectors_recover_the_hand_built_task_mover(task_model):
-    from induction.fewshot.vectors import FunctionVectorConfig, function_vectors
+    from induction.measures.fewshot.vectors import FunctionVectorConfig, function_vectors
 
     fv = function_vectors(task_model, SMALL.tasks, FunctionVectorConfig(k=6, n_prompts=30, n_heads=1), n_bootstrap=0)
     assert fv.heads == [TASK_MOVER] and fv.layer == 1
@@ -301,8 +301,8 @@ def test_function_vectors_recover_the_hand_built_task_mover(task_model):
 
 def random_task_model():
     """A randomly initialised 2-layer model with LayerNorm and MLPs on the SMALL tasks layout."""
-    from induction.checkpoint import boot_native, native_config
-    from induction.models import ModelInfo
+    from induction.loading.models import ModelInfo
+    from induction.loading.native import boot_native, native_config
 
     torch.manual_seed(3)
     model = boot_native(native_config(n_layers=2, d_model=32, n_heads=4, n_ctx=32, d_vocab=24, attn_only=False,
@@ -313,7 +313,7 @@ def random_task_model():
 
 def test_indirect_effects_and_vector_agree_with_an_independent_loop():
     from circuits.hooks import z_name
-    from induction.fewshot.vectors import accuracy_with_vector, function_vector, indirect_effects, mean_head_z
+    from induction.measures.fewshot.vectors import accuracy_with_vector, function_vector, indirect_effects, mean_head_z
 
     model = random_task_model()
     clean = build_prompts(model, task="succ", k=5, n_prompts=12)
@@ -357,7 +357,7 @@ def test_indirect_effects_and_vector_agree_with_an_independent_loop():
 
 
 def test_zero_shot_prompts_carry_no_task_information(task_model):
-    from induction.fewshot.vectors import zero_shot_prompts
+    from induction.measures.fewshot.vectors import zero_shot_prompts
 
     task = toy_task("perm", SMALL)
     bare = zero_shot_prompts(task_model, task, "bare", 10, 3, seed=0)
@@ -375,7 +375,7 @@ def test_zero_shot_prompts_carry_no_task_information(task_model):
 
 
 def test_attribution_per_label_variant_on_the_hand_built_induction_model():
-    from induction.fewshot.ablation import attribute_fewshot_heads
+    from induction.measures.fewshot.ablation import attribute_fewshot_heads
 
     model = build_induction_model()
     a = attribute_fewshot_heads(model, FewShotPromptConfig(task="lookup", k=4, n_prompts=40), ["gold", "flipped"],
@@ -398,7 +398,7 @@ def test_attribution_per_label_variant_on_the_hand_built_induction_model():
 
 
 def test_mean_ablation_of_a_tasks_model_takes_its_mean_over_all_tasks(task_model):
-    from induction.fewshot.ablation import attribute_fewshot_heads, reference_tokens
+    from induction.measures.fewshot.ablation import attribute_fewshot_heads, reference_tokens
 
     cfg = FewShotPromptConfig(task="pred", k=4, n_prompts=30)
     reference = reference_tokens(task_model, cfg)
@@ -414,7 +414,7 @@ def test_mean_ablation_of_a_tasks_model_takes_its_mean_over_all_tasks(task_model
     assert a.heads == [(0, 0), TASK_MOVER] and a.variants[0].head_accuracy[TASK_MOVER] == 0.0
     # (over one task's prompts the mean would be that task's code and keep accuracy at 1)
     import circuits
-    from induction.fewshot import fewshot_metric
+    from induction.measures.fewshot import fewshot_metric
 
     same_task = circuits.ablate_head_set(task_model, prompts.tokens, fewshot_metric(prompts, kind="accuracy"),
                                          [TASK_MOVER], method="mean")
@@ -426,7 +426,7 @@ def test_mean_ablation_of_a_tasks_model_takes_its_mean_over_all_tasks(task_model
 
 @pytest.fixture(scope="module")
 def task_model_dir(tmp_path_factory, task_model):
-    from induction.checkpoint import save_checkpoint
+    from induction.loading.native import save_checkpoint
 
     path = tmp_path_factory.mktemp("tasks") / "model"
     save_checkpoint(task_model, path, {"bos_token_id": 0, "data": SMALL.to_dict()})
@@ -464,8 +464,8 @@ def test_cli_function_vectors_json_follows_the_contract(task_model_dir, tmp_path
 
 
 def test_report_tables_and_figures_read_the_same_results(task_model):
-    from induction.fewshot.vectors import FunctionVectorConfig
     from induction.jobs import FewShotConfig, fewshot
+    from induction.measures.fewshot.vectors import FunctionVectorConfig
 
     cfg = FewShotConfig(task="perm", labels=("gold", "flipped"), shots=(0, 2), n_prompts=20, n_bootstrap=0,
                         attribute=2, ablate_draws=2, function_vectors=FunctionVectorConfig(k=4, n_prompts=20, n_heads=1))

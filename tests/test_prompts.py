@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from induction.prompts import (
+from induction.inputs.prompts import (
     PromptError,
     RepeatedTokensConfig,
     duplicate_mask,

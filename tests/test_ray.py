@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from induction.cli import main
-from induction.executor import ExecutorError, RayExecutor
-from induction.icl import ICLConfig
+from induction.heads.scores import ScoreConfig
+from induction.inputs.prompts import RepeatedTokensConfig
 from induction.jobs import ScanConfig, TrackConfig, track
+from induction.jobs.executor import ExecutorError, RayExecutor
 from induction.jobs.track import plan_track, score_task
-from induction.prompts import RepeatedTokensConfig
-from induction.scores import ScoreConfig
-from induction.train import TrainConfig, train
+from induction.measures.icl import ICLConfig
+from induction.training.train import TrainConfig, train
 
 # Ray is imported by the executor, never before it: it reads its settings when first imported.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from induction.cache import ResultCache, result_hash
 from induction.cli import main
-from induction.models import load_model
-from induction.runs import MANIFEST_FILE, RESUME_DIR, read_manifest, run_checkpoints, run_lock
-from induction.train import TrainConfig, train
+from induction.loading.cache import ResultCache, result_hash
+from induction.loading.models import load_model
+from induction.loading.runs import MANIFEST_FILE, RESUME_DIR, read_manifest, run_checkpoints, run_lock
+from induction.training.train import TrainConfig, train
 
 TINY = ["--layers", "1", "--d-model", "16", "--heads", "2", "--ctx", "16", "--vocab", "16", "--steps", "4",
         "--log-checkpoints", "2", "--checkpoint-every", "0", "--batch-size", "2"]
@@ -188,7 +188,7 @@ def test_permission_denied_is_named(run_copy, capsys, monkeypatch):
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("induction.checkpoint.safe_open", denied)
+    monkeypatch.setattr("induction.loading.native.safe_open", denied)
     code, _, err = cli(capsys, "scan", run_copy, "-q", "--device", "cpu")
     assert_one_line(code, err, "permission denied", "model.safetensors")
 
@@ -285,7 +285,7 @@ def test_json_reports_are_strict_json_with_null_for_numbers_not_finite():
     import numpy as np
     import torch
 
-    from induction.report import format_report
+    from induction.reports.base import format_report
 
     class Report:
         title, columns = "t", ()

@@ -9,12 +9,12 @@ import pytest
 import torch
 from helpers import OFFSET, ROLES, LargestTensor, assert_close, build_induction_model, save_tiny_hf_gpt2
 
-import induction.scores
-from induction.checkpoint import boot_native, native_config
-from induction.models import ModelInfo, load_model
-from induction.offsets import DEFAULT_OFFSETS
-from induction.prompts import RepeatedTokens, RepeatedTokensConfig
-from induction.scores import ScoreConfig, build_prompts, copying_ov_scores, score_heads
+import induction.heads.scores
+from induction.heads.offsets import DEFAULT_OFFSETS
+from induction.heads.scores import ScoreConfig, build_prompts, copying_ov_scores, score_heads
+from induction.inputs.prompts import RepeatedTokens, RepeatedTokensConfig
+from induction.loading.models import ModelInfo, load_model
+from induction.loading.native import boot_native, native_config
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def test_exhaustive_copying_on_a_hf_model_matches_plain_loop(tiny_hf_gpt2):
 
 
 def _default_toy():
-    from induction.defaults import default_model
+    from induction.training.defaults import default_model
 
     return default_model("2l", progress=False)
 
@@ -250,11 +250,11 @@ def test_copying_memory_does_not_grow_with_vocabulary_heads_and_positions(source
     budget = 2**12
     allowed = max(budget, n_prompts * n_heads * seq * seq, d_model * d_vocab)
     assert allowed * 4 <= d_vocab * n_heads * seq  # the check has room to fail
-    monkeypatch.setattr(induction.scores, "COPYING_CHUNK_ELEMENTS", budget)
+    monkeypatch.setattr(induction.heads.scores, "COPYING_CHUNK_ELEMENTS", budget)
     with LargestTensor() as probe:
         bounded = score_heads(model, score_cfg)
     assert probe.numel <= allowed, probe.shape
-    monkeypatch.setattr(induction.scores, "COPYING_CHUNK_ELEMENTS", 2**40)
+    monkeypatch.setattr(induction.heads.scores, "COPYING_CHUNK_ELEMENTS", 2**40)
     with LargestTensor() as probe:
         unbounded = score_heads(model, score_cfg)
     assert probe.numel >= 4 * allowed and probe.shape[-1] == d_vocab, probe.shape  # [heads, sources, d_vocab]
@@ -285,8 +285,8 @@ def test_detector_on_cuda_matches_cpu():
 def test_a_head_without_direct_logit_effect_copies_nothing():
     """Heads that write only to directions the unembedding ignores have a logit change of rounding
     errors; their copying score is 0, not a ratio of that noise (which read +-1 before)."""
-    from induction.bench import SUITE
-    from induction.handbuilt import build_handbuilt
+    from induction.bench.handbuilt import build_handbuilt
+    from induction.bench.suite import SUITE
 
     model = build_handbuilt(SUITE["lnmlp-v20-h8"]())
     direct = torch.einsum("lhdm,mv->lhdv", model.W_O.detach().double(), model.W_U.detach().double())
@@ -301,10 +301,10 @@ def test_a_head_without_direct_logit_effect_copies_nothing():
 @pytest.fixture(scope="module")
 def suite_scan():
     """The LayerNorm + MLP hand-built model with a canonical head and a shifted head at d = 3, scored
-    by the detector (exhaustive copying) and, independently, by `induction.offsets.score_offsets`."""
-    from induction.bench import SUITE
-    from induction.handbuilt import build_handbuilt
-    from induction.offsets import score_offsets
+    by the detector (exhaustive copying) and, independently, by `induction.heads.offsets.score_offsets`."""
+    from induction.bench.handbuilt import build_handbuilt
+    from induction.bench.suite import SUITE
+    from induction.heads.offsets import score_offsets
 
     spec = SUITE["lnmlp-v20-h8"]()
     model = build_handbuilt(spec)

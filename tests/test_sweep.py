@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from induction.cli import main
-from induction.icl import ICLConfig
+from induction.heads.scores import ScoreConfig
+from induction.inputs.prompts import RepeatedTokensConfig
 from induction.jobs import ScanConfig, SweepConfig, SweepTarget, TrackConfig, scan, sweep, track
 from induction.jobs.sweep import read_targets
-from induction.prompts import RepeatedTokensConfig
-from induction.scores import ScoreConfig
-from induction.train import TrainConfig, train
+from induction.measures.icl import ICLConfig
+from induction.training.train import TrainConfig, train
 
 SCAN = ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=4), n_bootstrap=0),
                   icl=ICLConfig(n_sequences=4, n_bootstrap=0))

@@ -20,13 +20,13 @@ import torch
 from helpers import CallCounter, assert_close, save_redundant_induction_folder
 
 import circuits
-from induction.effects import icl_head_effects
-from induction.icl import ICLConfig, icl_tokens
+from induction.heads.scores import ScoreConfig
+from induction.inputs.prompts import RepeatedTokensConfig
 from induction.jobs import ScanConfig, SweepConfig, SweepTarget, TrackConfig, sweep, track
-from induction.metrics import icl_metric
-from induction.models import load_model
-from induction.prompts import RepeatedTokensConfig
-from induction.scores import ScoreConfig
+from induction.loading.models import load_model
+from induction.measures.effects import icl_head_effects
+from induction.measures.icl import ICLConfig, icl_tokens
+from induction.measures.metrics import icl_metric
 
 track_job = importlib.import_module("induction.jobs.track")  # the module (`induction.jobs.track` is the job)
 
@@ -222,11 +222,11 @@ def test_ablated_runs_that_would_not_fit_are_refused_in_one_line(folder, tmp_pat
     ICL score can take (100000 sequences: ~60 MB here) can be one whose ablated runs need ~76 GB."""
     import resource
 
-    import induction.checks
+    import induction.common.checks
     from induction.cli import main
     from induction.jobs.scan import check_scan_memory
 
-    monkeypatch.setattr(induction.checks, "available_memory", lambda device: 8 * 2**30)  # any machine: 8 GiB
+    monkeypatch.setattr(induction.common.checks, "available_memory", lambda device: 8 * 2**30)  # any machine: 8 GiB
     cfg = ablate_config(scan=ScanConfig(icl=ICLConfig(n_sequences=100_000)))
     check_scan_memory(load_model(folder / "step1"), cfg.scan)  # the ICL score alone would fit
     run = tmp_path / "run"
@@ -246,7 +246,7 @@ def test_default_run_induction_heads_matter_jointly_only_after_the_phase_change(
     """On the default 2-layer attention-only run, zero-ablating the final induction heads together
     changes the ICL score little before the phase change and by nats after it; their summed
     single-head effects stay small after it (they back each other up)."""
-    from induction.defaults import default_run
+    from induction.training.defaults import default_run
 
     report = track(default_run("2l", progress=False), TrackConfig(ablate="zero"))
     pc = report.phase_change

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from induction.data import ToyDataConfig
-from induction.models import load_model
-from induction.runs import MANIFEST_FILE, RESUME_DIR, RunExistsError, read_manifest, run_checkpoints
-from induction.train import TrainConfig, train
+from induction.inputs.repeated import ToyDataConfig
+from induction.loading.models import load_model
+from induction.loading.runs import MANIFEST_FILE, RESUME_DIR, RunExistsError, read_manifest, run_checkpoints
+from induction.training.train import TrainConfig, train
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -147,7 +147,7 @@ def test_existing_run_is_not_overwritten_and_resume_checks_the_config(reference_
 
 # ---- atomic writes ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("target, fail_on_call", [("induction.checkpoint.save_file", 4), ("induction.runs.save_file", 3)])
+@pytest.mark.parametrize("target, fail_on_call", [("induction.loading.native.save_file", 4), ("induction.loading.runs.save_file", 3)])
 def test_failure_mid_save_leaves_only_whole_checkpoints_and_resumes(reference_run, tmp_path, monkeypatch, target, fail_on_call):
     """An exception while writing checkpoint weights (models) or resume state (train) mid-run."""
     import importlib
@@ -235,7 +235,7 @@ def test_training_leaves_thread_count_and_global_rng_alone(tmp_path):
 
 @pytest.fixture(scope="module")
 def default_runs(tmp_path_factory) -> dict[int, Path]:
-    from induction.defaults import default_seed
+    from induction.training.defaults import default_seed
 
     root = tmp_path_factory.mktemp("default")
     return {n: train(TrainConfig.from_flat(n_layers=n, seed=default_seed()), root / f"{n}l", progress=False)
@@ -245,8 +245,8 @@ def default_runs(tmp_path_factory) -> dict[int, Path]:
 @pytest.mark.slow
 def test_default_two_layer_run_forms_induction_heads_and_one_layer_run_does_not(default_runs):
     """The default runs' final checkpoints, scored with the default detector and ICL score."""
-    from induction.icl import icl_score
-    from induction.scores import score_heads
+    from induction.heads.scores import score_heads
+    from induction.measures.icl import icl_score
 
     two, one = load_model(default_runs[2]), load_model(default_runs[1])
     s2, s1 = score_heads(two), score_heads(one)
@@ -292,14 +292,14 @@ def test_default_run_trains_once_when_two_processes_ask(tmp_path, monkeypatch):
     with ctx.Pool(2) as pool:
         runs = pool.map(_tiny_default_run, [0, 1])
     assert runs[0] == runs[1]
-    from induction.runs import run_checkpoints
+    from induction.loading.runs import run_checkpoints
 
     assert [s for s, _ in run_checkpoints(runs[0])][-1] == 3  # one complete run, no crash from a shared directory
 
 
 def _tiny_default_run(_: int) -> str:
-    import induction.defaults as d
-    from induction.train import TrainConfig
+    import induction.training.defaults as d
+    from induction.training.train import TrainConfig
 
     d.DEFAULTS["tiny"] = lambda: TrainConfig.from_flat(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=3,
                                              n_log_checkpoints=2, checkpoint_every=0)
@@ -311,7 +311,7 @@ def test_resume_recovers_a_checkpoint_caught_mid_swap(tmp_path):
     resume must restore it, not delete it."""
     import os
 
-    from induction.train import TrainConfig, train
+    from induction.training.train import TrainConfig, train
 
     cfg = TrainConfig.from_flat(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=4, n_log_checkpoints=2,
                       checkpoint_every=2)
@@ -332,9 +332,9 @@ def test_default_gpt2_style_recipe_forms_canonical_induction_heads(tmp_path):
     32, segments of at least 16 tokens. With the old shortest segment (4) the same model learned a
     shifted circuit that canonical prefix-matching scores near 0 (see README, Training recipes)."""
     from induction.cli import main
+    from induction.heads.scores import ScoreConfig
+    from induction.inputs.prompts import RepeatedTokensConfig
     from induction.jobs import ScanConfig, scan
-    from induction.prompts import RepeatedTokensConfig
-    from induction.scores import ScoreConfig
 
     run = tmp_path / "mlp"
     assert main(["train", "--mlp", "--steps", "1000", "--out", str(run), "-q", "--device", "cpu"]) == 0

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from induction.report import FORMATS, format_report
+from induction.reports.base import FORMATS, format_report
 
 # In pipeline order; a module that is not there yet is simply not offered.
 COMMANDS = ("demo", "train", "scan", "track", "ablate", "patch", "fewshot", "bench", "sweep")
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 def _describe(exc: BaseException) -> str:
     import torch
 
-    from induction.models import ModelLoadError
+    from induction.loading.models import ModelLoadError
 
     text = str(exc).strip().splitlines()
     message = text[0] if text else type(exc).__name__
@@ -115,7 +115,7 @@ def emit(report: Any, args: argparse.Namespace) -> None:
     """Print the report in args.format, or write it to args.out (atomically)."""
     text = format_report(report, args.format)
     if args.out:
-        from induction.fileio import write_text_atomic
+        from induction.common.fileio import write_text_atomic
 
         write_text_atomic(Path(args.out), text)
         if not args.quiet:
@@ -185,8 +185,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """--device and --dtype (`induction.devices`), for every subcommand that runs a model."""
-    from induction.devices import DEVICES, DTYPES
+    """--device and --dtype (`induction.loading.devices`), for every subcommand that runs a model."""
+    from induction.loading.devices import DEVICES, DTYPES
 
     g = parser.add_argument_group("hardware")
     g.add_argument("--device", default="auto", help=f"{'|'.join(DEVICES)}: where the model runs "
@@ -203,7 +203,7 @@ def add_ray_argument(parser: argparse.ArgumentParser) -> None:
 
 def executor_from_args(args: argparse.Namespace, device: str | None = None):
     """The executor `--ray [ADDRESS]` asks for (this process without it); a context manager."""
-    from induction.executor import LocalExecutor, RayExecutor
+    from induction.jobs.executor import LocalExecutor, RayExecutor
 
     if getattr(args, "ray", None) is None:
         return LocalExecutor()
@@ -278,7 +278,7 @@ def comma_list(what: str, allowed: tuple[str, ...] | None = None, item: Callable
 
 def model_ref(args: argparse.Namespace):
     """The `ModelRef` the MODEL arguments name (loaded by the job, on --device in --dtype)."""
-    from induction.models import ModelRef
+    from induction.loading.models import ModelRef
 
     return ModelRef(args.model, checkpoint=args.checkpoint, revision=args.revision, device=args.device,
                     dtype=args.dtype)

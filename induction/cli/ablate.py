@@ -13,7 +13,7 @@ ABLATE = {"top_k": "--top-k", "draws": "--draws"}
 def add_metric_arguments(p: argparse.ArgumentParser) -> None:
     """The metric options shared by `ablate` and `patch` (`induction.jobs.MetricSpec`)."""
     from induction.jobs import MetricSpec
-    from induction.metrics import METRICS
+    from induction.measures.metrics import METRICS
 
     add_options(p.add_argument_group("metric"), MetricSpec, {"name": ("--metric", {"choices": METRICS}), **METRIC})
 
@@ -25,8 +25,8 @@ def metric_spec_from_args(args: argparse.Namespace):
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.effects import ABLATION_METHODS
     from induction.jobs import AblateConfig
+    from induction.measures.effects import ABLATION_METHODS
 
     p = sub.add_parser("ablate", parents=[common], help="each head's effect on ICL when ablated",
                        description="Ablate one head at a time and report the metric and its change. With --top-k, also "

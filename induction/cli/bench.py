@@ -10,9 +10,9 @@ BENCH = {"prompts": "--prompts", "sequences": "--sequences", "name_fraction": "-
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.bench import SUITE
+    from induction.bench.suite import SUITE
     from induction.jobs.bench import BenchConfig
-    from induction.metrics import STREAM_METRICS
+    from induction.measures.metrics import STREAM_METRICS
 
     p = sub.add_parser("bench", parents=[common], help="every method scored against hand-built models",
                        description="Build hand-built models whose heads are known (attention-only and LayerNorm + MLP, "

@@ -23,8 +23,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from induction.demo import DemoConfig, run_demo
-    from induction.report import format_report
+    from induction.jobs.demo import DemoConfig, run_demo
+    from induction.reports.base import format_report
 
     out = Path(args.out or "demo")
     if out.exists() and not out.is_dir():

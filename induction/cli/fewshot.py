@@ -5,8 +5,8 @@ evaluated on the same gold prompts and becomes one line of the ``--plot`` figure
 also ablates the N heads with the highest prefix-matching scores and compares with layer-matched
 random head sets; ``--attribute N`` ablates every head alone under each label variant, then the N
 that matter most for following the demonstrations together vs layer-matched random sets
-(`induction.fewshot.ablation`). ``--function-vectors`` adds Todd et al.'s function vectors for
-every task of a tasks-stream model (else for ``--task``; `induction.fewshot.vectors`).
+(`induction.measures.fewshot.ablation`). ``--function-vectors`` adds Todd et al.'s function vectors for
+every task of a tasks-stream model (else for ``--task``; `induction.measures.fewshot.vectors`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from induction.cli import (
 
 
 def _options() -> tuple[dict, dict]:
-    from induction.effects import ABLATION_METHODS
-    from induction.fewshot.labels import LABEL_VARIANTS
-    from induction.tasks import TASKS
+    from induction.inputs.tasks import TASKS
+    from induction.measures.effects import ABLATION_METHODS
+    from induction.measures.fewshot.labels import LABEL_VARIANTS
 
     return {
         "task": ("--task", {"type": one_of("task", TASKS), "metavar": "NAME"}),
@@ -49,8 +49,8 @@ PLOT_KINDS = {"shots": None, "tasks": None, "ablation": ("ablating", "--ablate N
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.fewshot.vectors import FunctionVectorConfig
     from induction.jobs import FewShotConfig
+    from induction.measures.fewshot.vectors import FunctionVectorConfig
 
     p = sub.add_parser(
         "fewshot", parents=[common], help="few-shot accuracy by number of demonstrations",
@@ -84,8 +84,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
 def fewshot_config_from_args(args: argparse.Namespace):
     from induction.cli import given
-    from induction.fewshot.vectors import FunctionVectorConfig
     from induction.jobs import FewShotConfig
+    from induction.measures.fewshot.vectors import FunctionVectorConfig
 
     if given(args, VECTOR_FLAGS) and not args.function_vectors:
         raise CLIError("induction fewshot: error: the --fv-* options need --function-vectors")

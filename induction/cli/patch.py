@@ -9,8 +9,8 @@ from induction.cli.ablate import add_metric_arguments, metric_spec_from_args
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.effects import PATCH_METHODS
     from induction.jobs import PatchConfig
+    from induction.measures.effects import PATCH_METHODS
 
     p = sub.add_parser("patch", parents=[common], help="each head's effect when patched from clean into corrupted",
                        description="Patch each head's output from the clean run (repeats) into a corrupted run (fresh "

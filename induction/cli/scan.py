@@ -31,9 +31,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
 def add_scan_arguments(p: argparse.ArgumentParser) -> None:
     """Detector and ICL options, shared with the commands that scan checkpoints (track)."""
-    from induction.icl import ICLConfig
-    from induction.prompts import RepeatedTokensConfig
-    from induction.scores import ScoreConfig
+    from induction.heads.scores import ScoreConfig
+    from induction.inputs.prompts import RepeatedTokensConfig
+    from induction.measures.icl import ICLConfig
 
     g = p.add_argument_group("detector")
     add_options(g, RepeatedTokensConfig, PROMPTS)
@@ -46,10 +46,10 @@ def add_scan_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def scan_config_from_args(args: argparse.Namespace):
-    from induction.icl import ICLConfig
+    from induction.heads.scores import ScoreConfig
+    from induction.inputs.prompts import RepeatedTokensConfig
     from induction.jobs import ScanConfig
-    from induction.prompts import RepeatedTokensConfig
-    from induction.scores import ScoreConfig
+    from induction.measures.icl import ICLConfig
 
     prompts = config_from(RepeatedTokensConfig, args, PROMPTS, seed=args.seed)
     detector = config_from(ScoreConfig, args, DETECTOR, prompts=prompts)

@@ -21,9 +21,9 @@ DATA = {"min_segment": "--min-segment", "max_segment": "--max-segment"}
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
     from induction.cli import add_device_arguments, add_options
-    from induction.data import ToyDataConfig
-    from induction.streams import DATA_STREAMS
-    from induction.train import (
+    from induction.inputs.repeated import ToyDataConfig
+    from induction.inputs.streams import DATA_STREAMS
+    from induction.training.train import (
         DATA_RECIPES,
         DEFAULT_BATCH,
         DEFAULT_LR,
@@ -82,9 +82,9 @@ def _flat(cfg) -> dict:
 def config_from_args(args: argparse.Namespace, saved: dict | None = None):
     """The TrainConfig the options ask for; with `saved` (a resumed run) unset options take its values."""
     from induction.cli import given as given_options
-    from induction.data import ToyDataConfig
-    from induction.streams import data_config_from_dict, training_data
-    from induction.train import TrainConfig
+    from induction.inputs.repeated import ToyDataConfig
+    from induction.inputs.streams import data_config_from_dict, training_data
+    from induction.training.train import TrainConfig
 
     flags = {**MODEL, "d_mlp": "--d-mlp", "attn_only": "--attn-only", **OPTIM, "lr": "--lr", **SCHEDULE,
              "warmup_steps": "--warmup-steps"}
@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from induction.jobs import train
-    from induction.report import format_report
-    from induction.runs import is_run_dir, read_manifest
+    from induction.loading.runs import is_run_dir, read_manifest
+    from induction.reports.base import format_report
 
     if not args.out:
         raise CLIError("induction train: error: --out DIR is required (the run directory to write)")

@@ -5,7 +5,7 @@ distributed executors call the same functions, so every report is built here and
 
 | subcommand | job | config | report |
 |---|---|---|---|
-| train | `train(out_dir, TrainConfig)` | `induction.train.TrainConfig` | `TrainReport` |
+| train | `train(out_dir, TrainConfig)` | `induction.training.train.TrainConfig` | `TrainReport` |
 | scan | `scan(model, ScanConfig)` | `ScanConfig` | `ScanReport` |
 | track | `track(run, TrackConfig)` | `TrackConfig` | `TrackReport` |
 | ablate | `ablate(model, AblateConfig)` | `AblateConfig` | `HeadEffectReport` |

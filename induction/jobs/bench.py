@@ -1,6 +1,6 @@
 """`bench`: every head-finding method scored against hand-built models with known heads (`induction bench`).
 
-Its Config, `BenchConfig`, lives with the benchmark (`induction.bench`) and is re-exported here.
+Its Config, `BenchConfig`, lives with the benchmark (`induction.bench.suite`) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ import time
 
 import torch
 
-from induction.bench import BenchConfig, bench_model, suite_model
-from induction.devices import check_job_memory, place, placement, resolve_device
-from induction.report import BenchReport, provenance
+from induction.bench.suite import BenchConfig, bench_model, suite_model
+from induction.common.provenance import provenance
+from induction.loading.devices import check_job_memory, place, placement, resolve_device
+from induction.reports.bench import BenchReport
 
 __all__ = ["BenchConfig", "bench"]
 
 
 def bench(cfg: BenchConfig | None = None, *, progress: bool = False) -> BenchReport:
-    """Build each model of `cfg.models`, score every method on it, and report (`induction.bench`).
+    """Build each model of `cfg.models`, score every method on it, and report (`induction.bench.suite`).
 
     On the CPU it runs single-threaded (restored afterwards): the models are small, and on a busy
     2-core machine two OpenMP threads waiting for a core made the whole bench ~5x slower.

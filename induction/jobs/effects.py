@@ -1,7 +1,7 @@
 """`ablate` and `patch`: each head's effect on a metric (`induction ablate MODEL`, `induction patch MODEL`).
 
 Both measure on a `MetricSpec`'s run: the model's own token stream with the ICL score or the
-repeat loss, or few-shot prompts with the answer's log-probability (`induction.metrics`).
+repeat loss, or few-shot prompts with the answer's log-probability (`induction.measures.metrics`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,21 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import Head
-from induction.checks import check_choice, check_min
-from induction.devices import check_job_memory, placement
-from induction.effects import ABLATION_METHODS, PATCH_METHODS, ablation_effects, head_set_ablation, patching_effects
-from induction.fewshot.evaluate import fewshot_metric_setup
-from induction.metrics import METRICS, MetricSetup, stream_metric_setup
-from induction.models import ModelLike, model_info, resolve_model
-from induction.report import HeadEffectReport, provenance
-from induction.scores import top_prefix_heads
+from induction.common.checks import check_choice, check_min
+from induction.common.provenance import provenance
+from induction.heads.scores import top_prefix_heads
+from induction.loading.devices import check_job_memory, placement
+from induction.loading.models import ModelLike, model_info, resolve_model
+from induction.measures.effects import (
+    ABLATION_METHODS,
+    PATCH_METHODS,
+    ablation_effects,
+    head_set_ablation,
+    patching_effects,
+)
+from induction.measures.fewshot.evaluate import fewshot_metric_setup
+from induction.measures.metrics import METRICS, MetricSetup, stream_metric_setup
+from induction.reports.effects import HeadEffectReport
 
 
 @dataclass
@@ -30,7 +37,7 @@ class MetricSpec:
 
     Attributes:
         name: ``icl`` (the ICL score), ``repeat-loss``, or ``fewshot`` (log-probability of the
-            in-context answer; `induction.metrics`).
+            in-context answer; `induction.measures.metrics`).
         sequences: sequences (or few-shot prompts) the metric is measured on (32).
         seq_len: sequence length for ``icl`` / ``repeat-loss`` (None: the model's context, at most 512).
         task: the few-shot task for ``fewshot`` (lookup).

@@ -12,20 +12,21 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import Head
-from induction.checks import check_choice, check_min
-from induction.devices import check_job_memory, placement
-from induction.effects import ABLATION_METHODS
-from induction.fewshot.ablation import ablate_fewshot_heads, attribute_fewshot_heads, check_attribution_size
-from induction.fewshot.evaluate import evaluate_fewshot
-from induction.fewshot.labels import LABEL_VARIANTS
-from induction.fewshot.render import FewShotPromptConfig, default_task, model_tasks, toy_data_config
-from induction.fewshot.vectors import FunctionVectorConfig, function_vectors
-from induction.models import ModelLike, model_info, resolve_model
-from induction.report import FewShotReport, provenance
-from induction.stats import DEFAULT_RESAMPLES
-from induction.streams import prior_bayes_flipped
-from induction.tasks import TASKS, TEXT_TASKS
-from induction.vocab import FUNCTION_TASKS, FewShotDataConfig, TaskError
+from induction.common.checks import check_choice, check_min
+from induction.common.provenance import provenance
+from induction.common.stats import DEFAULT_RESAMPLES
+from induction.inputs.stream_configs import FUNCTION_TASKS, FewShotDataConfig, TaskError
+from induction.inputs.streams import prior_bayes_flipped
+from induction.inputs.tasks import TASKS, TEXT_TASKS
+from induction.loading.devices import check_job_memory, placement
+from induction.loading.models import ModelLike, model_info, resolve_model
+from induction.measures.effects import ABLATION_METHODS
+from induction.measures.fewshot.ablation import ablate_fewshot_heads, attribute_fewshot_heads, check_attribution_size
+from induction.measures.fewshot.evaluate import evaluate_fewshot
+from induction.measures.fewshot.labels import LABEL_VARIANTS
+from induction.measures.fewshot.render import FewShotPromptConfig, default_task, model_tasks, toy_data_config
+from induction.measures.fewshot.vectors import FunctionVectorConfig, function_vectors
+from induction.reports.fewshot import FewShotReport
 
 
 @dataclass
@@ -33,7 +34,7 @@ class FewShotConfig:
     """Settings of `fewshot`.
 
     Attributes:
-        task: one of `induction.tasks.TASKS` (lookup, rule, classification, prior; succ, pred,
+        task: one of `induction.inputs.tasks.TASKS` (lookup, rule, classification, prior; succ, pred,
             perm, ... on a model trained on the tasks stream; antonyms, country_capital,
             word_category); None: lookup, or the first task of a tasks-stream model.
         labels: label variants (`LABEL_VARIANTS`), each evaluated on the same gold prompts.
@@ -53,9 +54,9 @@ class FewShotConfig:
         ablate_method: `circuits.METHODS`.
         attribute: per label variant, also ablate every head alone, then the this-many heads that
             matter most for following the demonstrations together vs layer-matched random sets
-            (0: off; `induction.fewshot.ablation.attribute_fewshot_heads`; k and method as the ablation's).
+            (0: off; `induction.measures.fewshot.ablation.attribute_fewshot_heads`; k and method as the ablation's).
         function_vectors: also compute function vectors (Todd et al. 2024) for every task of a
-            tasks-stream model, else for `task` (`induction.fewshot.vectors`); None: off.
+            tasks-stream model, else for `task` (`induction.measures.fewshot.vectors`); None: off.
     """
 
     task: str | None = None

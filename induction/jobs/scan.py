@@ -11,14 +11,15 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import composition_scores
-from induction.devices import check_job_memory, model_device, placement
-from induction.icl import ICLConfig, icl_score
-from induction.losses import sequences_per_forward
-from induction.models import ModelLike, model_info, resolve_model
-from induction.offsets import ImpliedCircuit, implied_circuit
-from induction.prompts import RepeatedTokens, read_token_freqs
-from induction.report import ScanReport, provenance
-from induction.scores import HeadScores, ScoreConfig, build_prompts, score_heads
+from induction.common.provenance import provenance
+from induction.heads.offsets import ImpliedCircuit, implied_circuit
+from induction.heads.scores import HeadScores, ScoreConfig, build_prompts, score_heads
+from induction.inputs.prompts import RepeatedTokens, read_token_freqs
+from induction.loading.devices import check_job_memory, model_device, placement
+from induction.loading.models import ModelLike, model_info, resolve_model
+from induction.measures.icl import ICLConfig, icl_score
+from induction.measures.losses import sequences_per_forward
+from induction.reports.scan import ScanReport
 
 
 @dataclass
@@ -26,8 +27,8 @@ class ScanConfig:
     """Settings of `scan`.
 
     Attributes:
-        detector: the head detector (`induction.scores.ScoreConfig`: prompts, thresholds, bootstrap).
-        icl: the ICL score's settings (`induction.icl.ICLConfig`); None skips the ICL score.
+        detector: the head detector (`induction.heads.scores.ScoreConfig`: prompts, thresholds, bootstrap).
+        icl: the ICL score's settings (`induction.measures.icl.ICLConfig`); None skips the ICL score.
         freqs: a token frequency table (JSON list, one count per token id) for the prompts'
             `exclude_top` / `exclude_bottom`; None: no table.
     """
@@ -91,7 +92,7 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
 
 
 def implied_circuits(model: TransformerBridge, scores: HeadScores, prompts: RepeatedTokens) -> list[ImpliedCircuit]:
-    """`induction.offsets.implied_circuit` of every shifted induction head that has a layer below it,
+    """`induction.heads.offsets.implied_circuit` of every shifted induction head that has a layer below it,
     its layer-below heads' lags measured on the first `batch_size` prompts (one more forward, only
     when there is a shifted head)."""
     heads = [lh for lh in scores.shifted_induction_heads() if lh[0] >= 1]

@@ -28,13 +28,15 @@ from typing import Any, Sequence
 import tomllib
 import torch
 
-from induction.checks import check_choice
-from induction.devices import resolve_device, resolve_dtype
-from induction.executor import Executor, LocalExecutor
+from induction.common.checks import check_choice
+from induction.common.provenance import provenance
+from induction.jobs.executor import Executor, LocalExecutor
 from induction.jobs.scan import ScanConfig, scan
 from induction.jobs.track import TrackConfig, plan_track, run_plans
-from induction.models import ModelRef, looks_local
-from induction.report import ScanReport, SweepReport, provenance
+from induction.loading.devices import resolve_device, resolve_dtype
+from induction.loading.models import ModelRef, looks_local
+from induction.reports.scan import ScanReport
+from induction.reports.sweep import SweepReport
 
 JOBS = ("track", "scan")
 

@@ -2,27 +2,27 @@
 
 The run is an `induction train` run directory, a Hugging Face Trainer output directory
 (``checkpoint-N/`` folders), a folder holding one model directory per revision, or (with
-`revisions`) a Hugging Face model's published training checkpoints (`induction.checkpoints`); of
+`revisions`) a Hugging Face model's published training checkpoints (`induction.loading.sources`); of
 the local ones only JSON and safetensors files are read. Each checkpoint is scored with the same
 settings as `induction scan` (`ScanConfig`), so a tracked checkpoint and a scanned one give the same
 numbers, plus the held-out loss: the mean next-token loss on a fixed batch of the run's own data
 stream (for models without one, the synthetic stream over their vocabulary), drawn with a seed
 different from the training seed (training seed + `HELD_OUT_SEED_OFFSET`).
 
-Results are cached per checkpoint (`induction.cache`) in ``<run>/track/<settings-key>/`` (local
+Results are cached per checkpoint (`induction.loading.cache`) in ``<run>/track/<settings-key>/`` (local
 runs; a published model's revisions in `TrackConfig.cache_dir`); the key hashes every scoring
 setting (the copying estimate's sources per prompt and seed included) and the source of the
-scoring modules. Each checkpoint's copying score is estimated as `scan`'s (`induction.scores`),
+scoring modules. Each checkpoint's copying score is estimated as `scan`'s (`induction.heads.scores`),
 with its `copying_se` in every head record and the method in the provenance.
 
 With `ablate` (``zero`` or ``mean``, `induction track --ablate`), each checkpoint's scoring also
-ablates every head alone on the ICL score's own sequences (`induction.effects.icl_head_effects`):
+ablates every head alone on the ICL score's own sequences (`induction.measures.effects.icl_head_effects`):
 each head record gains ``ablation_effect`` = ICL score with the head ablated minus without. The
 final checkpoint's induction heads are known only once every checkpoint is scored, so a second
 pass (one task per checkpoint, through the same executor, cached in ``<cache>/induction_set/``
 keyed by the head set) ablates them together at every checkpoint against layer-matched random sets
-(`induction.effects.icl_head_set_effect`); `finish_track` adds the summed single-head effects and
-the share of the ICL score the set carries (`induction.formation.induction_set_block`).
+(`induction.measures.effects.icl_head_set_effect`); `finish_track` adds the summed single-head effects and
+the share of the ICL score the set carries (`induction.measures.formation.induction_set_block`).
 """
 
 from __future__ import annotations
@@ -41,30 +41,31 @@ from typing import Any, Sequence
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from induction.cache import ResultCache
-from induction.checkpoints import (
+from induction.common.checks import check_choice, check_min, check_range
+from induction.common.fileio import file_sha256
+from induction.common.provenance import provenance
+from induction.heads.scores import score_heads
+from induction.inputs.prompts import read_token_freqs
+from induction.inputs.streams import data_config_from_dict, sample_stream
+from induction.jobs.executor import Executor, LocalExecutor
+from induction.jobs.scan import ScanConfig, check_scan_memory
+from induction.loading.cache import ResultCache
+from induction.loading.devices import check_device_name, check_job_memory, resolve_device, resolve_dtype
+from induction.loading.hf_dirs import is_checkpoint_folder
+from induction.loading.models import ModelRef, model_info
+from induction.loading.runs import MANIFEST_FILE, is_run_dir, read_manifest
+from induction.loading.sources import (
     CheckpointSource,
     folder_sources,
     revision_dir_sources,
     revision_sources,
     run_sources,
 )
-from induction.checks import check_choice, check_min, check_range
-from induction.devices import check_device_name, check_job_memory, resolve_device, resolve_dtype
-from induction.effects import HeadSetEffect, icl_head_effects, icl_head_set_effect
-from induction.executor import Executor, LocalExecutor
-from induction.fileio import file_sha256
-from induction.formation import CheckpointScores, induction_set_block, phase_change_of
-from induction.hf_dirs import is_checkpoint_folder
-from induction.icl import default_stream_config, icl_positions, icl_score, icl_tokens
-from induction.jobs.scan import ScanConfig, check_scan_memory
-from induction.losses import per_token_loss, sequences_per_forward
-from induction.models import ModelRef, model_info
-from induction.prompts import read_token_freqs
-from induction.report import TrackReport, provenance
-from induction.runs import MANIFEST_FILE, is_run_dir, read_manifest
-from induction.scores import score_heads
-from induction.streams import data_config_from_dict, sample_stream
+from induction.measures.effects import HeadSetEffect, icl_head_effects, icl_head_set_effect
+from induction.measures.formation import CheckpointScores, induction_set_block, phase_change_of
+from induction.measures.icl import default_stream_config, icl_positions, icl_score, icl_tokens
+from induction.measures.losses import per_token_loss, sequences_per_forward
+from induction.reports.track import TrackReport
 
 TRACK_DIR = "track"
 TRACK_FORMAT_VERSION = 1
@@ -94,7 +95,7 @@ class TrackConfig:
             folder of revision directories: the folders to score).
         cache: read and write cached results (a run's ``<run>/track/``; for revisions, `cache_dir`).
         cache_dir: where revisions' results are cached (None: not cached).
-        device: where each checkpoint is scored (`induction.devices`; None: auto).
+        device: where each checkpoint is scored (`induction.loading.devices`; None: auto).
         dtype: the checkpoints' precision (None: float32). Results are cached per device type and
             dtype, since they differ in the last digits.
         ablate: zero or mean: also each head's ablation effect on the ICL score at every
@@ -171,16 +172,16 @@ class TrackConfig:
 def scoring_code_hash() -> str:
     """A hash of the source of the modules that compute a checkpoint's numbers, so that a changed
     definition (a new copying score, say) invalidates cached results instead of mixing with them."""
-    import induction.data
-    import induction.icl
-    import induction.losses
-    import induction.offsets
-    import induction.prompts
-    import induction.scores
+    import induction.heads.offsets
+    import induction.heads.scores
+    import induction.inputs.prompts
+    import induction.inputs.repeated
+    import induction.measures.icl
+    import induction.measures.losses
 
     digest = hashlib.sha256()
-    for module in (induction.scores, induction.offsets, induction.icl, induction.losses, induction.prompts,
-                   induction.data, sys.modules[__name__]):
+    for module in (induction.heads.scores, induction.heads.offsets, induction.measures.icl, induction.measures.losses, induction.inputs.prompts,
+                   induction.inputs.repeated, sys.modules[__name__]):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -188,19 +189,19 @@ def scoring_code_hash() -> str:
 def ablation_code_hash() -> str:
     """`scoring_code_hash`'s counterpart for the ablation effects (`track --ablate`)."""
     import circuits.ablation
-    import circuits.sweep
-    import induction.effects
-    import induction.metrics
+    import circuits.engine
+    import induction.measures.effects
+    import induction.measures.metrics
 
     digest = hashlib.sha256()
-    for module in (induction.effects, induction.metrics, circuits.ablation, circuits.sweep):
+    for module in (induction.measures.effects, induction.measures.metrics, circuits.ablation, circuits.engine):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 
 def held_out_stream(model: TransformerBridge):
     """The stream the held-out batch is drawn from: the model's recorded training stream
-    (`induction.streams`), else the synthetic stream over its vocabulary."""
+    (`induction.inputs.streams`), else the synthetic stream over its vocabulary."""
     data = model_info(model).data
     return data_config_from_dict(data) if data else default_stream_config(model)
 
@@ -222,8 +223,8 @@ def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: 
                      token_freqs: torch.Tensor | None = None) -> dict[str, Any]:
     """Head scores, ICL score and held-out loss of one model: the cached part of a checkpoint.
 
-    The held-out batch comes from the model's recorded training stream (`induction.streams`), else
-    from the synthetic stream over its vocabulary (`induction.icl.default_stream_config`).
+    The held-out batch comes from the model's recorded training stream (`induction.inputs.streams`), else
+    from the synthetic stream over its vocabulary (`induction.measures.icl.default_stream_config`).
     With `cfg.ablate`, each head record also has ``ablation_effect`` on the ICL score's own
     sequences, and ``ablation`` holds the method and the unablated ICL score of that computation.
     """
@@ -386,7 +387,7 @@ def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: P
                identity: dict[str, Any], threads: int) -> dict[str, Any]:
     """Score one checkpoint and write its cache entry: the unit of work and of resumption.
 
-    The same function runs in this process and in Ray workers (`induction.executor`), with the same
+    The same function runs in this process and in Ray workers (`induction.jobs.executor`), with the same
     torch thread count, so both give the same numbers; the entry is written (atomically) by whoever
     computed it, so a driver interrupted after a task finished loses nothing.
     """
@@ -545,7 +546,7 @@ def track(run: str | os.PathLike[str], cfg: TrackConfig | None = None, *, progre
           executor: Executor | None = None) -> TrackReport:
     """Score every checkpoint of `run` and find its phase change (module docstring).
 
-    `executor` runs the missing checkpoints (`induction.executor`: this process by default, or Ray
+    `executor` runs the missing checkpoints (`induction.jobs.executor`: this process by default, or Ray
     tasks), and with `cfg.ablate` the joint ablations of the final induction heads; the report is
     the same either way.
     """

@@ -6,17 +6,18 @@ import os
 import time
 from pathlib import Path
 
-from induction.report import TrainReport, provenance
-from induction.runs import read_manifest
-from induction.train import TrainConfig
-from induction.train import train as train_run
+from induction.common.provenance import provenance
+from induction.loading.runs import read_manifest
+from induction.reports.train import TrainReport
+from induction.training.train import TrainConfig
+from induction.training.train import train as train_run
 
 
 def train(out_dir: str | os.PathLike[str], cfg: TrainConfig | None = None, *, resume: bool = False,
           device: str | None = "cpu", dtype: str | None = None, progress: bool = False) -> TrainReport:
     """Train `cfg` into `out_dir` (or continue it with `resume`) on `device` and report the run's checkpoints.
 
-    `dtype` is the autocast precision of the passes (weights stay float32; `induction.train.train`).
+    `dtype` is the autocast precision of the passes (weights stay float32; `induction.training.train.train`).
     """
     cfg = cfg or TrainConfig()
     start = time.perf_counter()

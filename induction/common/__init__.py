@@ -1,0 +1,1 @@
+"""Rules every stage shares: config checks, atomic file writes, statistics, provenance."""
