@@ -15,7 +15,9 @@ from induction import _compat
 
 _compat.install()  # toolkit 0.1's flat module names (`induction.scores`, ...) still import
 
-from induction.heads.scores import HeadScores, ScoreConfig, score_heads
+from induction.heads.config import ScoreConfig
+from induction.heads.records import HeadScores
+from induction.heads.scores import score_heads
 from induction.loading.models import ModelRef, load_model
 from induction.loading.native import ModelLoadError, save_checkpoint
 from induction.measures.icl import ICLConfig, ICLScore, icl_score

@@ -19,7 +19,7 @@ the attention of a random model is nearly uniform and every head's causal effect
 small to tell a right number from a wrong one.
 
 The tokenizer (`build_tokenizer`) knows every word of `ENGLISH_TEXT` (a short English text for
-``--text``) and of the shipped text tasks and control words (`induction/datasets/*.json`), so a
+``--text``) and of the shipped text tasks and control words (`induction/inputs/datasets/*.json`), so a
 few-shot prompt never contains the unknown token; ``task_words=False`` builds one that lacks the
 task words (the unknown-token tests). Ids 0-2 are ``<|endoftext|>`` (BOS = EOS), ``<unk>``, ``<pad>``.
 """
@@ -36,7 +36,7 @@ FAMILIES = ("gpt2", "neox", "llama", "neo")
 SPECIALS = ("<|endoftext|>", "<unk>", "<pad>")
 BOS, UNK, PAD = 0, 1, 2
 INIT_RANGE = 0.2
-DATASETS = Path(__file__).resolve().parent.parent / "induction" / "datasets"
+DATASETS = Path(__file__).resolve().parent.parent / "induction" / "inputs" / "datasets"
 
 ENGLISH_TEXT = """\
 The old man walked along the river every morning. He liked the quiet water and the birds that sang in the

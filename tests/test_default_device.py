@@ -53,8 +53,9 @@ from torch.utils._pytree import tree_flatten
 import circuits
 from induction import jobs
 from induction.common.stats import bootstrap_mean_ci, spearman
-from induction.heads.offsets import implied_circuit, lag_attention, score_offsets
-from induction.heads.scores import ScoreConfig, build_prompts
+from induction.heads.config import ScoreConfig
+from induction.heads.implied import implied_circuit, lag_attention
+from induction.heads.scores import build_prompts
 from induction.inputs.prompts import RepeatedTokensConfig, repeated_random_tokens
 from induction.inputs.repeated import ToyDataConfig, sample_batch
 from induction.inputs.streams import sample_stream, training_data
@@ -212,6 +213,8 @@ def test_offsets_and_implied_circuit(model):
     prompts = build_prompts(model, RepeatedTokensConfig(n_prompts=8, seq_len=32))
 
     def run():
+        from reference.offsets import score_offsets
+
         scores = score_offsets(model, prompts, batch_size=4)
         lags = lag_attention(model, prompts.tokens, 6, prompts.first_content_pos)
         circuit = implied_circuit(model, 1, 0, 1, prompts.tokens, prompts.first_content_pos)

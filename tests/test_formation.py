@@ -24,7 +24,8 @@ from induction.measures.icl import ICLConfig, icl_score
 from induction.reports.track import TrackReport
 
 track_job = importlib.import_module("induction.jobs.track")  # the module (`induction.jobs.track` is the job)
-from induction.heads.scores import ScoreConfig, score_heads
+from induction.heads.config import ScoreConfig
+from induction.heads.scores import score_heads
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.loading.models import load_model
 from induction.loading.runs import read_manifest

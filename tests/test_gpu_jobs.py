@@ -18,7 +18,7 @@ import torch
 from helpers import build_fewshot_hand_model, build_induction_model, fewshot_hand_data
 
 from induction import jobs
-from induction.heads.scores import ScoreConfig
+from induction.heads.config import ScoreConfig
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.loading.devices import model_device, place
 from induction.measures.icl import ICLConfig

@@ -23,7 +23,8 @@ from helpers import CallCounter, save_tiny_hf_gpt2
 from safetensors.torch import load_file, save_file
 
 from induction.cli import main
-from induction.heads.scores import ScoreConfig, score_heads
+from induction.heads.config import ScoreConfig
+from induction.heads.scores import score_heads
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.jobs import ScanConfig, TrackConfig, track
 from induction.loading.hf_dirs import (

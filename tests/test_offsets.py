@@ -7,21 +7,22 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import assert_close, build_induction_model
+from reference.offsets import score_offsets, target_copy_scores
 
 import circuits
 from induction.bench.handbuilt import HandBuiltSpec, build_handbuilt
 from induction.bench.suite import SUITE
+from induction.heads.config import ScoreConfig
+from induction.heads.copying import CopyingMap
+from induction.heads.implied import implied_circuit
 from induction.heads.offsets import (
     DEFAULT_OFFSETS,
     OffsetScores,
-    implied_circuit,
     offset_attention,
     offset_keys,
     offset_mask,
-    score_offsets,
-    target_copy_scores,
 )
-from induction.heads.scores import CopyingMap, ScoreConfig, build_prompts, score_heads
+from induction.heads.scores import build_prompts, score_heads
 from induction.inputs.prompts import RepeatedTokensConfig, repeated_random_tokens
 
 

@@ -6,7 +6,8 @@ import pytest
 from helpers import ROLES, build_induction_model
 
 from induction import plots
-from induction.heads.scores import ScoreConfig, score_heads
+from induction.heads.config import ScoreConfig
+from induction.heads.scores import score_heads
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.reports.scan import ScanReport
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from induction.cli import main
-from induction.heads.scores import ScoreConfig
+from induction.heads.config import ScoreConfig
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.jobs import ScanConfig, TrackConfig, track
 from induction.jobs.executor import ExecutorError, RayExecutor

@@ -9,9 +9,11 @@ import pytest
 import torch
 from helpers import OFFSET, ROLES, LargestTensor, assert_close, build_induction_model, save_tiny_hf_gpt2
 
-import induction.heads.scores
+import induction.heads.copying
+from induction.heads.config import ScoreConfig
+from induction.heads.copying import copying_ov_scores
 from induction.heads.offsets import DEFAULT_OFFSETS
-from induction.heads.scores import ScoreConfig, build_prompts, copying_ov_scores, score_heads
+from induction.heads.scores import build_prompts, score_heads
 from induction.inputs.prompts import RepeatedTokens, RepeatedTokensConfig
 from induction.loading.models import ModelInfo, load_model
 from induction.loading.native import boot_native, native_config
@@ -250,11 +252,11 @@ def test_copying_memory_does_not_grow_with_vocabulary_heads_and_positions(source
     budget = 2**12
     allowed = max(budget, n_prompts * n_heads * seq * seq, d_model * d_vocab)
     assert allowed * 4 <= d_vocab * n_heads * seq  # the check has room to fail
-    monkeypatch.setattr(induction.heads.scores, "COPYING_CHUNK_ELEMENTS", budget)
+    monkeypatch.setattr(induction.heads.copying, "COPYING_CHUNK_ELEMENTS", budget)
     with LargestTensor() as probe:
         bounded = score_heads(model, score_cfg)
     assert probe.numel <= allowed, probe.shape
-    monkeypatch.setattr(induction.heads.scores, "COPYING_CHUNK_ELEMENTS", 2**40)
+    monkeypatch.setattr(induction.heads.copying, "COPYING_CHUNK_ELEMENTS", 2**40)
     with LargestTensor() as probe:
         unbounded = score_heads(model, score_cfg)
     assert probe.numel >= 4 * allowed and probe.shape[-1] == d_vocab, probe.shape  # [heads, sources, d_vocab]
@@ -301,10 +303,11 @@ def test_a_head_without_direct_logit_effect_copies_nothing():
 @pytest.fixture(scope="module")
 def suite_scan():
     """The LayerNorm + MLP hand-built model with a canonical head and a shifted head at d = 3, scored
-    by the detector (exhaustive copying) and, independently, by `induction.heads.offsets.score_offsets`."""
+    by the detector (exhaustive copying) and, independently, by `tests/reference/offsets.py`'s `score_offsets`."""
+    from reference.offsets import score_offsets
+
     from induction.bench.handbuilt import build_handbuilt
     from induction.bench.suite import SUITE
-    from induction.heads.offsets import score_offsets
 
     spec = SUITE["lnmlp-v20-h8"]()
     model = build_handbuilt(spec)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from induction.cli import main
-from induction.heads.scores import ScoreConfig
+from induction.heads.config import ScoreConfig
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.jobs import ScanConfig, SweepConfig, SweepTarget, TrackConfig, scan, sweep, track
 from induction.jobs.sweep import read_targets

@@ -20,7 +20,7 @@ import torch
 from helpers import CallCounter, assert_close, save_redundant_induction_folder
 
 import circuits
-from induction.heads.scores import ScoreConfig
+from induction.heads.config import ScoreConfig
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.jobs import ScanConfig, SweepConfig, SweepTarget, TrackConfig, sweep, track
 from induction.loading.models import load_model

@@ -332,7 +332,7 @@ def test_default_gpt2_style_recipe_forms_canonical_induction_heads(tmp_path):
     32, segments of at least 16 tokens. With the old shortest segment (4) the same model learned a
     shifted circuit that canonical prefix-matching scores near 0 (see README, Training recipes)."""
     from induction.cli import main
-    from induction.heads.scores import ScoreConfig
+    from induction.heads.config import ScoreConfig
     from induction.inputs.prompts import RepeatedTokensConfig
     from induction.jobs import ScanConfig, scan
 

@@ -48,8 +48,9 @@ from circuits.hooks import check_heads
 from induction.bench.handbuilt import HandBuiltSpec, build_handbuilt
 from induction.bench.handbuilt import HeadRole as R
 from induction.common.checks import check_choice, check_min
-from induction.heads.offsets import DEFAULT_OFFSETS, score_offsets
-from induction.heads.scores import ScoreConfig, build_prompts, score_heads
+from induction.heads.config import ScoreConfig
+from induction.heads.offsets import DEFAULT_OFFSETS
+from induction.heads.scores import build_prompts, score_heads
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.loading.devices import resolve_device, resolve_dtype
 from induction.measures.effects import ablation_effects, patching_effects
@@ -303,16 +304,19 @@ def bench_model(
     detector = detector or ScoreConfig()
     detector = ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=cfg.prompts, seed=cfg.seed),
                            batch_size=detector.batch_size, prefix_threshold=detector.prefix_threshold,
-                           copying_threshold=detector.copying_threshold, n_bootstrap=0)
+                           copying_threshold=detector.copying_threshold, n_bootstrap=0,
+                           # exhaustive copying, and the shifted flag from the same forward (the one copying rule)
+                           copying_sources=0, min_offset=min(offsets), max_offset=max(offsets))
+    if tuple(offsets) != detector.offsets:
+        raise ValueError(f"offsets must be a contiguous range of integers, got {tuple(offsets)}")
     pt, ct = detector.prefix_threshold, detector.copying_threshold
     prompts = build_prompts(model, detector.prompts)
     scores = score_heads(model, detector, prompts=prompts, progress=progress)
     margin = torch.minimum(scores.prefix_matching - pt, scores.copying - ct)
     results = [score_method("is_induction", "induction", truth.induction, margin, scores.is_induction)]
-    offset_scores = score_offsets(model, prompts, offsets, detector.batch_size, progress=progress)
-    shifted = offset_scores.is_shifted_induction(pt, ct).cpu()
+    shifted = scores.offsets.is_shifted_induction(pt, ct).cpu()
     results.append(score_method("is_shifted_induction", "shifted_induction", truth.shifted_induction,
-                                offset_scores.shifted_margin(pt, ct).cpu(), shifted))
+                                scores.offsets.shifted_margin(pt, ct).cpu(), shifted))
 
     setup = stream_metric_setup(model, cfg.metric, n_sequences=cfg.sequences, seed=cfg.seed)
     with torch.no_grad():

@@ -31,7 +31,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
 def add_scan_arguments(p: argparse.ArgumentParser) -> None:
     """Detector and ICL options, shared with the commands that scan checkpoints (track)."""
-    from induction.heads.scores import ScoreConfig
+    from induction.heads.config import ScoreConfig
     from induction.inputs.prompts import RepeatedTokensConfig
     from induction.measures.icl import ICLConfig
 
@@ -46,7 +46,7 @@ def add_scan_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def scan_config_from_args(args: argparse.Namespace):
-    from induction.heads.scores import ScoreConfig
+    from induction.heads.config import ScoreConfig
     from induction.inputs.prompts import RepeatedTokensConfig
     from induction.jobs import ScanConfig
     from induction.measures.icl import ICLConfig

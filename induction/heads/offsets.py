@@ -40,31 +40,28 @@ intermediates are at most `[batch, pos, pos]` booleans, smaller than the attenti
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
-from transformer_lens.model_bridge import TransformerBridge
 
-import circuits
-from circuits import through_final_norm
-from circuits.hooks import FINAL_SCALE, pattern_name, v_name
-from induction.inputs.prompts import RepeatedTokens, duplicate_mask
+from induction.inputs.prompts import duplicate_mask
 
 DEFAULT_OFFSETS: tuple[int, ...] = tuple(range(-4, 17))
 """Offsets scored by default: -4..16 (1 = canonical induction, 0 = duplicate token)."""
+
+
 MIN_SUPPORT = 0.5
 """The smallest fraction of prompts that must have offset-d keys for offset d to be scored."""
+
+
 MIN_SHIFT = 2
 """The smallest offset a shifted-induction head may have (1 is canonical, <= 0 cannot predict)."""
+
+
 _MAX_ELEMENTS = 2**24
-
-
-# ---- the offset-d keys of a batch --------------------------------------------------------------
 
 
 @dataclass
@@ -147,9 +144,6 @@ def offset_mask(
     return mask
 
 
-# ---- scores from attention patterns ------------------------------------------------------------
-
-
 def offset_attention(
     pattern: Float[Tensor, "batch head_index query_pos key_pos"], keys: OffsetKeys, max_elements: int = _MAX_ELEMENTS
 ) -> Float[Tensor, "batch head_index offset"]:
@@ -166,95 +160,6 @@ def offset_attention(
     sums = sums.view(batch, n_offsets, n_heads).transpose(1, 2)
     counts = keys.n_queries.T[:, None, :].float()  # [batch, 1, offset]
     return torch.where(counts > 0, sums / counts.clamp_min(1.0), float("nan"))
-
-
-FLAT_LOGITS_RTOL = 1e-5
-"""A logit change whose spread over the vocabulary is within this fraction of its size is flat."""
-
-
-def flat_logits(top: Tensor, bottom: Tensor) -> Tensor:
-    """Whether a source's direct logit change is flat: its largest minus its smallest entry within
-    float32 rounding of their size. Such a change has no top token (a head writing only along the
-    direction the final LayerNorm centres away), and its copying score is 0, not the sign of the
-    rounding noise (which would read +-1)."""
-    return (top - bottom) <= FLAT_LOGITS_RTOL * torch.maximum(top.abs(), bottom.abs())
-
-
-def target_copy_scores(
-    model: TransformerBridge,
-    layer: int,
-    v: Float[Tensor, "batch key_pos kv_head d_head"],
-    targets: Int[Tensor, "batch key_pos target"],
-    max_elements: int = _MAX_ELEMENTS,
-) -> Float[Tensor, "batch head_index key_pos target"]:
-    """Each source's copying score (`induction.heads.scores`' ReLU ratio) on each of several target tokens.
-
-    The direct logit change of head h reading source (b, k) is ``l = norm(v W_O) W_U``, ``norm`` the
-    final norm linearised with its scale at 1 (it drops out of the ratio); with ``c = l - mean(l)``,
-    the score of target t is ``relu(c[t]) / max(relu(c)) - relu(-c[t]) / max(relu(-c))``. With
-    `targets` = the sources' own tokens this is `induction.heads.scores.CopyingMap.source_scores`.
-    """
-    n_heads = model.cfg.n_heads
-    if v.shape[2] != n_heads:  # grouped-query attention: each kv head serves n_heads / n_kv heads
-        v = v.repeat_interleave(n_heads // v.shape[2], dim=2)
-    W_O = model.W_O[layer].detach()  # [head_index, d_head, d_model]
-    W_U = model.W_U.detach().float()  # [d_model, d_vocab]
-    out = torch.einsum("bkhd,hdm->hbkm", v.float(), W_O.float())  # [head_index, batch, key_pos, d_model]
-    scale = torch.ones(*out.shape[1:3], 1, device=out.device) if FINAL_SCALE in model.hook_dict else None
-    out = through_final_norm(model, out.to(model.W_U.dtype), scale).float().transpose(0, 1)
-    batch, _, seq, d_model = out.shape
-    flat = out.reshape(-1, d_model)  # rows in (batch, head_index, key_pos) order
-    n_targets = targets.shape[-1]
-    idx_all = targets[:, None].expand(batch, n_heads, seq, n_targets).reshape(-1, n_targets).to(flat.device)
-    scores = torch.empty(flat.shape[0], n_targets, device=flat.device)
-    chunk = max(1, max_elements // W_U.shape[1])
-    for i in range(0, flat.shape[0], chunk):
-        logits = flat[i : i + chunk] @ W_U
-        centred = logits - logits.mean(-1, keepdim=True)
-        pos, neg = centred.clamp_min(0), (-centred).clamp_min(0)
-        idx = idx_all[i : i + chunk]
-        rel_pos = pos.gather(1, idx) / pos.amax(-1, keepdim=True).clamp_min(1e-30)
-        rel_neg = neg.gather(1, idx) / neg.amax(-1, keepdim=True).clamp_min(1e-30)
-        low, high = torch.aminmax(logits, dim=-1, keepdim=True)
-        scores[i : i + chunk] = torch.where(flat_logits(high, low), 0.0, rel_pos - rel_neg)
-    return scores.reshape(batch, n_heads, seq, n_targets)
-
-
-def offset_copying(
-    model: TransformerBridge,
-    layer: int,
-    pattern: Float[Tensor, "batch head_index query_pos key_pos"],
-    v: Float[Tensor, "batch key_pos kv_head d_head"],
-    tokens: Int[Tensor, "batch pos"],
-    offsets: Sequence[int] = DEFAULT_OFFSETS,
-    first_content_pos: int = 0,
-) -> Float[Tensor, "batch head_index offset"]:
-    """Per prompt and head, the offset copying score at each d >= 1 (module docstring); NaN for d < 1."""
-    offsets = tuple(int(d) for d in offsets)
-    device = pattern.device
-    tokens = tokens.to(device)
-    n = tokens.shape[1]
-    pos = torch.arange(n, device=device)
-    repeated = duplicate_mask(tokens, first_content_pos).any(-1).float()  # [batch, query_pos]
-    content = (pos >= first_content_pos).float()
-    # Attention mass each source receives from repeated queries: the copying score's weights.
-    weights = torch.einsum("bhqk,bq->bhk", pattern.float(), repeated) * content  # [batch, head_index, key_pos]
-    positive = [i for i, d in enumerate(offsets) if d >= 1]
-    out = torch.full((*weights.shape[:2], len(offsets)), float("nan"), device=device)
-    if not positive:
-        return out
-    d = torch.tensor([offsets[i] for i in positive], device=device)
-    predicted = pos[:, None] - d[None, :] + 1  # [key_pos, target]: the position of the token to predict
-    valid = (predicted >= first_content_pos).float()
-    targets = tokens[:, predicted.clamp_min(0)]  # [batch, key_pos, target]
-    source = target_copy_scores(model, layer, v, targets)  # [batch, head_index, key_pos, target]
-    num = torch.einsum("bhk,bhkt,kt->bht", weights, source, valid)
-    den = torch.einsum("bhk,kt->bht", weights, valid)
-    out[..., positive] = torch.where(den > 0, num / den.clamp_min(1e-12), float("nan"))
-    return out
-
-
-# ---- all heads of a model ----------------------------------------------------------------------
 
 
 @dataclass
@@ -326,213 +231,3 @@ class OffsetScores:
         if offset not in self.offsets:
             raise ValueError(f"offset {offset} was not scored (scored: {self.offsets[0]}..{self.offsets[-1]})")
         return self.offsets.index(offset)
-
-
-def offset_batch_scores(
-    model: TransformerBridge,
-    patterns: Sequence[Tensor],
-    values: Sequence[Tensor],
-    tokens: Int[Tensor, "batch pos"],
-    offsets: Sequence[int] = DEFAULT_OFFSETS,
-    first_content_pos: int = 0,
-) -> dict[str, Float[Tensor, "batch layer head_index offset"]]:
-    """Per-prompt offset attention and copying of every head, from one forward's cached patterns and values.
-
-    `patterns[l]` is layer l's `hook_pattern` `[batch, head_index, query_pos, key_pos]` and `values[l]`
-    its `hook_v` `[batch, key_pos, kv_head, d_head]`: what `induction.heads.scores` caches, so the detector
-    can add these scores without another forward.
-    """
-    tokens = tokens.to(patterns[0].device)
-    keys = offset_keys(tokens, offsets, first_content_pos)
-    attention = [offset_attention(p, keys) for p in patterns]
-    copying = [offset_copying(model, layer, p, v, tokens, offsets, first_content_pos)
-               for layer, (p, v) in enumerate(zip(patterns, values))]
-    return {"attention": torch.stack(attention, 1), "copying": torch.stack(copying, 1)}
-
-
-@torch.no_grad()
-def score_offsets(
-    model: TransformerBridge,
-    prompts: RepeatedTokens,
-    offsets: Sequence[int] = DEFAULT_OFFSETS,
-    batch_size: int = 16,
-    min_support: float = MIN_SUPPORT,
-    progress: bool = False,
-) -> OffsetScores:
-    """Offset attention and offset copying of every head of `model` on `prompts`, `batch_size` per forward;
-    offsets that fewer than `min_support` of the prompts can score are NaN (module docstring)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    offsets = tuple(int(d) for d in offsets)
-    n_layers = model.cfg.n_layers
-    names = {pattern_name(layer) for layer in range(n_layers)} | {v_name(layer) for layer in range(n_layers)}
-    parts: dict[str, list[Tensor]] = {"attention": [], "copying": []}
-    tokens_all = prompts.tokens
-    for start in tqdm(range(0, tokens_all.shape[0], batch_size), desc="offset scores", disable=not progress, leave=False):
-        tokens = tokens_all[start : start + batch_size]
-        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
-        scores = offset_batch_scores(model, [cache[pattern_name(layer)] for layer in range(n_layers)],
-                                     [cache[v_name(layer)] for layer in range(n_layers)], tokens, offsets,
-                                     prompts.first_content_pos)
-        for name, value in scores.items():
-            parts[name].append(value)
-    return OffsetScores.from_per_prompt(offsets, torch.cat(parts["attention"]), torch.cat(parts["copying"]), min_support)
-
-
-# ---- the circuit a head implies ----------------------------------------------------------------
-
-
-@torch.no_grad()
-def lag_attention(
-    model: TransformerBridge, tokens: Int[Tensor, "batch pos"], max_lag: int, first_content_pos: int = 0
-) -> Float[Tensor, "layer head_index lag"]:
-    """A[l, h, c]: mean attention of head (l, h) from query q to key q - c, c = 0..max_lag, over the
-    queries whose key q - c is content."""
-    n_layers = int(model.cfg.n_layers)
-    n = tokens.shape[1]
-    max_lag = min(max_lag, n - 1 - first_content_pos)
-    out = torch.full((n_layers, model.cfg.n_heads, max_lag + 1), float("nan"), device="cpu")
-
-    def reduce(layer: int):
-        # Each layer's pattern is reduced as it appears: no cache of every layer's [batch, head, pos, pos].
-        def hook(pattern: Tensor, hook: object) -> None:  # [batch, head_index, query_pos, key_pos]
-            p = pattern.float()
-            for c in range(max_lag + 1):
-                diagonal = p.diagonal(offset=-c, dim1=-2, dim2=-1)  # [batch, head_index, n - c]: key k = q - c
-                out[layer, :, c] = diagonal[..., first_content_pos:].mean((0, 2)).cpu()
-        return hook
-
-    with model.hooks(fwd_hooks=[(pattern_name(layer), reduce(layer)) for layer in range(n_layers)]):
-        model(tokens)
-    return out
-
-
-@dataclass
-class LayerBelowHead:
-    """A layer-below head as `implied_circuit` sees it.
-
-    Attributes:
-        layer, head: the head.
-        lag: the distance c it attends back most (argmax of its lag attention).
-        share: its mean attention at that lag.
-        k_composition, q_composition, v_composition: its composition scores into the head studied
-            (`circuits.composition_scores`, baseline subtracted; NaN where undefined).
-    """
-
-    layer: int
-    head: int
-    lag: int
-    share: float
-    k_composition: float
-    q_composition: float
-    v_composition: float
-
-
-@dataclass
-class ImpliedCircuit:
-    """The layer-below heads an offset-d (shifted or canonical) induction head implies (module docstring).
-
-    Attributes:
-        layer, head, offset: the head and its offset d.
-        key_by_lag: heads attending c_K back, for a c_K with c_K - d = c_Q either 0 (the query reads
-            the token itself) or another lag head's lag.
-        query_by_lag: heads attending c_Q = c_K - d back for one of those c_K (empty: the token itself).
-        value_by_lag: heads attending d - 1 back (empty when d = 1: the token itself).
-        key_by_composition, query_by_composition, value_by_composition: the layer-below head with the
-            largest K-, Q-, V-composition score into the head, when that score is above the random
-            baseline (> 0); None otherwise (e.g. a query that reads the token itself). Weights alone
-            cannot tell a small real composition from noise, so where the lag and composition
-            names disagree, trust neither without a path ablation.
-        below: every layer-below head's lag, share and composition scores.
-    """
-
-    layer: int
-    head: int
-    offset: int
-    key_by_lag: list[tuple[int, int]]
-    query_by_lag: list[tuple[int, int]]
-    value_by_lag: list[tuple[int, int]]
-    key_by_composition: tuple[int, int] | None
-    query_by_composition: tuple[int, int] | None
-    value_by_composition: tuple[int, int] | None
-    below: list[LayerBelowHead]
-
-    def to_dict(self) -> dict:
-        def heads(hs):
-            return [list(h) for h in hs]
-
-        return {
-            "layer": self.layer, "head": self.head, "offset": self.offset,
-            "key_by_lag": heads(self.key_by_lag), "query_by_lag": heads(self.query_by_lag),
-            "value_by_lag": heads(self.value_by_lag),
-            "key_by_composition": None if self.key_by_composition is None else list(self.key_by_composition),
-            "query_by_composition": None if self.query_by_composition is None else list(self.query_by_composition),
-            "value_by_composition": None if self.value_by_composition is None else list(self.value_by_composition),
-            # Composition scores are NaN where undefined (a head with W_O = 0): null in JSON, never NaN.
-            "below": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in vars(b).items()}
-                      for b in self.below],
-        }
-
-
-def implied_circuit(
-    model: TransformerBridge,
-    layer: int,
-    head: int,
-    offset: int,
-    tokens: Int[Tensor, "batch pos"],
-    first_content_pos: int = 0,
-    min_share: float = 0.2,
-    max_lag: int | None = None,
-    composition: dict[str, Tensor] | None = None,
-) -> ImpliedCircuit:
-    """The layer-below heads that give head (`layer`, `head`) its offset `offset` (module docstring):
-    named by attention lag (d = c_K - c_Q, c_V = d - 1) and by K-, Q-, V-composition.
-
-    Args:
-        model: the model.
-        layer, head: the (shifted or canonical) induction head; `layer` >= 1.
-        offset: its induction offset d (`OffsetScores.best`), >= 1.
-        tokens: prompts on which the layer-below heads' lags are measured (repeated random tokens,
-            on which a duplicate-token or induction head has no single lag).
-        first_content_pos: 1 when position 0 is BOS.
-        min_share: a head counts as attending lag c when its mean attention there is at least this.
-        max_lag: the largest lag considered (default: every lag the prompts allow).
-        composition: `circuits.composition_scores(model)`, to reuse across heads (computed when None).
-    """
-    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    if not (1 <= layer < n_layers and 0 <= head < n_heads):
-        raise ValueError(f"head ({layer}, {head}) has no layer below it in a model of {n_layers} layers "
-                         f"of {n_heads} heads (need 1 <= layer < {n_layers})")
-    if offset < 1:
-        raise ValueError(f"an induction offset must be >= 1 to predict the next token, got {offset}")
-    lags = lag_attention(model, tokens, max_lag or tokens.shape[1], first_content_pos)
-    comp = composition if composition is not None else circuits.composition_scores(model)
-    below = []
-    for gl in range(layer):
-        for g in range(n_heads):
-            c = int(lags[gl, g].argmax())
-            below.append(LayerBelowHead(
-                layer=gl, head=g, lag=c, share=float(lags[gl, g, c]),
-                k_composition=float(comp["k"][layer, head, gl, g]), q_composition=float(comp["q"][layer, head, gl, g]),
-                v_composition=float(comp["v"][layer, head, gl, g]),
-            ))
-    strong = [b for b in below if b.share >= min_share and b.lag >= 1]
-    strong_lags = {b.lag for b in strong}
-    key = [b for b in strong if b.lag - offset == 0 or (b.lag - offset) in strong_lags]
-    query_lags = {b.lag - offset for b in key} - {0}
-    query = [b for b in strong if b.lag in query_lags]
-    value = [b for b in strong if b.lag == offset - 1]
-
-    def argmax(name: str) -> tuple[int, int] | None:
-        scored = [b for b in below if getattr(b, name) > 0]  # above the random baseline (and not NaN)
-        best = max(scored, key=lambda b: getattr(b, name), default=None)
-        return None if best is None else (best.layer, best.head)
-
-    def names(bs: list[LayerBelowHead]) -> list[tuple[int, int]]:
-        return sorted((b.layer, b.head) for b in bs)
-
-    return ImpliedCircuit(
-        layer=layer, head=head, offset=offset, key_by_lag=names(key), query_by_lag=names(query),
-        value_by_lag=names(value), key_by_composition=argmax("k_composition"),
-        query_by_composition=argmax("q_composition"), value_by_composition=argmax("v_composition"), below=below,
-    )

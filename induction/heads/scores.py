@@ -55,30 +55,27 @@ Every score comes with a bootstrap confidence interval over prompts.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from circuits import through_final_norm
-from circuits.hooks import FINAL_SCALE, UNEMBED_IN, pattern_name, resid_post_name, v_name
-from induction.common.checks import check_min, check_range
-from induction.common.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci
-from induction.heads.offsets import (
-    DEFAULT_OFFSETS,
-    MIN_SUPPORT,
-    OffsetScores,
-    flat_logits,
-    offset_attention,
-    offset_keys,
+from circuits.hooks import UNEMBED_IN, pattern_name, resid_post_name, v_name
+from induction.common.stats import bootstrap_ci
+from induction.heads.config import ScoreConfig
+from induction.heads.copying import (
+    CopyingMap,
+    SourceDraws,
+    copying_ov_scores,
+    offset_copying_per_prompt,
+    sampled_copying,
 )
+from induction.heads.offsets import DEFAULT_OFFSETS, OffsetScores, offset_attention, offset_keys
+from induction.heads.records import HeadScores
 from induction.inputs.prompts import (
-    DEFAULT_SEQ_LEN,
     PromptError,
     RepeatedTokens,
     RepeatedTokensConfig,
@@ -90,181 +87,10 @@ from induction.inputs.prompts import (
 from induction.loading.devices import model_device
 from induction.loading.models import model_info
 
-SCORE_NAMES = ("prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token")
 _PROMPT_SCORES = ("prefix_matching", "copying", "previous_token", "duplicate_token")
+
+
 _OFFSET_SCORES = ("offset_attention", "offset_copying")
-
-COPYING_CHUNK_ELEMENTS = 2**20
-"""The largest block of logits the copying score forms at once (`[head_index, source, vocabulary
-chunk]`, float32 elements: 4 MiB, which stays in cache; larger blocks are slower on a CPU)."""
-
-
-@dataclass
-class ScoreConfig:
-    """Settings of the head detector.
-
-    Attributes:
-        prompts: the repeated-random-token prompts (`RepeatedTokensConfig`).
-        batch_size: prompts per forward pass.
-        prefix_threshold: minimum prefix-matching score of an induction head, in [0, 1]. A head
-            that attends at a fixed offset scores ~1/(number of distinct periods) at most.
-        copying_threshold: minimum copying score of an induction head, in [-1, 1].
-        copying_sources: source positions per prompt and head whose copying score is computed,
-            drawn with probability proportional to the attention they get from repeated tokens; 0
-            scores every source. The estimate is unbiased, with a sampling standard error
-            (`copying_se`) against the exhaustive score (module docstring); at least 2 when sampling.
-            None is the same as 0 (exhaustive: ~35x the cost of 4 on GPT-2 small).
-        copying_seed: seed of the source draws; None means the prompts' seed.
-        n_bootstrap: bootstrap resamples (over prompts) for the confidence intervals; 0 disables.
-        ci_level: confidence level of the intervals, in (0, 1).
-        min_offset: the smallest offset d whose attention is scored for `induction_offset`, <= 1
-            (0 is the duplicate-token score, < 0 the tokens before an earlier occurrence).
-        max_offset: the largest offset d scored, >= 1; offsets the prompts' periods cannot support
-            are left unscored (module docstring), so a longer one needs longer periods (`max_period`).
-        offset_support: the smallest fraction of prompts that must have offset-d keys (a period
-            longer than |d|) for offset d to be scored, in (0, 1].
-    """
-
-    prompts: RepeatedTokensConfig = field(default_factory=RepeatedTokensConfig)
-    batch_size: int = 16
-    prefix_threshold: float = 0.4
-    copying_threshold: float = 0.5
-    copying_sources: int | None = 4
-    copying_seed: int | None = None
-    n_bootstrap: int = DEFAULT_RESAMPLES
-    ci_level: float = DEFAULT_LEVEL
-    min_offset: int = DEFAULT_OFFSETS[0]
-    max_offset: int = DEFAULT_OFFSETS[-1]
-    offset_support: float = MIN_SUPPORT
-
-    def __post_init__(self) -> None:
-        check_min("batch_size", self.batch_size, 1)
-        check_range("prefix_threshold", self.prefix_threshold, 0, 1)
-        check_range("copying_threshold", self.copying_threshold, -1, 1)
-        if self.copying_sources is not None and (self.copying_sources < 0 or self.copying_sources == 1):
-            raise ValueError(f"copying_sources must be >= 2 (the sampling error needs two sources per prompt and "
-                             f"head), or 0 for the exhaustive score; got {self.copying_sources}")
-        check_min("n_bootstrap", self.n_bootstrap, 0)
-        if not 0.0 < self.ci_level < 1.0:
-            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
-        if self.min_offset > 1:
-            raise ValueError(f"min_offset must be <= 1 (the offsets include canonical induction, d = 1), "
-                             f"got {self.min_offset}")
-        if self.max_offset < 1:
-            raise ValueError(f"max_offset must be >= 1 (the offsets include canonical induction, d = 1), "
-                             f"got {self.max_offset}")
-        if not 0.0 < self.offset_support <= 1.0:
-            raise ValueError(f"offset_support must be in (0, 1], got {self.offset_support}")
-        # Bounds from the prompt length: no prompt has a key |d| >= its length from a query, and
-        # more copying draws than source positions cost more than scoring every source (and an
-        # offset range of 10^9 would be built before anything could say it is unsupported).
-        # The default offsets stay valid on short prompts (those beyond them are left unscored).
-        length = self.prompts.seq_len or DEFAULT_SEQ_LEN
-        limit = max(length - 1, *(abs(d) for d in DEFAULT_OFFSETS))
-        for name, d in (("min_offset", -self.min_offset), ("max_offset", self.max_offset)):
-            if d > limit:
-                raise ValueError(f"{name} must be within the prompt length, |d| <= {limit} ({length} tokens, "
-                                 f"--seq-len): no query has a key farther away; got {getattr(self, name)}")
-        if self.copying_sources is not None and self.copying_sources > length:
-            raise ValueError(f"copying_sources must be at most the prompt length ({length} tokens, --seq-len): "
-                             f"more draws than source positions cost more than the exhaustive score (0); "
-                             f"got {self.copying_sources}")
-
-    @property
-    def offsets(self) -> tuple[int, ...]:
-        """The offsets d scored: min_offset..max_offset."""
-        return tuple(range(self.min_offset, self.max_offset + 1))
-
-    @property
-    def resolved_copying_seed(self) -> int:
-        return self.prompts.seed if self.copying_seed is None else self.copying_seed
-
-    def copying_method(self) -> dict[str, Any]:
-        """How the copying score is computed, for reports and provenance."""
-        if not self.copying_sources:
-            return {"method": "exhaustive", "sources_per_prompt": None, "seed": None,
-                    "note": "every source scored; copying_se is 0"}
-        return {"method": "sampled", "sources_per_prompt": self.copying_sources, "seed": self.resolved_copying_seed,
-                "note": "sources drawn with replacement, probability proportional to the attention from repeated "
-                        "tokens (unbiased); copying_se: sampling standard error against the exhaustive score on "
-                        "the same prompts; copying_ci: bootstrap over prompts, sampling noise included"}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class HeadScores:
-    """Per-head scores, each a [layer, head_index] tensor; `ci[name]` is [layer, head_index, 2].
-
-    `copying_se` is the copying estimate's sampling standard error (0 when exhaustive), and
-    `copying_method` says how it was computed (`ScoreConfig.copying_method`). The shifted-induction
-    scores (module docstring): `induction_offset` (1 where no offset could be scored),
-    `offset_prefix_matching` and `offset_copying` (NaN where unscored, e.g. offset copying at d < 1),
-    `is_shifted_induction`; `offsets` holds every offset's attention and copying.
-    """
-
-    prefix_matching: Float[Tensor, "layer head_index"]
-    copying: Float[Tensor, "layer head_index"]
-    copying_se: Float[Tensor, "layer head_index"]
-    copying_ov: Float[Tensor, "layer head_index"]
-    previous_token: Float[Tensor, "layer head_index"]
-    duplicate_token: Float[Tensor, "layer head_index"]
-    is_induction: Bool[Tensor, "layer head_index"]
-    induction_offset: Int[Tensor, "layer head_index"]
-    offset_prefix_matching: Float[Tensor, "layer head_index"]
-    offset_copying: Float[Tensor, "layer head_index"]
-    is_shifted_induction: Bool[Tensor, "layer head_index"]
-    offsets: OffsetScores
-    ci: dict[str, Tensor]
-    per_prompt: dict[str, Tensor]
-    config: ScoreConfig
-    copying_method: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_layers(self) -> int:
-        return self.prefix_matching.shape[0]
-
-    @property
-    def n_heads(self) -> int:
-        return self.prefix_matching.shape[1]
-
-    def induction_heads(self) -> list[tuple[int, int]]:
-        """(layer, head) of every head flagged as an induction head, strongest prefix-matching first."""
-        heads = [tuple(x) for x in self.is_induction.nonzero().tolist()]
-        return sorted(heads, key=lambda lh: -float(self.prefix_matching[lh]))
-
-    def shifted_induction_heads(self) -> list[tuple[int, int]]:
-        """(layer, head) of every shifted induction head, strongest offset prefix-matching first."""
-        heads = [tuple(x) for x in self.is_shifted_induction.nonzero().tolist()]
-        return sorted(heads, key=lambda lh: -float(self.offset_prefix_matching[lh]))
-
-    def scored_offsets(self) -> tuple[int, ...]:
-        """The offsets enough prompts could score (`ScoreConfig.offset_support`)."""
-        scored = self.offsets.support >= self.config.offset_support
-        return tuple(d for d, ok in zip(self.offsets.offsets, scored.tolist()) if ok)
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """One dict per head (CONTRACT's HEAD), with `<score>_ci` intervals where available and `copying_se`;
-        unscored offset numbers are None (JSON null), and so is `induction_offset` when no offset was scored."""
-        out = []
-        for layer in range(self.n_layers):
-            for head in range(self.n_heads):
-                rec: dict[str, Any] = {"layer": layer, "head": head}
-                for name in SCORE_NAMES:
-                    rec[name] = float(getattr(self, name)[layer, head])
-                rec["copying_se"] = float(self.copying_se[layer, head])
-                rec["is_induction"] = bool(self.is_induction[layer, head])
-                score = float(self.offset_prefix_matching[layer, head])
-                copying = float(self.offset_copying[layer, head])
-                rec["induction_offset"] = None if math.isnan(score) else int(self.induction_offset[layer, head])
-                rec["offset_prefix_matching"] = None if math.isnan(score) else score
-                rec["offset_copying"] = None if math.isnan(copying) else copying
-                rec["is_shifted_induction"] = bool(self.is_shifted_induction[layer, head])
-                for name, interval in self.ci.items():
-                    rec[f"{name}_ci"] = [float(interval[layer, head, 0]), float(interval[layer, head, 1])]
-                out.append(rec)
-        return out
 
 
 def score_heads(
@@ -348,37 +174,6 @@ def build_prompts(
     )
 
 
-@dataclass
-class SourceDraws:
-    """The sources drawn for the copying estimate: what each one's score needs.
-
-    Attributes:
-        v: [layer, prompt, head_index, source, d_head] the value vector the head reads there.
-        tokens: [layer, prompt, head_index, source] its token.
-        weighted: [prompt, layer, head_index] whether any source got attention from a repeated token
-            (a prompt where none did scores 0).
-        targets: [layer, prompt, head_index, source, offset] the token an offset-d head reading it
-            predicts, tok[k - d + 1], for each scored d >= 1 (`offset_targets`).
-        valid: like `targets`: whether k - d + 1 is a content position.
-        offsets: the scored offsets (the targets cover those >= 1).
-    """
-
-    v: Float[Tensor, "layer batch head_index source d_head"]
-    tokens: Int[Tensor, "layer batch head_index source"]
-    weighted: Bool[Tensor, "batch layer head_index"]
-    targets: Int[Tensor, "layer batch head_index source target"]
-    valid: Bool[Tensor, "layer batch head_index source target"]
-    offsets: tuple[int, ...]
-
-    @staticmethod
-    def cat(parts: list[SourceDraws]) -> SourceDraws:
-        def joined(name: str) -> Tensor:
-            return torch.cat([getattr(p, name) for p in parts], dim=1)
-
-        return SourceDraws(v=joined("v"), tokens=joined("tokens"), weighted=torch.cat([p.weighted for p in parts]),
-                           targets=joined("targets"), valid=joined("valid"), offsets=parts[0].offsets)
-
-
 def offset_targets(
     tokens: Int[Tensor, "batch pos"], offsets: Sequence[int], first: int
 ) -> tuple[Int[Tensor, "batch pos target"], Bool[Tensor, "pos target"]]:
@@ -390,15 +185,6 @@ def offset_targets(
     predicted = torch.arange(seq, device=tokens.device)[:, None] - d[None, :] + 1  # [pos, target]
     valid = predicted >= first
     return torch.where(valid, tokens[:, predicted.clamp_min(0)], 0), valid
-
-
-def offset_copying_per_prompt(
-    positive: Float[Tensor, "*lead target"], offsets: Sequence[int]
-) -> Float[Tensor, "*lead offset"]:
-    """Offset copying at every offset: the scores at d >= 1 in place, NaN at d < 1."""
-    out = torch.full((*positive.shape[:-1], len(offsets)), float("nan"), device=positive.device)
-    out[..., [i for i, d in enumerate(offsets) if d >= 1]] = positive
-    return out
 
 
 @torch.no_grad()
@@ -506,133 +292,6 @@ def _stream_batch(
     draws = SourceDraws(v=torch.stack(v_drawn), tokens=torch.stack(tok_drawn), weighted=torch.stack(source_weights, dim=1),
                         targets=torch.stack(targets_drawn), valid=torch.stack(valid_drawn), offsets=tuple(offsets))
     return scores, draws
-
-
-def final_norm_matrix(model: TransformerBridge) -> Float[Tensor, "d_model d_model"]:
-    """The final norm as a matrix N (row i = norm(e_i)), its scale frozen at 1 and its bias removed.
-
-    It is `circuits.through_final_norm` (the bridge's own norm) applied to the basis vectors, so a
-    LayerNorm centres and weights, an RMSNorm weights, and no norm is the identity, with no special case.
-    """
-    d_model = int(model.cfg.d_model)
-    W_U = model.W_U
-    basis = torch.eye(d_model, device=W_U.device, dtype=W_U.dtype)[:, None, None, :]  # [part, batch, pos, d_model]
-    scale = torch.ones(1, 1, 1, device=W_U.device, dtype=W_U.dtype) if FINAL_SCALE in model.hook_dict else None
-    return through_final_norm(model, basis, scale).reshape(d_model, d_model).float()
-
-
-class CopyingMap:
-    """Source copying scores (module docstring) through each head's map ``W_O N W_U``, in float32.
-
-    ``W_O N`` is formed once ([layer, head_index, d_head, d_model]); each vocabulary chunk's
-    ``W_O N W_U[:, chunk]`` ([head_index, d_head, chunk]) once per call, so a source costs d_head x
-    d_vocab (not d_model x d_vocab) and every intermediate stays within `COPYING_CHUNK_ELEMENTS`.
-    The logits' mean over the vocabulary is linear in v: ``v . (W_O N mean_c W_U[:, c])``.
-    """
-
-    def __init__(self, model: TransformerBridge) -> None:
-        with torch.no_grad():
-            self.W_ON = model.W_O.detach().float() @ final_norm_matrix(model)  # [layer, head_index, d_head, d_model]
-            self.W_U = model.W_U.detach().float()  # [d_model, d_vocab]
-            mean_unembed = self.W_U.mean(-1).double()  # [d_model]
-            self.mean_map = self.W_ON.double() @ mean_unembed  # [layer, head_index, d_head]: v -> mean logit
-
-    def kv_head_of(self, n_kv: int) -> Tensor:
-        """The kv head each query head reads (grouped-query attention: h // (n_heads / n_kv))."""
-        n_heads = self.W_ON.shape[1]
-        return torch.arange(n_heads, device=self.W_ON.device) // (n_heads // n_kv)
-
-    @torch.no_grad()
-    def source_scores(
-        self,
-        layer: int,
-        v: Float[Tensor, "head_index source d_head"],
-        own: Int[Tensor, "head_index source"] | Int[Tensor, "head_index source target"],
-    ) -> Float[Tensor, "head_index source"] | Float[Tensor, "head_index source target"]:
-        """Each source's copying score: relu(c[t])/max(relu(c)) - relu(-c[t])/max(relu(-c)), where
-        c is the mean-centred ``v W_O N W_U`` and t the source's own token (module docstring), or
-        each of several tokens t (`own` [head_index, source, target]: one logit pass serves them all).
-
-        Streams the vocabulary in chunks (sources in blocks within a chunk), keeping the running
-        max, min and own-token logit; the max and the own logit come from the same numbers, so a
-        head that raises its own token most scores exactly 1.
-        """
-        n_heads, n_src, d_head = v.shape
-        single = own.dim() == 2
-        own = own[..., None] if single else own
-        d_model, d_vocab = self.W_U.shape
-        W = self.W_ON[layer].reshape(n_heads * d_head, d_model)
-        budget = COPYING_CHUNK_ELEMENTS
-        width = max(1, min(d_vocab, budget // (n_heads * max(d_head, min(n_src, 256)))))  # vocabulary columns
-        block = max(1, budget // (n_heads * width))  # sources per logit block
-        top = torch.full(own.shape[:2], -torch.inf, device=v.device)
-        bottom = torch.full(own.shape[:2], torch.inf, device=v.device)
-        own_logit = torch.zeros(own.shape, device=v.device)
-        for c0 in range(0, d_vocab, width):
-            c1 = min(d_vocab, c0 + width)
-            head_map = (W @ self.W_U[:, c0:c1]).view(n_heads, d_head, c1 - c0)
-            for s0 in range(0, n_src, block):
-                s1 = min(n_src, s0 + block)
-                logits = torch.bmm(v[:, s0:s1], head_map)  # [head_index, source, chunk]
-                low, high = torch.aminmax(logits, dim=-1)
-                top[:, s0:s1] = torch.maximum(top[:, s0:s1], high)
-                bottom[:, s0:s1] = torch.minimum(bottom[:, s0:s1], low)
-                ob = own[:, s0:s1]
-                here = logits.gather(-1, (ob - c0).clamp(0, c1 - c0 - 1))
-                own_logit[:, s0:s1] = torch.where((ob >= c0) & (ob < c1), here, own_logit[:, s0:s1])
-        mean = torch.einsum("hsd,hd->hs", v.double(), self.mean_map[layer])[..., None]
-        top, bottom = top[..., None], bottom[..., None]
-        own_c = own_logit.double() - mean
-        rise, fall = (top.double() - mean).clamp_min(1e-30), (mean - bottom.double()).clamp_min(1e-30)
-        score = torch.where(flat_logits(top, bottom), 0.0, own_c.clamp_min(0) / rise - (-own_c).clamp_min(0) / fall)
-        return (score[..., 0] if single else score).float()
-
-
-@torch.no_grad()
-def sampled_copying(
-    copying: CopyingMap, draws: SourceDraws
-) -> tuple[Float[Tensor, "batch layer head_index"], Float[Tensor, "batch layer head_index"],
-           Float[Tensor, "batch layer head_index offset"]]:
-    """Per-prompt copying estimates (the mean of the drawn sources' scores; 0 where no source was
-    weighted) and the sample variance of those scores, [prompt, layer, head_index] each; and the
-    offset copying estimates [prompt, layer, head_index, offset]: per d, the mean of the drawn
-    sources' scores on their offset-d targets over the draws whose target is content (the ratio
-    estimate of `induction.heads.offsets.offset_copying`; NaN where none is, or nothing was weighted, or d < 1)."""
-    n_layers, n_prompts, n_heads, n_src, d_head = draws.v.shape
-    own = torch.cat([draws.tokens[..., None], draws.targets], -1)  # [layer, prompt, head_index, source, 1 + target]
-    scores = torch.stack([
-        copying.source_scores(
-            layer,
-            draws.v[layer].transpose(0, 1).reshape(n_heads, n_prompts * n_src, d_head),
-            own[layer].transpose(0, 1).reshape(n_heads, n_prompts * n_src, -1),
-        ).view(n_heads, n_prompts, n_src, -1)
-        for layer in range(n_layers)
-    ]).permute(2, 0, 1, 3, 4)  # [prompt, layer, head_index, source, 1 + target]
-    zero = torch.zeros((), device=scores.device)
-    mean = torch.where(draws.weighted, scores[..., 0].mean(-1), zero)
-    variance = torch.where(draws.weighted, scores[..., 0].var(-1), zero)
-    valid = draws.valid.permute(1, 0, 2, 3, 4).float()  # [prompt, layer, head_index, source, target]
-    den = valid.sum(-2)
-    positive = (scores[..., 1:] * valid).sum(-2) / den.clamp_min(1.0)
-    positive = torch.where((den > 0) & draws.weighted[..., None], positive, float("nan"))
-    return mean, variance, offset_copying_per_prompt(positive, draws.offsets)
-
-
-@torch.no_grad()
-def copying_ov_scores(model: TransformerBridge) -> Float[Tensor, "layer head_index"]:
-    """sum(eig)/sum(|eig|) of each head's full OV circuit W_E W_V W_O W_U (Elhage et al. 2021)."""
-    W_V = model.W_V.detach().double()  # [layer, head_index, d_model, d_head]
-    W_O = model.W_O.detach().double()  # [layer, head_index, d_head, d_model]
-    if W_V.shape[1] != W_O.shape[1]:
-        W_V = W_V.repeat_interleave(W_O.shape[1] // W_V.shape[1], dim=1)
-    W_U, W_E = model.W_U.detach(), model.W_E.detach()
-    UE = torch.zeros(W_U.shape[0], W_U.shape[0], dtype=torch.float64, device=W_U.device)  # [d_model, d_model]
-    step = max(1, COPYING_CHUNK_ELEMENTS // W_U.shape[0])  # vocabulary chunks: no float64 copy of W_U or W_E
-    for c0 in range(0, W_U.shape[1], step):
-        UE += W_U[:, c0 : c0 + step].double() @ W_E[c0 : c0 + step].double()
-    small = W_O @ UE @ W_V  # [layer, head_index, d_head, d_head]; same nonzero spectrum as the VxV circuit
-    eig = torch.linalg.eigvals(small)
-    return (eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-30)).float()
 
 
 def bootstrap_intervals(

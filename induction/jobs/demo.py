@@ -120,7 +120,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     """
     from induction import jobs, plots
     from induction.common.provenance import provenance
-    from induction.heads.scores import ScoreConfig
+    from induction.heads.config import ScoreConfig
     from induction.inputs.prompts import RepeatedTokensConfig
     from induction.loading.devices import placement
     from induction.loading.models import load_model

@@ -12,8 +12,10 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import composition_scores
 from induction.common.provenance import provenance
-from induction.heads.offsets import ImpliedCircuit, implied_circuit
-from induction.heads.scores import HeadScores, ScoreConfig, build_prompts, score_heads
+from induction.heads.config import ScoreConfig
+from induction.heads.implied import ImpliedCircuit, implied_circuit
+from induction.heads.records import HeadScores
+from induction.heads.scores import build_prompts, score_heads
 from induction.inputs.prompts import RepeatedTokens, read_token_freqs
 from induction.loading.devices import check_job_memory, model_device, placement
 from induction.loading.models import ModelLike, model_info, resolve_model

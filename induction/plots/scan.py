@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from induction.heads.scores import HeadScores
+from induction.heads.records import HeadScores
 from induction.plots.style import COLUMN_WIDTH_PX, PALETTE, SCORE_LABELS, SIGNED_SCORES, head_heatmap, paper_layout
 
 

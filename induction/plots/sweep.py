@@ -7,7 +7,7 @@ from typing import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from induction.heads.scores import HeadScores
+from induction.heads.records import HeadScores
 from induction.measures.formation import CheckpointScores, PhaseChange
 from induction.plots.style import COLUMN_WIDTH_PX, PALETTE, paper_layout
 

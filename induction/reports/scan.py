@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from induction.heads.offsets import MIN_SHIFT, ImpliedCircuit
-from induction.heads.scores import SCORE_NAMES, HeadScores
+from induction.heads.implied import ImpliedCircuit
+from induction.heads.offsets import MIN_SHIFT
+from induction.heads.records import SCORE_NAMES, HeadScores
 from induction.measures.icl import ICLScore
 from induction.reports.base import _flat, display_name, head_sort_key, to_dataframe
 

@@ -32,7 +32,8 @@ from transformer_lens.model_bridge import TransformerBridge
 import circuits
 from circuits import Head
 from induction.common.stats import DEFAULT_RESAMPLES
-from induction.heads.scores import ScoreConfig, score_heads, top_prefix_heads
+from induction.heads.config import ScoreConfig
+from induction.heads.scores import score_heads, top_prefix_heads
 from induction.inputs.stream_configs import TaskError, TasksDataConfig
 from induction.measures.effects import HeadSetAblation, HeadSetResult, controllable, head_set_ablation
 from induction.measures.fewshot.evaluate import correct_and_logprob, fewshot_metric

@@ -1,0 +1,1 @@
+"""Slow, independent implementations the tests compare the toolkit against."""
