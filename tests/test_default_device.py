@@ -62,7 +62,8 @@ from induction.inputs.streams import sample_stream, training_data
 from induction.loading.models import ModelRef
 from induction.measures.icl import ICLConfig, stream_tokens
 from induction.measures.metrics import corrupt
-from induction.training.train import TrainConfig, train
+from induction.training.config import TrainConfig
+from induction.training.train import train
 
 bench_job = importlib.import_module("induction.jobs.bench")  # the module (`induction.jobs.bench` is the job)
 ROOT = Path(__file__).resolve().parents[1]

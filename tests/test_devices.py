@@ -91,7 +91,8 @@ def test_bfloat16_scan_agrees_with_float32_and_records_its_dtype(hand_dir, tmp_p
 
 def test_training_under_bfloat16_autocast_keeps_float32_weights(tmp_path):
     from induction.loading.runs import read_manifest
-    from induction.training.train import TrainConfig, train
+    from induction.training.config import TrainConfig
+    from induction.training.train import train
 
     cfg = TrainConfig.from_flat(d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=3, batch_size=2, n_log_checkpoints=0,
                                 checkpoint_every=0)

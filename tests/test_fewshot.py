@@ -503,7 +503,8 @@ def test_report_objects_are_the_single_source(hand_model):
 def test_train_records_the_fewshot_stream_and_prompts_use_it(tmp_path):
     from induction.inputs.streams import training_data
     from induction.loading.models import load_model
-    from induction.training.train import TrainConfig, train
+    from induction.training.config import TrainConfig
+    from induction.training.train import train
 
     data = training_data("mixture", d_vocab=40, seq_len=32)
     cfg = TrainConfig.from_flat(n_layers=1, d_model=16, n_heads=2, n_ctx=32, d_vocab=40, steps=2, batch_size=4,

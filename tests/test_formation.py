@@ -23,13 +23,14 @@ from induction.measures.formation import PhaseChange, detect_phase_change
 from induction.measures.icl import ICLConfig, icl_score
 from induction.reports.track import TrackReport
 
-track_job = importlib.import_module("induction.jobs.track")  # the module (`induction.jobs.track` is the job)
+track_job = importlib.import_module("induction.jobs.track.tasks")  # what runs per checkpoint
 from induction.heads.config import ScoreConfig
 from induction.heads.scores import score_heads
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.loading.models import load_model
 from induction.loading.runs import read_manifest
-from induction.training.train import TrainConfig, train
+from induction.training.config import TrainConfig
+from induction.training.train import train
 
 HEAD_KEYS = {"layer", "head", "prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token", "is_induction",
              "induction_offset", "offset_prefix_matching", "offset_copying", "is_shifted_induction"}
@@ -124,7 +125,7 @@ def test_second_track_recomputes_nothing(tiny_run, tmp_path, monkeypatch):
     track(run, quick_track_config(phase_threshold=0.9))
     assert counter.calls == 10
     # A changed scoring definition (the source of the scoring modules) is recomputed too.
-    monkeypatch.setattr(track_job, "scoring_code_hash", lambda: "a-new-copying-score")
+    monkeypatch.setattr(importlib.import_module("induction.jobs.track.config"), "scoring_code_hash", lambda: "a-new-copying-score")
     track(run, quick_track_config())
     assert counter.calls == 15
 
@@ -255,7 +256,7 @@ def test_track_revisions_loads_each_revision_in_turn(tmp_path, monkeypatch):
 
 def test_revisions_of_a_run_directory_are_refused_not_ignored(tiny_run, monkeypatch):
     """A run has steps, not revisions: --revisions on one used to track every checkpoint regardless."""
-    counter = CallCounter(monkeypatch, track_job, "score_task")
+    counter = CallCounter(monkeypatch, importlib.import_module("induction.jobs.track.run"), "score_task")
     with pytest.raises(ValueError, match="is a run directory, which has no revisions"):
         track(tiny_run, quick_track_config(revisions=("step1000",)))
     assert counter.calls == 0
@@ -381,8 +382,8 @@ def test_the_held_out_batch_is_sized_in_tokens_unless_given():
     from induction.jobs.track import HELD_OUT_TOKENS, held_out_count
 
     toy, gpt2 = ToyDataConfig(d_vocab=128, seq_len=128), ToyDataConfig(d_vocab=50257, seq_len=512)
-    assert held_out_count(TrackConfig(), toy) == 64 and held_out_count(TrackConfig(), gpt2) == 16
-    assert held_out_count(TrackConfig(), ToyDataConfig(d_vocab=128, seq_len=2 * HELD_OUT_TOKENS)) == 1
-    assert held_out_count(TrackConfig(held_out_sequences=5), gpt2) == 5
+    assert held_out_count(None, toy) == 64 and held_out_count(None, gpt2) == 16
+    assert held_out_count(None, ToyDataConfig(d_vocab=128, seq_len=2 * HELD_OUT_TOKENS)) == 1
+    assert held_out_count(5, gpt2) == 5
     with pytest.raises(ValueError, match="held_out_sequences"):
         TrackConfig(held_out_sequences=0)

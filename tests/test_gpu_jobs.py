@@ -22,7 +22,8 @@ from induction.heads.config import ScoreConfig
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.loading.devices import model_device, place
 from induction.measures.icl import ICLConfig
-from induction.training.train import TrainConfig, train
+from induction.training.config import TrainConfig
+from induction.training.train import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

@@ -39,7 +39,7 @@ from induction.loading.native import ModelLoadError
 from induction.measures.icl import ICLConfig, icl_score
 
 ROOT = Path(__file__).resolve().parents[1]
-track_job = importlib.import_module("induction.jobs.track")
+track_job = importlib.import_module("induction.jobs.track.tasks")  # what runs per checkpoint
 
 
 def load_script(name: str):

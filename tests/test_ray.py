@@ -23,7 +23,8 @@ from induction.jobs import ScanConfig, TrackConfig, track
 from induction.jobs.executor import ExecutorError, RayExecutor
 from induction.jobs.track import plan_track, score_task
 from induction.measures.icl import ICLConfig
-from induction.training.train import TrainConfig, train
+from induction.training.config import TrainConfig
+from induction.training.train import train
 
 # Ray is imported by the executor, never before it: it reads its settings when first imported.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")

@@ -19,7 +19,8 @@ from induction.cli import main
 from induction.loading.cache import ResultCache, result_hash
 from induction.loading.models import load_model
 from induction.loading.runs import MANIFEST_FILE, RESUME_DIR, read_manifest, run_checkpoints, run_lock
-from induction.training.train import TrainConfig, train
+from induction.training.config import TrainConfig
+from induction.training.train import train
 
 TINY = ["--layers", "1", "--d-model", "16", "--heads", "2", "--ctx", "16", "--vocab", "16", "--steps", "4",
         "--log-checkpoints", "2", "--checkpoint-every", "0", "--batch-size", "2"]

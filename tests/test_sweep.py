@@ -15,7 +15,8 @@ from induction.inputs.prompts import RepeatedTokensConfig
 from induction.jobs import ScanConfig, SweepConfig, SweepTarget, TrackConfig, scan, sweep, track
 from induction.jobs.sweep import read_targets
 from induction.measures.icl import ICLConfig
-from induction.training.train import TrainConfig, train
+from induction.training.config import TrainConfig
+from induction.training.train import train
 
 SCAN = ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=4), n_bootstrap=0),
                   icl=ICLConfig(n_sequences=4, n_bootstrap=0))

@@ -28,7 +28,7 @@ from induction.measures.effects import icl_head_effects
 from induction.measures.icl import ICLConfig, icl_tokens
 from induction.measures.metrics import icl_metric
 
-track_job = importlib.import_module("induction.jobs.track")  # the module (`induction.jobs.track` is the job)
+track_job = importlib.import_module("induction.jobs.track.tasks")  # what runs per checkpoint
 
 WEIGHTS = {1: 0.0, 10: 1.0, 100: 8.0}  # step -> the induction heads' OV weight
 SET = [(1, 0), (1, 1)]

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from induction.inputs.repeated import ToyDataConfig
 from induction.loading.models import load_model
 from induction.loading.runs import MANIFEST_FILE, RESUME_DIR, RunExistsError, read_manifest, run_checkpoints
-from induction.training.train import TrainConfig, train
+from induction.training.config import TrainConfig
+from induction.training.train import train
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -299,7 +300,7 @@ def test_default_run_trains_once_when_two_processes_ask(tmp_path, monkeypatch):
 
 def _tiny_default_run(_: int) -> str:
     import induction.training.defaults as d
-    from induction.training.train import TrainConfig
+    from induction.training.config import TrainConfig
 
     d.DEFAULTS["tiny"] = lambda: TrainConfig.from_flat(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=3,
                                              n_log_checkpoints=2, checkpoint_every=0)
@@ -311,7 +312,8 @@ def test_resume_recovers_a_checkpoint_caught_mid_swap(tmp_path):
     resume must restore it, not delete it."""
     import os
 
-    from induction.training.train import TrainConfig, train
+    from induction.training.config import TrainConfig
+    from induction.training.train import train
 
     cfg = TrainConfig.from_flat(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=16, steps=4, n_log_checkpoints=2,
                       checkpoint_every=2)

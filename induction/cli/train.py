@@ -23,7 +23,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     from induction.cli import add_device_arguments, add_options
     from induction.inputs.repeated import ToyDataConfig
     from induction.inputs.streams import DATA_STREAMS
-    from induction.training.train import (
+    from induction.training.config import (
         DATA_RECIPES,
         DEFAULT_BATCH,
         DEFAULT_LR,
@@ -84,7 +84,7 @@ def config_from_args(args: argparse.Namespace, saved: dict | None = None):
     from induction.cli import given as given_options
     from induction.inputs.repeated import ToyDataConfig
     from induction.inputs.streams import data_config_from_dict, training_data
-    from induction.training.train import TrainConfig
+    from induction.training.config import TrainConfig
 
     flags = {**MODEL, "d_mlp": "--d-mlp", "attn_only": "--attn-only", **OPTIM, "lr": "--lr", **SCHEDULE,
              "warmup_steps": "--warmup-steps"}

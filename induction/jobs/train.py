@@ -9,7 +9,7 @@ from pathlib import Path
 from induction.common.provenance import provenance
 from induction.loading.runs import read_manifest
 from induction.reports.train import TrainReport
-from induction.training.train import TrainConfig
+from induction.training.config import TrainConfig
 from induction.training.train import train as train_run
 
 

@@ -16,10 +16,12 @@ overwritten.
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from induction.common.fileio import write_json_atomic
 
@@ -64,3 +66,22 @@ class ResultCache:
 def result_hash(result: dict[str, Any]) -> str:
     """sha256 of a result's canonical JSON (sorted keys), as it is stored and read back."""
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
+
+
+def code_hash(modules: Sequence[str]) -> str:
+    """A hash of the code of `modules` (dotted names, found without importing them), so a changed definition invalidates cached results instead of
+    mixing with them. It hashes each module's syntax tree without docstrings: edits to comments and
+    docstrings, and moving a module, keep the cache; any change to what runs does not."""
+    digest = hashlib.sha256()
+    for module in modules:
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(f"no module {module!r} to hash")
+        tree = ast.parse(Path(spec.origin).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(ast.dump(tree, annotate_fields=False).encode())
+    return digest.hexdigest()[:16]

@@ -22,7 +22,8 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from induction.loading.models import load_model
 from induction.loading.runs import read_manifest
-from induction.training.train import ModelConfig, TrainConfig, train
+from induction.training.config import ModelConfig, TrainConfig
+from induction.training.train import train
 
 CACHE_ENV = "INDUCTION_CACHE"
 # Trains every default model from another seed (a stand-in for another CPU, whose float reductions

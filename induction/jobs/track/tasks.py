@@ -1,0 +1,149 @@
+"""What runs per checkpoint: its scores, ICL score, held-out loss (and ablation effects), and the
+check that a cached result is whole."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from induction.heads.scores import score_heads
+from induction.inputs.prompts import read_token_freqs
+from induction.inputs.streams import sample_stream
+from induction.jobs.scan import check_scan_memory
+from induction.jobs.track.config import TrackConfig
+from induction.loading.cache import ResultCache
+from induction.loading.devices import check_job_memory
+from induction.loading.models import ModelRef
+from induction.measures.effects import HeadSetEffect, icl_head_effects, icl_head_set_effect
+from induction.measures.heldout import check_held_out_memory, held_out_count, held_out_stream
+from induction.measures.icl import icl_positions, icl_score, icl_tokens
+from induction.measures.losses import per_token_loss
+
+
+def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: int,
+                     token_freqs: torch.Tensor | None = None) -> dict[str, Any]:
+    """Head scores, ICL score and held-out loss of one model: the cached part of a checkpoint.
+
+    The held-out batch comes from the model's recorded training stream (`induction.inputs.streams`), else
+    from the synthetic stream over its vocabulary (`induction.measures.icl.default_stream_config`).
+    With `cfg.ablate`, each head record also has ``ablation_effect`` on the ICL score's own
+    sequences, and ``ablation`` holds the method and the unablated ICL score of that computation.
+    """
+    scores = score_heads(model, cfg.scan.detector, token_freqs=token_freqs)
+    icl = icl_score(model, cfg.scan.icl) if cfg.scan.icl is not None else None
+    stream = held_out_stream(model)
+    tokens = sample_stream(stream, held_out_count(cfg.held_out_sequences, stream), torch.Generator(device="cpu").manual_seed(held_out_seed))
+    held_out = per_token_loss(model, tokens)[:, 1:].mean()
+    out = {"heads": scores.to_records(), "icl_score": None if icl is None else icl.score,
+           "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out)}
+    if cfg.ablate is not None:
+        icl_seqs, _ = icl_tokens(model, cfg.scan.icl)  # the sequences icl_score just read
+        baseline, effects = icl_head_effects(model, icl_seqs, cfg.ablate, seed=cfg.scan.seed)
+        for rec in out["heads"]:
+            rec["ablation_effect"] = float(effects[rec["layer"], rec["head"]])
+        out["ablation"] = {"method": cfg.ablate, "baseline": baseline}
+    return out
+
+
+HEAD_NUMBERS = ("prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token")
+
+
+HEAD_OFFSET_NUMBERS = ("offset_prefix_matching", "offset_copying")
+
+
+"""Finite or None (null: an offset the prompts could not score, or offset copying at d < 1)."""
+
+
+HEAD_FLAGS = ("is_induction", "is_shifted_induction")
+
+
+def valid_result(result: dict[str, Any], ablate: str | None = None) -> bool:
+    """Whether a cached checkpoint result is whole: every (layer, head) of a full grid exactly once,
+    with finite scores (the offset ones finite or null, `induction_offset` an integer or null), both
+    flags, and a finite held-out loss (and ICL score, when there is one); with `ablate`, a finite
+    ablation effect for every head and the method's unablated baseline."""
+    heads = result.get("heads")
+    if not isinstance(heads, list) or not heads or not all(isinstance(h, dict) for h in heads):
+        return False
+    try:
+        cells = {(int(h["layer"]), int(h["head"])) for h in heads}
+        numbers = [float(h[k]) for h in heads for k in HEAD_NUMBERS] + [float(result["held_out_loss"])]
+        numbers += [float(h[k]) for h in heads for k in HEAD_OFFSET_NUMBERS if h[k] is not None]
+        if result.get("icl_score") is not None:
+            numbers.append(float(result["icl_score"]))
+        offsets = [h["induction_offset"] for h in heads]
+        if ablate is not None:
+            if result["ablation"]["method"] != ablate:
+                return False
+            numbers += [float(h["ablation_effect"]) for h in heads] + [float(result["ablation"]["baseline"])]
+    except (KeyError, TypeError, ValueError):
+        return False
+    if not all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in offsets):
+        return False
+    n_layers = 1 + max(layer for layer, _ in cells)
+    n_heads = 1 + max(head for _, head in cells)
+    return (len(heads) == len(cells) == n_layers * n_heads and all(math.isfinite(x) for x in numbers)
+            and all(isinstance(h.get(flag), bool) for h in heads for flag in HEAD_FLAGS))
+
+
+def check_ablation_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
+    """With `cfg.ablate`: refuse, in one line, ICL sequence counts whose ablated runs would not fit.
+
+    Unlike `icl_score`, which takes the sequences a few at a time and unembeds two positions, each
+    ablated run is one forward over all of them with the logits of every position up to the late token.
+    """
+    if cfg.ablate is None or cfg.scan.icl is None:
+        return
+    n = cfg.scan.icl.n_sequences
+    _, late = icl_positions(cfg.scan.icl.seq_len or min(int(model.cfg.n_ctx), 512))
+    check_job_memory(f"--icl-sequences {n} with --ablate (one forward over all of them)", model, 0, n, late)
+
+
+def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: Path | None, name: str,
+               identity: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Score one checkpoint and write its cache entry: the unit of work and of resumption.
+
+    The same function runs in this process and in Ray workers (`induction.jobs.executor`), with the same
+    torch thread count, so both give the same numbers; the entry is written (atomically) by whoever
+    computed it, so a driver interrupted after a task finished loses nothing.
+    """
+    torch.set_num_threads(threads)  # Ray workers are reused and keep the count torch chose at import
+    freqs = read_token_freqs(cfg.scan.freqs) if cfg.scan.freqs is not None else None
+    model = ref.load()
+    check_scan_memory(model, cfg.scan)
+    check_held_out_memory(model, cfg.held_out_sequences)
+    check_ablation_memory(model, cfg)
+    torch.manual_seed(cfg.scan.seed)
+    scored = score_checkpoint(model, cfg, held_out_seed, freqs)
+    ResultCache(cache_dir).write(name, identity, scored)
+    return json.loads(json.dumps(scored))  # as a cached result reads back: the same floats either way
+
+
+def valid_set_result(result: dict[str, Any]) -> bool:
+    """Whether a cached joint-ablation result is whole (finite numbers, a control or its reason)."""
+    try:
+        effect = HeadSetEffect.from_dict(result)
+        numbers = [effect.baseline, effect.joint_effect, *map(float, effect.control_effects or [])]
+    except (KeyError, TypeError, ValueError):
+        return False
+    has_control = effect.control_heads is not None and len(effect.control_heads) == len(effect.control_effects or [])
+    return all(math.isfinite(x) for x in numbers) and (has_control or bool(effect.control_unavailable))
+
+
+def induction_set_task(ref: ModelRef, cfg: TrackConfig, heads: list[tuple[int, int]], cache_dir: Path | None,
+                       name: str, identity: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Ablate `heads` together (and the layer-matched random sets) at one checkpoint, on the ICL
+    score's sequences; cache and return the result (`score_task`'s counterpart for the second pass)."""
+    torch.set_num_threads(threads)
+    model = ref.load()
+    check_ablation_memory(model, cfg)
+    tokens, _ = icl_tokens(model, cfg.scan.icl)
+    effect = icl_head_set_effect(model, tokens, heads, cfg.ablate, cfg.ablate_draws, cfg.scan.seed)
+    result = json.loads(json.dumps(effect.to_dict()))  # tuples as lists: as it reads back from the cache
+    ResultCache(cache_dir).write(name, identity, result)
+    return result
