@@ -127,13 +127,13 @@ def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: boo
     model = resolve_model(model)
     # A prompt holds its k demonstrations (a few tokens each) and its episode (~1 KiB as Python objects).
     longest = min(int(model.cfg.n_ctx), 4 * max(cfg.shots) + 2)
-    check_job_memory(f"--prompts {cfg.n_prompts}", model, cfg.n_prompts * (1024 + 8 * longest),
+    check_job_memory("n_prompts", cfg.n_prompts, model, cfg.n_prompts * (1024 + 8 * longest),
                      min(cfg.n_prompts, cfg.batch_size), longest)
     if cfg.attribute:
         check_attribution_size(model, cfg.attribute)
     n_heads = int(model.cfg.n_layers) * int(model.cfg.n_heads)
     if cfg.function_vectors is not None and cfg.function_vectors.n_heads > n_heads:
-        raise TaskError(f"--fv-heads {cfg.function_vectors.n_heads} exceeds the model's {n_heads} heads")
+        raise TaskError(f"n_heads = {cfg.function_vectors.n_heads} exceeds the model's {n_heads} heads (function vectors)")
     torch.manual_seed(cfg.seed)
     task = cfg.task if cfg.task is not None else default_task(model)
     results = evaluate_fewshot(model, task, cfg.labels, cfg.shots, n_prompts=cfg.n_prompts, seed=cfg.seed,

@@ -101,7 +101,8 @@ def check_ablation_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
         return
     n = cfg.scan.icl.n_sequences
     _, late = icl_positions(cfg.scan.icl.seq_len or min(int(model.cfg.n_ctx), 512))
-    check_job_memory(f"--icl-sequences {n} with --ablate (one forward over all of them)", model, 0, n, late)
+    check_job_memory("n_sequences", n, model, 0, n, late,
+                     note=f" with ablate = {cfg.ablate} (one forward over all of them)")
 
 
 def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: Path | None, name: str,

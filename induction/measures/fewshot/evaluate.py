@@ -154,7 +154,7 @@ def fewshot_metric_setup(
     metric: mean log-probability of the in-context answer at the query position.
     """
     if shots < 1:
-        raise TaskError(f"--metric fewshot needs at least 1 demonstration, got {shots}")
+        raise TaskError(f"the fewshot metric needs at least 1 demonstration (shots), got {shots}")
     prompts = build_prompts(model, FewShotPromptConfig(task=task, labels=labels, k=shots, n_prompts=n_prompts, seed=seed))
     corrupted = corrupt_labels(prompts, prompt_stream(seed, shots, 5))
     description = f"{task} few-shot prompts ({n_prompts}, k={shots}, {labels} labels; corrupted: demonstration labels replaced)"
