@@ -20,8 +20,8 @@ __all__ = ["BenchConfig", "bench"]
 def bench(cfg: BenchConfig | None = None, *, progress: bool = False) -> BenchReport:
     """Build each model of `cfg.models`, score every method on it, and report (`induction.bench.suite`).
 
-    On the CPU it runs single-threaded (restored afterwards): the models are small, and on a busy
-    2-core machine two OpenMP threads waiting for a core made the whole bench ~5x slower.
+    On the CPU it runs single-threaded (restored afterwards): the models are small, and threads that
+    wait for a busy core cost more than they give (README, "Design notes").
     """
     cfg = cfg or BenchConfig()
     start = time.perf_counter()

@@ -15,8 +15,8 @@ variants, ablated together under every variant against layer-matched random sets
 
 Mean and resample ablation take their reference activations from the prompts themselves, except
 on a model trained on the tasks stream, whose reference mixes prompts of all its tasks: a mean
-over one task's prompts keeps that task's information in every head (issue-14 research: all eight
-heads mean-ablated over one task left accuracy at 1.00; over a mix, 0.00).
+over one task's prompts keeps that task's information in every head, so such an ablation removes
+nothing (README, "Design notes").
 """
 
 from __future__ import annotations

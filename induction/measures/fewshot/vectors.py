@@ -26,11 +26,8 @@ Zero-shot prompts come in two forms, both scored on the same queries (`zero_shot
   information about any task (`format_zero_shot_accuracy` / `fv_format_zero_shot_accuracy`).
   Todd et al. also evaluate the vector in uninformative contexts (shuffled labels, natural text).
 
-The two can differ a lot. On the default tasks model (``induction train --data tasks``, seed 0)
-both lift every task (bare +0.58..+0.67, format +0.29..+0.96: its format-only prompts already
-favour ``succ``, 0.70). On the issue-14 research's 4-task model (``class`` included) the query at
-position 1 of a bare prompt, where the model has only seen a first demonstration's input, let
-the vector act far less (+0.22 mean) than the format-only prompt (+0.50).
+The two can differ a lot: in a bare prompt the query sits at position 1, where the model has seen
+only a first demonstration's input (README, "Function vectors", has measured lifts).
 """
 
 from __future__ import annotations
