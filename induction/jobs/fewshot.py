@@ -47,7 +47,8 @@ class FewShotConfig:
         batch_size: prompts per forward pass (32).
         n_bootstrap: bootstrap resamples for the intervals (0: none).
         seed: seeds the prompts.
-        ablate: also ablate this many top prefix-matching heads against layer-matched random sets (0: off).
+        ablate_top_k: also ablate this many top prefix-matching heads together against layer-matched
+            random sets (0: off; `AblateConfig.top_k`'s idea).
         ablate_heads: instead, ablate this head set.
         ablate_shots: k of the ablation prompts (None: the largest of `shots`).
         ablate_draws: random head sets (10).
@@ -68,7 +69,7 @@ class FewShotConfig:
     batch_size: int = 32
     n_bootstrap: int = DEFAULT_RESAMPLES
     seed: int = 0
-    ablate: int = 0
+    ablate_top_k: int = 0
     ablate_heads: Sequence[Head] | None = None
     ablate_shots: int | None = None
     ablate_draws: int = 10
@@ -89,13 +90,13 @@ class FewShotConfig:
         check_min("the number of shots", min(self.shots), 0, TaskError)
         for name in ("n_prompts", "orders", "batch_size", "ablate_draws"):
             check_min(name, getattr(self, name), 1, TaskError)
-        check_min("ablate", self.ablate, 0, TaskError)
+        check_min("ablate_top_k", self.ablate_top_k, 0, TaskError)
         check_min("attribute", self.attribute, 0, TaskError)
         check_choice("ablation method", self.ablate_method, ABLATION_METHODS, TaskError)
 
     @property
     def ablating(self) -> bool:
-        return bool(self.ablate or self.ablate_heads)
+        return bool(self.ablate_top_k or self.ablate_heads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,7 +145,7 @@ def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: boo
                                   query_in_context=cfg.query_in_context, seed=cfg.seed)
     ablation = attribution = vectors = None
     if cfg.ablating:
-        ablation = ablate_fewshot_heads(model, prompts, n_heads=cfg.ablate or None, heads=cfg.ablate_heads,
+        ablation = ablate_fewshot_heads(model, prompts, n_heads=cfg.ablate_top_k or None, heads=cfg.ablate_heads,
                                         n_draws=cfg.ablate_draws, method=cfg.ablate_method,
                                         n_bootstrap=cfg.n_bootstrap, progress=progress)
     if cfg.attribute:
