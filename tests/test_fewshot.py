@@ -21,8 +21,9 @@ from helpers import ROLES, assert_close, build_fewshot_hand_model, build_inducti
 from circuits import derangement
 from induction.cli import main
 from induction.common.stats import bootstrap_mean_ci
-from induction.inputs.stream_configs import FewShotDataConfig, MixtureConfig, TaskError
+from induction.inputs.stream_configs import FewShotDataConfig, MixtureConfig
 from induction.inputs.streams import sample_fewshot_batch
+from induction.inputs.task_inference import TaskError
 from induction.inputs.tasks import TEXT_TASKS, TextTask, load_text_task
 from induction.loading.models import ModelInfo
 from induction.loading.native import save_checkpoint

@@ -17,8 +17,9 @@ import torch
 from helpers import ROLES, TASK_MOVER, assert_close, build_induction_model, build_task_vector_model
 
 from induction.cli import main
-from induction.inputs.stream_configs import FUNCTION_TASKS, FewShotDataConfig, PriorConfig, TaskError, TasksDataConfig
+from induction.inputs.stream_configs import FewShotDataConfig, PriorConfig
 from induction.inputs.streams import sample_stream, training_data
+from induction.inputs.task_inference import FUNCTION_TASKS, TaskError, TasksDataConfig
 from induction.inputs.tasks import FunctionTask, toy_task
 from induction.measures.fewshot import FewShotPromptConfig, build_prompts, evaluate_fewshot, manipulate
 

@@ -22,7 +22,8 @@ from torch import Tensor
 from induction.common.checks import check_choice
 from induction.inputs.repeated import ToyDataConfig, distinct_random_tokens
 from induction.inputs.repeated import sample_batch as sample_repeated_batch
-from induction.inputs.stream_configs import FewShotDataConfig, TaskError, TasksDataConfig
+from induction.inputs.stream_configs import FewShotDataConfig
+from induction.inputs.task_inference import TaskError, TasksDataConfig
 
 DataConfig = ToyDataConfig | FewShotDataConfig | TasksDataConfig
 """Any training stream's settings."""

@@ -15,8 +15,9 @@ from circuits import Head
 from induction.common.checks import check_choice, check_min
 from induction.common.provenance import provenance
 from induction.common.stats import DEFAULT_RESAMPLES
-from induction.inputs.stream_configs import FUNCTION_TASKS, FewShotDataConfig, TaskError
+from induction.inputs.stream_configs import FewShotDataConfig
 from induction.inputs.streams import prior_bayes_flipped
+from induction.inputs.task_inference import FUNCTION_TASKS, TaskError
 from induction.inputs.tasks import TASKS, TEXT_TASKS
 from induction.loading.devices import check_job_memory, placement
 from induction.loading.models import ModelLike, model_info, resolve_model

@@ -34,7 +34,7 @@ from circuits import Head
 from induction.common.stats import DEFAULT_RESAMPLES
 from induction.heads.config import ScoreConfig
 from induction.heads.scores import score_heads, top_prefix_heads
-from induction.inputs.stream_configs import TaskError, TasksDataConfig
+from induction.inputs.task_inference import TaskError, TasksDataConfig
 from induction.measures.effects import HeadSetAblation, HeadSetResult, controllable, head_set_ablation
 from induction.measures.fewshot.evaluate import correct_and_logprob, fewshot_metric
 from induction.measures.fewshot.render import (

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.common.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
-from induction.inputs.stream_configs import TaskError, TasksVocab
+from induction.inputs.task_inference import TaskError, TasksVocab
 from induction.inputs.tasks import FunctionTask
 from induction.measures.fewshot.labels import shuffle_demos
 from induction.measures.fewshot.render import (

@@ -45,7 +45,7 @@ from circuits.engine import ZEdit, sweep_head_z
 from circuits.hooks import attn_out_name, head_outputs, n_layers_heads, z_name
 from induction.common.checks import check_min
 from induction.common.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
-from induction.inputs.stream_configs import TaskError
+from induction.inputs.task_inference import TaskError
 from induction.inputs.tasks import Demo, Episode, Task
 from induction.measures.fewshot.evaluate import fewshot_per_prompt, query_logprobs, run_prompts
 from induction.measures.fewshot.render import (
