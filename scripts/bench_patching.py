@@ -58,7 +58,7 @@ from transformer_lens.config import TransformerBridgeConfig  # noqa: E402
 from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
 
 import circuits  # noqa: E402
-from circuits import engine as sweep  # noqa: E402
+from circuits import engine as sweep  # noqa: E402  (the batched intervention engine)
 from circuits.hooks import z_name  # noqa: E402
 from induction.common.stats import spearman  # noqa: E402
 

@@ -18,7 +18,7 @@ from test_circuits_models import single_thread  # noqa: F401 (an autouse fixture
 from transformer_lens import patching as tl_patching
 
 import circuits
-from circuits import engine as sweep
+from circuits import engine, resume
 from circuits.ablation import derangement
 from circuits.hooks import pattern_name, z_name
 
@@ -59,14 +59,14 @@ def test_the_families_are_what_the_tests_assume(hf_bridges):
     for name, (positions, parallel, kv_heads) in expected.items():
         model = hf_bridges[name]
         assert model.cfg.positional_embedding_type == positions, name
-        assert sweep.is_parallel(model, 0) == parallel, name
+        assert resume.is_parallel(model, 0) == parallel, name
         assert model.cfg.n_key_value_heads == kv_heads, name
         tokens = family_tokens(model)
         if name in PATTERN_FAMILIES:
-            sweep.check_pattern_edits(model, tokens)
+            engine.check_pattern_edits(model, tokens)
         else:
             with pytest.raises(RuntimeError, match="hook_pattern"):
-                sweep.check_pattern_edits(model, tokens)
+                engine.check_pattern_edits(model, tokens)
     with torch.no_grad():  # Llama's keys and values have 2 heads, its queries and z 4
         _, cache = hf_bridges["llama"].run_with_cache(family_tokens(hf_bridges["llama"]))
     assert cache["blocks.0.attn.hook_k"].shape[2] == 2 and cache[z_name(0)].shape[2] == 4
@@ -88,13 +88,13 @@ def test_resumed_runs_equal_full_forwards_on_every_family(hf_bridges, family):
     clean, corrupted = family_tokens(model, seed=1), family_tokens(model, seed=2)
     with torch.no_grad():
         _, cache = model.run_with_cache(clean)
-    runs = [(sweep.ZEdit(l, h, p),) for l in range(2) for h in range(4) for p in (None, 13)]
-    runs += [(sweep.ZEdit(1, 0), sweep.ZEdit(1, 3))]  # two heads in one run
+    runs = [(engine.ZEdit(l, h, p),) for l in range(2) for h in range(4) for p in (None, 13)]
+    runs += [(engine.ZEdit(1, 0), engine.ZEdit(1, 3))]  # two heads in one run
     args = (model, corrupted, next_token_logprob(corrupted), runs, lambda layer: cache[z_name(layer)])
-    slow = sweep.sweep_head_z(*args, resume=False, runs_per_forward=1)
+    slow = engine.sweep_head_z(*args, resume=False, runs_per_forward=1)
     assert not slow.resumed
     for k in (1, 3, 64):  # one run per forward, stacks that split a layer's runs, one stack per layer
-        fast = sweep.sweep_head_z(*args, runs_per_forward=k)
+        fast = engine.sweep_head_z(*args, runs_per_forward=k)
         assert fast.resumed, (family, k)
         torch.testing.assert_close(fast.values, slow.values, atol=1e-5, rtol=0)
     # The interventions matter: a shortcut that ignored them would give the baseline everywhere.
@@ -107,14 +107,14 @@ def test_the_self_check_catches_blocks_resumed_without_their_rotary_tables(hf_br
     recorded block inputs the check must fail; with them it passes."""
     model = hf_bridges[name]
     tokens = family_tokens(model)
-    names = sweep.resume_cache_names(model, [0, 1])
-    with torch.no_grad(), sweep.record_block_inputs(model) as inputs:
+    names = resume.resume_cache_names(model, [0, 1])
+    with torch.no_grad(), resume.record_block_inputs(model) as inputs:
         logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     assert inputs.calls[1][1]["position_embeddings"] is not None
     with warnings.catch_warnings():  # the bridge warns that RoPE was not applied: the point here
         warnings.simplefilter("ignore", RuntimeWarning)
-        assert not sweep.resume_check(model, cache, logits, [0, 1], inputs=None)
-    assert sweep.resume_check(model, cache, logits, [0, 1], inputs=inputs, copies=2)
+        assert not resume.resume_check(model, cache, logits, [0, 1], inputs=None)
+    assert resume.resume_check(model, cache, logits, [0, 1], inputs=inputs, copies=2)
 
 
 def test_a_parallel_block_is_finished_from_its_input(hf_bridges):
@@ -124,7 +124,7 @@ def test_a_parallel_block_is_finished_from_its_input(hf_bridges):
         _, cache = model.run_with_cache(family_tokens(model))
         pre, attn = cache["blocks.0.hook_resid_pre"], cache["blocks.0.hook_attn_out"]
         post = cache["blocks.1.hook_resid_pre"]
-        torch.testing.assert_close(sweep.finish_block(model, 0, pre, attn), post, atol=1e-5, rtol=0)
+        torch.testing.assert_close(resume.finish_block(model, 0, pre, attn), post, atol=1e-5, rtol=0)
         sequential = pre + attn + model.blocks[0].mlp(model.blocks[0].ln2(pre + attn))
     assert float((sequential - post).abs().max()) > 1e-2  # the old rule, wrong here
 
@@ -242,13 +242,13 @@ def test_resume_tolerance_follows_the_dtype_so_bfloat16_resumes(hf_dirs, family)
     from induction.loading.models import load_model
 
     model = load_model(hf_dirs[family]).to(torch.bfloat16, print_details=False)
-    assert sweep.resume_tolerance(model) == pytest.approx(16 * 2**-7)
+    assert resume.resume_tolerance(model) == pytest.approx(16 * 2**-7)
     tokens = family_tokens(model)
-    runs = [(sweep.ZEdit(l, h),) for l in range(2) for h in range(4)]
+    runs = [(engine.ZEdit(l, h),) for l in range(2) for h in range(4)]
     zero = lambda layer: torch.zeros(1, 1, 1, 1)  # noqa: E731
     metric = next_token_logprob(tokens)
-    fast = sweep.sweep_head_z(model, tokens, metric, runs, zero)
-    slow = sweep.sweep_head_z(model, tokens, metric, runs, zero, resume=False)
+    fast = engine.sweep_head_z(model, tokens, metric, runs, zero)
+    slow = engine.sweep_head_z(model, tokens, metric, runs, zero, resume=False)
     assert fast.resumed and fast.values.dtype == torch.float32
     torch.testing.assert_close(fast.values, slow.values, atol=0.1, rtol=0)
 
@@ -257,13 +257,13 @@ def test_runs_per_forward_is_sized_by_free_memory_on_cuda(hf_bridges, monkeypatc
     """On CUDA the default stacks as many runs as fit in half the free memory at `forward_bytes`
     each; elsewhere it keeps a forward's attention patterns near 2**20 entries."""
     model = hf_bridges["gpt2"]
-    per_run = sweep.forward_bytes(model, 8, 64)
+    per_run = engine.forward_bytes(model, 8, 64)
     logits = 8 * 64 * int(model.cfg.d_vocab) * 4
     assert per_run > 2 * logits  # the logits and their log-softmax, plus the activations
-    assert sweep.default_runs_per_forward(model, 8, 64) == max(1, 2**20 // (8 * 4 * 64 * 64))
+    assert engine.default_runs_per_forward(model, 8, 64) == max(1, 2**20 // (8 * 4 * 64 * 64))
 
     for free in (10 * per_run, 1000 * per_run, per_run // 3):
-        monkeypatch.setattr(sweep, "free_device_memory", lambda device, free=free: free)
-        assert sweep.default_runs_per_forward(model, 8, 64) == max(1, free // 2 // per_run)
+        monkeypatch.setattr(engine, "free_device_memory", lambda device, free=free: free)
+        assert engine.default_runs_per_forward(model, 8, 64) == max(1, free // 2 // per_run)
     monkeypatch.undo()
-    assert sweep.free_device_memory(torch.device("cpu")) is None
+    assert engine.free_device_memory(torch.device("cpu")) is None

@@ -13,7 +13,7 @@ from test_circuits_models import (  # noqa: F401 (single_thread is an autouse fi
 from transformer_lens import patching as tl_patching
 
 import circuits
-from circuits import engine as sweep
+from circuits import engine, resume
 from circuits.hooks import z_name
 
 
@@ -70,10 +70,10 @@ def test_resumed_runs_equal_full_forwards():
     clean, corrupted = tokens(seed=1), tokens(seed=2)
     with torch.no_grad():
         _, cache = model.run_with_cache(clean)
-    runs = [(sweep.ZEdit(l, h, p),) for l in range(3) for h in range(4) for p in (None, 0, -1)]
+    runs = [(engine.ZEdit(l, h, p),) for l in range(3) for h in range(4) for p in (None, 0, -1)]
     args = (model, corrupted, logit_diff, runs, lambda layer: cache[z_name(layer)])
-    fast = sweep.sweep_head_z(*args)
-    slow = sweep.sweep_head_z(*args, resume=False)
+    fast = engine.sweep_head_z(*args)
+    slow = engine.sweep_head_z(*args, resume=False)
     assert fast.resumed and not slow.resumed
     torch.testing.assert_close(fast.values, slow.values, atol=1e-5, rtol=0)
     assert fast.baseline == pytest.approx(slow.baseline)
@@ -84,15 +84,15 @@ def test_bridges_that_cannot_resume_fall_back_to_full_forwards(monkeypatch):
     model = native_model()
     clean, corrupted = tokens(seed=1), tokens(seed=2)
     expected = tl_patch(model, clean, corrupted, logit_diff)
-    original = sweep.run_from_resid_pre
+    original = resume.run_from_resid_pre
 
     def capped(model, resid, layer, inputs=None):  # what the model's own forward would not do
         return 30 * torch.tanh(original(model, resid, layer, inputs) / 30)
 
-    monkeypatch.setattr(sweep, "run_from_resid_pre", capped)
+    monkeypatch.setattr(resume, "run_from_resid_pre", capped)
     with torch.no_grad():
         logits, cache = model.run_with_cache(corrupted)
-    assert not sweep.resume_check(model, cache, logits, [0, 1])
+    assert not resume.resume_check(model, cache, logits, [0, 1])
     actual = circuits.patch_heads(model, clean, corrupted, logit_diff)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
 
