@@ -52,7 +52,8 @@ Every score comes with a bootstrap confidence interval over prompts.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 from jaxtyping import Bool, Int
@@ -70,7 +71,7 @@ from induction.heads.copying import (
     offset_copying_per_prompt,
     sampled_copying,
 )
-from induction.heads.offsets import DEFAULT_OFFSETS, OffsetScores, offset_attention, offset_keys
+from induction.heads.offsets import OffsetScores, offset_attention, offset_keys
 from induction.heads.records import HeadScores
 from induction.inputs.prompts import (
     PromptError,
@@ -121,7 +122,7 @@ def score_heads(
     batches = range(0, n, cfg.batch_size)
     for start in tqdm(batches, desc="scoring heads", disable=not progress, leave=False):
         tokens = prompts.tokens[start : start + cfg.batch_size].to(device)
-        scores, draws = _stream_batch(model, tokens, prompts.first_content_pos, copying, sources, gen, cfg.offsets)
+        scores, draws = _PromptBatch(model, tokens, prompts.first_content_pos, copying, sources, gen, cfg.offsets).run()
         for name, value in scores.items():
             per_prompt[name].append(value)
         if draws is not None:
@@ -184,111 +185,109 @@ def offset_targets(
     return torch.where(valid, tokens[:, predicted.clamp_min(0)], 0), valid
 
 
-@torch.no_grad()
-def _stream_batch(
-    model: TransformerBridge,
-    tokens: Int[Tensor, "batch pos"],
-    first: int,
-    copying: CopyingMap,
-    sources: int,
-    gen: torch.Generator | None,
-    offsets: Sequence[int] = DEFAULT_OFFSETS,
-) -> tuple[dict[str, Tensor], SourceDraws | None]:
-    """One forward over a prompt batch: per-prompt scores [batch, layer, head_index] (the offset ones
-    [batch, layer, head_index, offset]) and, when `sources` > 0, the drawn sources (else the
-    exhaustive copying and offset copying scores are among the scores)."""
-    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    batch, seq = tokens.shape
-    prefix = prefix_mask(tokens, first)
-    # The masks are sparse (a query has a few earlier occurrences): sum the pattern at their entries only.
-    prefix_at = prefix.nonzero(as_tuple=True)  # (batch, query_pos, key_pos) indices
-    duplicate_at = duplicate_mask(tokens, first).nonzero(as_tuple=True)
-    rows = prefix.any(-1).float()  # queries whose token occurred before: the repeated part
-    n_rows = rows.sum(-1).clamp_min(1.0)[:, None]  # [batch, 1]
-    after = previous_mask(seq, first, tokens.device).nonzero(as_tuple=True)  # (query, query - 1) pairs
-    content = (torch.arange(seq, device=tokens.device) >= first).float()
-    bi = torch.arange(batch, device=tokens.device)[:, None, None]
-    keys = offset_keys(tokens, offsets, first)
-    targets, valid = offset_targets(tokens, offsets, first)  # [batch, pos, target], [pos, target]
-    out: dict[str, list[Tensor | None]] = {name: [None] * n_layers for name in (*_PROMPT_SCORES, *_OFFSET_SCORES)}
-    source_weights: list[Tensor | None] = [None] * n_layers  # [batch, head_index, key_pos]
-    picked: list[Tensor | None] = [None] * n_layers  # [batch, head_index, source]
-    v_drawn: list[Tensor | None] = [None] * n_layers
-    tok_drawn: list[Tensor | None] = [None] * n_layers
-    targets_drawn: list[Tensor | None] = [None] * n_layers
-    valid_drawn: list[Tensor | None] = [None] * n_layers
-    v_of: dict[int, Tensor] = {}
+@dataclass
+class _LayerScores:
+    """What one layer's hooks leave for the batch's result (`_PromptBatch`)."""
 
-    def summed_at(p: Tensor, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    scores: dict[str, Tensor] = field(default_factory=dict)  # [batch, head_index] (offset ones: [..., offset])
+    weights: Tensor | None = None  # [batch, head_index, key_pos]: attention each source gets, or (sampled) whether any
+    picked: Tensor | None = None  # [batch, head_index, source]: the drawn sources (sampled copying)
+    drawn: dict[str, Tensor] = field(default_factory=dict)  # the drawn sources' v, tokens, targets, valid
+
+
+class _PromptBatch:
+    """One forward over a prompt batch, scored by hooks as it runs (module docstring): each layer's
+    `hook_pattern` is reduced at once to the attention scores and the source weights, its `hook_v`
+    kept until the block ends, where the sources are scored (exhaustively) or drawn (sampled)."""
+
+    def __init__(self, model: TransformerBridge, tokens: Int[Tensor, "batch pos"], first: int, copying: CopyingMap,
+                 sources: int, gen: torch.Generator | None, offsets: Sequence[int]) -> None:
+        self.model, self.tokens, self.copying, self.sources, self.gen = model, tokens, copying, sources, gen
+        self.offsets = tuple(offsets)
+        self.n_layers, self.n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+        self.batch, seq = tokens.shape
+        prefix = prefix_mask(tokens, first)
+        # The masks are sparse (a query has a few earlier occurrences): sum the pattern at their entries only.
+        self.prefix_at = prefix.nonzero(as_tuple=True)  # (batch, query_pos, key_pos) indices
+        self.duplicate_at = duplicate_mask(tokens, first).nonzero(as_tuple=True)
+        self.rows = prefix.any(-1).float()  # queries whose token occurred before: the repeated part
+        self.n_rows = self.rows.sum(-1).clamp_min(1.0)[:, None]  # [batch, 1]
+        self.after = previous_mask(seq, first, tokens.device).nonzero(as_tuple=True)  # (query, query - 1) pairs
+        self.content = (torch.arange(seq, device=tokens.device) >= first).float()
+        self.bi = torch.arange(self.batch, device=tokens.device)[:, None, None]
+        self.keys = offset_keys(tokens, self.offsets, first)
+        self.targets, self.valid = offset_targets(tokens, self.offsets, first)  # [batch, pos, target], [pos, target]
+        self.layers = [_LayerScores() for _ in range(self.n_layers)]
+        self.v_of: dict[int, Tensor] = {}
+
+    def _summed_at(self, p: Tensor, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         b, q, k = at
-        return torch.zeros(batch, n_heads, device=p.device).index_add_(0, b, p[b, :, q, k])  # [batch, head_index]
+        return torch.zeros(self.batch, self.n_heads, device=p.device).index_add_(0, b, p[b, :, q, k])  # [batch, head_index]
 
-    def keep_v(layer: int):
-        def hook(v: Tensor, hook: Any) -> None:  # [batch, pos, kv_head, d_head]
-            v_of[layer] = v
-        return hook
+    def keep_v(self, layer: int, v: Tensor) -> None:  # [batch, pos, kv_head, d_head]
+        self.v_of[layer] = v
 
-    def reduce_pattern(layer: int):
-        def hook(pattern: Tensor, hook: Any) -> None:  # [batch, head_index, query_pos, key_pos]
-            p = pattern.float()
-            out["prefix_matching"][layer] = summed_at(p, prefix_at) / n_rows
-            out["duplicate_token"][layer] = summed_at(p, duplicate_at) / n_rows
-            out["previous_token"][layer] = p[:, :, after[0], after[1]].sum(-1) / max(1, after[0].numel())
-            out["offset_attention"][layer] = offset_attention(p, keys)  # [batch, head_index, offset]
-            # The attention each source gets from repeated queries: [batch, head_index, key_pos].
-            weights = (rows[:, None, None, :] @ p)[:, :, 0] * content
-            if sources:
-                weighted = weights.sum(-1) > 1e-12
-                probs = torch.where(weighted[..., None], weights, torch.ones_like(weights)).flatten(0, 1)
-                draws = torch.multinomial(probs, sources, replacement=True, generator=gen)
-                picked[layer] = draws.view(batch, n_heads, sources)
-                source_weights[layer] = weighted
-            else:
-                source_weights[layer] = weights
-        return hook
+    def reduce_pattern(self, layer: int, pattern: Tensor) -> None:  # [batch, head_index, query_pos, key_pos]
+        p, out = pattern.float(), self.layers[layer]
+        out.scores["prefix_matching"] = self._summed_at(p, self.prefix_at) / self.n_rows
+        out.scores["duplicate_token"] = self._summed_at(p, self.duplicate_at) / self.n_rows
+        out.scores["previous_token"] = p[:, :, self.after[0], self.after[1]].sum(-1) / max(1, self.after[0].numel())
+        out.scores["offset_attention"] = offset_attention(p, self.keys)  # [batch, head_index, offset]
+        # The attention each source gets from repeated queries: [batch, head_index, key_pos].
+        weights = (self.rows[:, None, None, :] @ p)[:, :, 0] * self.content
+        if not self.sources:
+            out.weights = weights
+            return
+        weighted = weights.sum(-1) > 1e-12
+        probs = torch.where(weighted[..., None], weights, torch.ones_like(weights)).flatten(0, 1)
+        draws = torch.multinomial(probs, self.sources, replacement=True, generator=self.gen)
+        out.picked = draws.view(self.batch, self.n_heads, self.sources)
+        out.weights = weighted
 
-    def use_v(layer: int):
-        def hook(resid: Tensor, hook: Any) -> None:  # block output: after hook_v and hook_pattern everywhere
-            v = v_of.pop(layer)
-            heads = copying.kv_head_of(v.shape[2])
-            if sources:
-                idx = picked[layer]
-                v_drawn[layer] = v[bi, idx, heads[None, :, None]].float()  # [batch, head_index, source, d_head]
-                tok_drawn[layer] = tokens[bi, idx]
-                targets_drawn[layer] = targets[bi, idx]  # [batch, head_index, source, target]
-                valid_drawn[layer] = valid[idx]
-                return
-            per_head = v[:, :, heads].float().permute(2, 0, 1, 3).reshape(n_heads, batch * seq, -1)
-            # Column 0: the source's own token (copying); then the offset targets (offset copying).
-            own = torch.cat([tokens[..., None], targets], -1).reshape(1, batch * seq, -1).expand(n_heads, -1, -1)
-            scores = copying.source_scores(layer, per_head, own).view(n_heads, batch, seq, -1).transpose(0, 1)
-            weights = source_weights[layer]
-            out["copying"][layer] = (weights * scores[..., 0]).sum(-1) / weights.sum(-1).clamp_min(1e-12)
-            # As `induction.heads.offsets.offset_copying`: sources whose target is not content drop out.
-            num = torch.einsum("bhk,bhkt,kt->bht", weights, scores[..., 1:], valid.float())
-            den = torch.einsum("bhk,kt->bht", weights, valid.float())
-            positive = torch.where(den > 0, num / den.clamp_min(1e-12), float("nan"))
-            out["offset_copying"][layer] = offset_copying_per_prompt(positive, offsets)
-        return hook
+    def use_v(self, layer: int) -> None:  # at the block's output: after hook_v and hook_pattern everywhere
+        v, out = self.v_of.pop(layer), self.layers[layer]
+        heads = self.copying.kv_head_of(v.shape[2])
+        if self.sources:
+            idx, bi = out.picked, self.bi
+            out.drawn = {"v": v[bi, idx, heads[None, :, None]].float(),  # [batch, head_index, source, d_head]
+                         "tokens": self.tokens[bi, idx], "targets": self.targets[bi, idx], "valid": self.valid[idx]}
+            return
+        batch, seq = self.tokens.shape
+        per_head = v[:, :, heads].float().permute(2, 0, 1, 3).reshape(self.n_heads, batch * seq, -1)
+        # Column 0: the source's own token (copying); then the offset targets (offset copying).
+        own = torch.cat([self.tokens[..., None], self.targets], -1).reshape(1, batch * seq, -1).expand(self.n_heads, -1, -1)
+        scores = self.copying.source_scores(layer, per_head, own).view(self.n_heads, batch, seq, -1).transpose(0, 1)
+        weights = out.weights
+        out.scores["copying"] = (weights * scores[..., 0]).sum(-1) / weights.sum(-1).clamp_min(1e-12)
+        # As offset copying is defined (`induction.heads.offsets`): sources whose target is not content drop out.
+        num = torch.einsum("bhk,bhkt,kt->bht", weights, scores[..., 1:], self.valid.float())
+        den = torch.einsum("bhk,kt->bht", weights, self.valid.float())
+        positive = torch.where(den > 0, num / den.clamp_min(1e-12), float("nan"))
+        out.scores["offset_copying"] = offset_copying_per_prompt(positive, self.offsets)
 
-    hooks = []
-    for layer in range(n_layers):
-        hooks += [(v_name(layer), keep_v(layer)), (pattern_name(layer), reduce_pattern(layer)),
-                  (resid_post_name(layer), use_v(layer))]
-    hooks.append((UNEMBED_IN, lambda x, hook: x[:, -1:]))  # no [batch, pos, d_vocab] logits: nothing reads them
-    with model.hooks(fwd_hooks=hooks):
-        model(tokens)
-    missing = [layer for layer in range(n_layers) if source_weights[layer] is None
-               or (v_drawn[layer] is None and out["copying"][layer] is None)]
-    if missing:
-        raise RuntimeError(f"the attention hooks the detector reads (hook_pattern, hook_v, hook_resid_post) did not "
-                           f"fire on layers {missing} of this model")
-    scores = {name: torch.stack(values, dim=1) for name, values in out.items() if values[0] is not None}
-    if not sources:
-        return scores, None
-    draws = SourceDraws(v=torch.stack(v_drawn), tokens=torch.stack(tok_drawn), weighted=torch.stack(source_weights, dim=1),
-                        targets=torch.stack(targets_drawn), valid=torch.stack(valid_drawn), offsets=tuple(offsets))
-    return scores, draws
+    @torch.no_grad()
+    def run(self) -> tuple[dict[str, Tensor], SourceDraws | None]:
+        hooks = []
+        for layer in range(self.n_layers):
+            hooks += [(v_name(layer), lambda v, hook, layer=layer: self.keep_v(layer, v)),
+                      (pattern_name(layer), lambda p, hook, layer=layer: self.reduce_pattern(layer, p)),
+                      (resid_post_name(layer), lambda r, hook, layer=layer: self.use_v(layer))]
+        hooks.append((UNEMBED_IN, lambda x, hook: x[:, -1:]))  # no [batch, pos, d_vocab] logits: nothing reads them
+        with self.model.hooks(fwd_hooks=hooks):
+            self.model(self.tokens)
+        missing = [layer for layer, out in enumerate(self.layers) if out.weights is None
+                   or (not out.drawn and "copying" not in out.scores)]
+        if missing:
+            raise RuntimeError(f"the attention hooks the detector reads (hook_pattern, hook_v, hook_resid_post) did "
+                               f"not fire on layers {missing} of this model")
+        names = [name for name in (*_PROMPT_SCORES, *_OFFSET_SCORES) if name in self.layers[0].scores]
+        scores = {name: torch.stack([out.scores[name] for out in self.layers], dim=1) for name in names}
+        if not self.sources:
+            return scores, None
+        drawn = {k: torch.stack([out.drawn[k] for out in self.layers]) for k in ("v", "tokens", "targets", "valid")}
+        draws = SourceDraws(v=drawn["v"], tokens=drawn["tokens"], weighted=torch.stack([o.weights for o in self.layers], dim=1),
+                            targets=drawn["targets"], valid=drawn["valid"], offsets=self.offsets)
+        return scores, draws
 
 
 def bootstrap_intervals(
