@@ -3,7 +3,9 @@
 It implements what huggingface_hub (2.x) and transformers ask of the hub, and no more:
 - ``HEAD|GET /{repo}/resolve/{rev}/{path}``: rev a branch, tag or 40-hex commit (percent-encoded,
   ``/`` included); answers carry ``X-Repo-Commit``, ``ETag`` and ``Content-Length``; large (LFS)
-  files also ``X-Linked-Etag`` (their sha256) and ``X-Linked-Size``, and a 302 to ``/_blobs/{sha256}``.
+  files also ``X-Linked-Etag`` (their sha256) and ``X-Linked-Size``, and a 302 to ``/_blobs/{sha256}``
+  on a second port (a storage host: another origin, as the hub's CDN is, so the client stops at the
+  302 and reads the metadata from it).
 - ``GET /api/models/{repo}[/revision/{rev}]``: ``id``, ``sha``, ``siblings``, ``gated``, ``private``.
 - ``GET /api/models/{repo}/tree/{rev}[/{path}]`` (``recursive`` or not; LFS files with their ``lfs``
   block); a missing folder is a 404 with ``X-Error-Code: EntryNotFound``.
@@ -61,8 +63,7 @@ class LocalHub:
         self.requests: list[tuple[str, str]] = []
         self._blobs: dict[str, bytes] = {}
         self._drop_blobs: dict[str, int] = {}  # sha256 -> bytes sent before the connection drops
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._servers: list[ThreadingHTTPServer] = []
 
     # ---- content ----------------------------------------------------------------------------
     def add(self, repo: str, branch: str, files: dict[str, bytes] | str | Path, *, gated: bool = False,
@@ -86,27 +87,33 @@ class LocalHub:
     # ---- server -----------------------------------------------------------------------------
     @property
     def endpoint(self) -> str:
-        assert self._server is not None, "start() the hub first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        assert self._servers, "start() the hub first"
+        return f"http://127.0.0.1:{self._servers[0].server_address[1]}"
+
+    @property
+    def storage(self) -> str:
+        return f"http://127.0.0.1:{self._servers[1].server_address[1]}"
 
     def start(self) -> str:
+        """Serve the hub and its storage host on two free ports of 127.0.0.1; returns the hub's address."""
         hub = self
 
         class Handler(_Handler):
             pass
 
         Handler.hub = hub
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        for _ in range(2):
+            server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self._servers.append(server)
         return self.endpoint
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers = []
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -151,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path in self.hub.drop_after:
                 self.hub._drop_blobs[sha] = self.hub.drop_after[path]
             headers.update({"ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)),
-                            "Location": f"{self.hub.endpoint}/_blobs/{sha}", "Content-Length": "0"})
+                            "Location": f"{self.hub.storage}/_blobs/{sha}", "Content-Length": "0"})
             return self._send(302, headers, b"")
         headers["ETag"] = f'"{git_blob_sha1(data)}"'
         return self._send(200, headers, b"" if head else data, drop=self.hub.drop_after.get(path))

@@ -9,7 +9,6 @@ is pointed at the served hub and a temporary cache for each test (`hub` fixture)
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -66,7 +65,6 @@ def hub(served, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("DISABLE_SAFETENSORS_CONVERSION", "1")
     monkeypatch.setenv("INDUCTION_CACHE", str(tmp_path / "induction"))
-    monkeypatch.setattr(constants, "ENDPOINT", served.endpoint)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     served.requests.clear()
@@ -84,7 +82,7 @@ def test_a_hub_name_downloads_only_what_is_read_then_loads_offline(hub, monkeypa
     folder = fetch("tiny/gpt2", offline=True)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "generation_config.json", "model.safetensors",
                                                        "tokenizer.json", "tokenizer_config.json"]
-    assert str(folder).startswith(str(hub_cache())) and hub_cache() == hub.model_dirs.parent.parent / "hf" / "hub" or True
+    assert folder.is_relative_to(hub_cache()) and hub_cache().parent.name == "hf"  # HF_HOME/hub, read at call time
     reference = load_model(hub.model_dirs / "gpt2")
     tokens = torch.tensor([[0, 5, 9, 5, 9, 3]])
     assert_close(model(tokens), reference(tokens), atol=1e-6, msg="hub download vs the same directory on disk")
@@ -94,3 +92,160 @@ def test_a_hub_name_downloads_only_what_is_read_then_loads_offline(hub, monkeypa
     assert hub.requests == []  # offline: the hub is not asked
     assert_close(again(tokens), reference(tokens), atol=1e-6)
     assert again.induction_info.meta["commit"] == folder.name
+
+
+FAST = ["-q", "--prompts", "8", "--seq-len", "32", "--bootstrap", "0", "--no-icl"]
+TRACK_FAST = [*FAST, "--held-out-sequences", "2"]
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+# ---- offline ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_offline_without_a_cached_copy_fails_fast_in_one_line(hub, monkeypatch, capsys, how):
+    args = ["scan", "tiny/gpt2", *FAST]
+    if how == "flag":
+        args.append("--offline")
+    else:
+        go_offline(monkeypatch)  # after huggingface_hub was imported: read at call time
+    start = time.perf_counter()
+    assert main(args) == 2
+    assert time.perf_counter() - start < 5
+    err = one_line_error(capsys)
+    assert "not in the Hugging Face cache" in err and "hf download tiny/gpt2" in err
+    assert ("--offline" in err) if how == "flag" else ("HF_HUB_OFFLINE=1" in err)
+    assert hub.requests == []
+
+
+def test_a_partly_cached_revision_is_not_used_offline(hub, monkeypatch):
+    folder = fetch("tiny/gpt2", progress=False)
+    (folder / "model.safetensors").unlink()  # as if the weights never arrived
+    with pytest.raises(HubError, match="no weights; fetch it with `hf download tiny/gpt2") as info:
+        fetch("tiny/gpt2", offline=True)
+    assert "\n" not in str(info.value)
+
+
+# ---- the hub's refusals, one line each ------------------------------------------------------------
+
+def test_gated_model_needs_a_token(hub, monkeypatch, capsys):
+    assert main(["scan", "tiny/gated", *FAST]) == 2
+    err = one_line_error(capsys)
+    assert "tiny/gated is gated or private" in err and "HF_TOKEN" in err and f"{hub.endpoint}/tiny/gated" in err
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    with pytest.raises(HubError, match="the token in HF_TOKEN has no access"):
+        load_model("tiny/gated", progress=False)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    model = load_model("tiny/gated", progress=False)
+    tokens = torch.tensor([[0, 4, 7, 4]])
+    assert_close(model(tokens), load_model(hub.model_dirs / "gpt2")(tokens), atol=1e-6)
+
+
+@pytest.mark.parametrize("spec, revision, expected", [
+    ("tiny/missing", None, "no model 'tiny/missing' on http://127.0.0.1"),
+    ("tiny/gpt2", "step999", "tiny/gpt2 has no revision 'step999'"),
+])
+def test_missing_repository_or_revision_is_one_line(hub, capsys, spec, revision, expected):
+    args = ["scan", spec, *FAST] + (["--revision", revision] if revision else [])
+    assert main(args) == 2
+    assert expected in one_line_error(capsys)
+
+
+def test_a_connection_lost_mid_file_leaves_nothing_usable(hub, monkeypatch, capfd):
+    import huggingface_hub.file_download as fd
+
+    monkeypatch.setattr(fd.time, "sleep", lambda s: None)  # huggingface_hub's retries wait 1 s each
+    hub.drop_after["model.safetensors"] = 1000
+    assert main(["scan", "tiny/gpt2", *FAST]) == 2
+    err = one_line_error(capfd)  # the process's stderr: huggingface_hub's retry warnings stay off it
+    assert "lost the connection to http://127.0.0.1" in err and "run again to resume" in err
+    snapshots = list(hub_cache().rglob("snapshots/*/model.safetensors"))
+    assert snapshots == []  # the half file is never linked into the snapshot
+    with pytest.raises(HubError, match="no weights"):
+        fetch("tiny/gpt2", offline=True)
+    hub.drop_after.clear()
+    hub._drop_blobs.clear()
+    folder = fetch("tiny/gpt2", progress=False)  # resumes
+    assert (folder / "model.safetensors").read_bytes() == (hub.model_dirs / "gpt2" / "model.safetensors").read_bytes()
+
+
+def test_a_full_disk_is_one_line(hub, monkeypatch, capsys):
+    import errno
+
+    import huggingface_hub.file_download as fd
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fd, "http_get", full)
+    assert main(["scan", "tiny/gpt2", *FAST]) == 2
+    err = one_line_error(capsys)
+    assert "the disk is full while downloading tiny/gpt2@main" in err and "HF_HUB_CACHE" in err
+
+
+# ---- pickled weights ------------------------------------------------------------------------------
+
+class _Payload:
+    """Unpickling this runs code: it creates `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def test_pickle_only_hub_model_is_refused_then_read_on_request(hub, capsys):
+    assert main(["scan", "tiny/pickled", *FAST]) == 2
+    err = one_line_error(capsys)
+    assert "pytorch_model.bin" in err and "--allow-pickle" in err and "weights_only=True" in err
+    model = load_model("tiny/pickled", allow_pickle=True, progress=False)
+    reference = load_model(hub.model_dirs / "gpt2")
+    tokens = torch.tensor([[0, 8, 3, 8, 3, 11]])
+    assert_close(model(tokens), reference(tokens), atol=1e-6, msg="the .bin's logits vs the safetensors model's")
+    assert main(["scan", "tiny/pickled", "--allow-pickle", "--offline", *FAST]) == 0
+
+
+def test_a_code_running_pickle_runs_nothing_even_with_the_flag(hub, tmp_path, capsys):
+    import shutil
+
+    model_dir = tmp_path / "evil"
+    shutil.copytree(hub.model_dirs / "gpt2", model_dir)
+    (model_dir / "model.safetensors").unlink()
+    marker = tmp_path / "marker"
+    torch.save({"transformer.wte.weight": _Payload(marker)}, model_dir / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(model_dir, allow_pickle=True)
+    message = str(info.value)
+    assert "\n" not in message and "restricted unpickler refused it" in message and "nothing in it was run" in message
+    assert not marker.exists()
+    assert main(["scan", str(model_dir), "--allow-pickle", *FAST]) == 2
+    assert "restricted unpickler refused it" in one_line_error(capsys)
+    assert not marker.exists()
+
+
+def test_only_the_weight_pickles_are_opened(hub, tmp_path):
+    """With the flag, a legitimate pytorch_model.bin loads; the Trainer's pickles beside it are never opened."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    model_dir = tmp_path / "bin"
+    shutil.copytree(hub.model_dirs / "gpt2", model_dir)
+    torch.save(load_file(model_dir / "model.safetensors"), model_dir / "pytorch_model.bin")
+    (model_dir / "model.safetensors").unlink()
+    marker = tmp_path / "marker"
+    for name in ("optimizer.pt", "rng_state.pth", "scheduler.pt"):
+        torch.save({"state": _Payload(marker)}, model_dir / name)
+    import pickle
+
+    (model_dir / "training_args.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    model = load_model(model_dir, allow_pickle=True)
+    tokens = torch.tensor([[0, 2, 5, 2]])
+    assert_close(model(tokens), load_model(hub.model_dirs / "gpt2")(tokens), atol=1e-6)
+    assert not marker.exists()

@@ -314,16 +314,23 @@ def _hub_offline() -> contextlib.AbstractContextManager[None]:
 
 @contextlib.contextmanager
 def _progress_bars(on: bool) -> Iterator[None]:
+    """huggingface_hub's download bars off for the block unless `on` (and not turned off process-wide),
+    and its log warnings ("Trying to resume download...") off: what went wrong reaches the caller
+    as one `HubError` line."""
+    import logging
+
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     was_off = are_progress_bars_disabled()
-    if on:
-        enable_progress_bars()
-    else:
+    if not on:
         disable_progress_bars()
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR + 10)
     try:
         yield
     finally:
+        hub_logger.setLevel(level)
         (disable_progress_bars if was_off else enable_progress_bars)()
 
 
