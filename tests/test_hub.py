@@ -9,6 +9,7 @@ is pointed at the served hub and a temporary cache for each test (`hub` fixture)
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -249,3 +250,77 @@ def test_only_the_weight_pickles_are_opened(hub, tmp_path):
     tokens = torch.tensor([[0, 2, 5, 2]])
     assert_close(model(tokens), load_model(hub.model_dirs / "gpt2")(tokens), atol=1e-6)
     assert not marker.exists()
+
+
+# ---- published checkpoint suites --------------------------------------------------------------------
+
+def test_revision_names_give_steps_and_tokens():
+    from induction.loading.revisions import PYTHIA_TOKENS_PER_STEP, revision_step, tokens_seen
+
+    assert [revision_step(n) for n in ("step0", "step143000", "checkpoint-400", "stage1-step1000-tokens4B", "main")] \
+        == [0, 143000, 400, 1000, None]
+    assert tokens_seen("EleutherAI/pythia-160m", "step1000", 1000) == 1000 * PYTHIA_TOKENS_PER_STEP == 2_097_152_000
+    assert tokens_seen("EleutherAI/pythia-160m-deduped", "step0", 0) == 0
+    assert tokens_seen("allenai/OLMo-1B", "step20000-tokens84B", 20000) == 84_000_000_000
+    assert tokens_seen("allenai/OLMo-2", "stage1-step1000-tokens2.5B", 1000) == 2_500_000_000
+    assert tokens_seen("org/model", "step300-tokens630M", 300) == 630_000_000
+    assert tokens_seen("stanford-crfm/alias-gpt2-small-x21", "checkpoint-400", 400) is None
+    assert tokens_seen("stanford-crfm/alias-gpt2-small-x21", "checkpoint-400", 400, tokens_per_step=524288) == 400 * 524288
+
+
+def test_auto_picks_log_spaced_revisions_with_the_first_and_last():
+    from induction.loading.revisions import pick_log_spaced
+
+    pythia = ["step0"] + [f"step{2 ** i}" for i in range(10)] + [f"step{k * 1000}" for k in range(1, 144)]
+    picked = pick_log_spaced(pythia, 8)
+    steps = [int(p[4:]) for p in picked]
+    assert len(picked) == 8 and picked[0] == "step0" and picked[-1] == "step143000" and steps == sorted(steps)
+    # each pick is the nearest branch to an evenly spaced point of log(step + 1)
+    import math
+
+    targets = [math.log1p(143000) * k / 7 for k in range(8)]
+    for step, target in zip(steps, targets):
+        nearest = min((int(p[4:]) for p in pythia), key=lambda s: abs(math.log1p(s) - target))
+        assert step == nearest, (step, target)
+    assert pick_log_spaced(pythia[:5], 8) == pythia[:5]
+
+
+def track_json(capsys, args) -> dict:
+    assert main(["track", *args, *TRACK_FAST, "--format", "json"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_track_downloads_and_scores_each_revision(hub, monkeypatch, capsys, tmp_path):
+    from induction.loading.hf_dirs import weights_sha256
+    from induction.loading.revisions import PYTHIA_TOKENS_PER_STEP
+
+    report = track_json(capsys, [SUITE, "--revisions", "step0,step1000,step2000,step4000"])
+    ckpts = report["checkpoints"]
+    assert [c["step"] for c in ckpts] == [0, 1000, 2000, 4000]
+    assert [c["tokens_seen"] for c in ckpts] == [s * PYTHIA_TOKENS_PER_STEP for s in (0, 1000, 2000, 4000)]
+    # Each revision's numbers are the ones its own directory gives: the scan of that checkpoint on disk.
+    assert main(["scan", str(hub.model_dirs / "step4000"), *FAST, "--format", "json"]) == 0
+    scanned = {(h["layer"], h["head"]): h["prefix_matching"] for h in json.loads(capsys.readouterr().out)["heads"]}
+    assert scanned == {(h["layer"], h["head"]): h["prefix_matching"] for h in ckpts[3]["heads"]}
+    heads_1000 = {(h["layer"], h["head"]): h["prefix_matching"] for h in ckpts[1]["heads"]}
+    heads_2000 = {(h["layer"], h["head"]): h["prefix_matching"] for h in ckpts[2]["heads"]}
+    assert heads_1000 == heads_2000  # the planted duplicate: the same weights score the same
+    assert heads_1000 != {(h["layer"], h["head"]): h["prefix_matching"] for h in ckpts[3]["heads"]}
+    # Identities: the weights hash read from the hub's listing is the hash of the downloaded files.
+    from induction.jobs.track import TrackConfig, plan_track
+    from induction.loading.revisions import HubConfig
+
+    plan = plan_track(SUITE, TrackConfig(revisions=("step1000", "step2000"), hub=HubConfig()))
+    folder = fetch(SUITE, "step1000", offline=True)
+    assert plan.identities[0]["weights_sha256"] == weights_sha256(folder) == weights_sha256(hub.model_dirs / "step1000")
+    assert plan.identities[0]["weights_sha256"] == plan.identities[1]["weights_sha256"]
+    assert plan.identities[0]["commit"] != plan.identities[1]["commit"]
+    cached = {p.stem for p in (tmp_path / "induction" / "track" / "EleutherAI--pythia-tiny").rglob("*.json")}
+    assert {f"EleutherAI_pythia-tiny--step{s}" for s in (0, 1000, 2000, 4000)} <= cached  # one entry per revision
+    # Offline, the cached results come back without the hub.
+    go_offline(monkeypatch)
+    hub.requests.clear()
+    again = track_json(capsys, [SUITE, "--revisions", "step0,step1000,step2000,step4000"])
+    assert hub.requests == []
+    assert again["checkpoints"] == ckpts
+    assert again["provenance"]["settings"]["checkpoints_cached"] == 4

@@ -230,16 +230,21 @@ def _settle_tokenizer(model: TransformerBridge) -> int | None:
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """transformers' own progress bars (writing, loading weights) off while a model loads: the
-    CLI's stderr is for its progress and its one-line errors."""
+    CLI's stderr is for its progress and its one-line errors. transformers' switch also turns
+    huggingface_hub's download bars back on, so a caller's (``--quiet``) choice for those is restored."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
+    hub_off = are_progress_bars_disabled()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+        if hub_off:
+            disable_progress_bars()
 
 
 def load_hf_directory(directory: str | os.PathLike[str], tokenizer_from: Sequence[Path] = (), *,
