@@ -261,7 +261,9 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        if drop is not None and self.command == "GET":
+        if self.command == "HEAD":
+            return  # headers only: a body would be read as the next response on a kept-alive connection
+        if drop is not None:
             self.wfile.write(body[:drop])
             self.wfile.flush()
             self.close_connection = True

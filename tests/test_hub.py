@@ -164,7 +164,7 @@ def test_a_connection_lost_mid_file_leaves_nothing_usable(hub, monkeypatch, capf
     hub.drop_after["model.safetensors"] = 1000
     assert main(["scan", "tiny/gpt2", *FAST]) == 2
     err = one_line_error(capfd)  # the process's stderr: huggingface_hub's retry warnings stay off it
-    assert "lost the connection to http://127.0.0.1" in err and "run again to resume" in err
+    assert "the connection to http://127.0.0.1" in err and "failed" in err and "run again to resume" in err
     snapshots = list(hub_cache().rglob("snapshots/*/model.safetensors"))
     assert snapshots == []  # the half file is never linked into the snapshot
     with pytest.raises(HubError, match="no weights"):
@@ -324,3 +324,68 @@ def test_track_downloads_and_scores_each_revision(hub, monkeypatch, capsys, tmp_
     assert hub.requests == []
     assert again["checkpoints"] == ckpts
     assert again["provenance"]["settings"]["checkpoints_cached"] == 4
+
+
+def test_auto_revisions_without_kept_weights_leave_the_cache_empty(hub, capsys, tmp_path):
+    from huggingface_hub import scan_cache_dir
+
+    from induction.loading.revisions import list_revisions
+
+    assert list_revisions(SUITE) == ["step0", "step1000", "step2000", "step4000"]  # main names no step
+    plot = tmp_path / "formation.html"
+    report = track_json(capsys, [SUITE, "--revisions", "auto", "--max-revisions", "3", "--no-keep-weights",
+                                 "--x-axis", "tokens", "--plot", str(plot)])
+    assert [c["revision"] for c in report["checkpoints"]] == ["step0", "step1000", "step4000"]
+    assert report["provenance"]["settings"]["track"]["hub"]["keep_weights"] is False
+    repos = {r.repo_id: r for r in scan_cache_dir(hub_cache()).repos}
+    assert SUITE not in repos or not any(rev.files for rev in repos[SUITE].revisions)  # each deleted once scored
+    assert not list(hub_cache().rglob("*.safetensors"))
+    assert "tokens seen (log scale)" in plot.read_text()
+
+
+def test_offline_auto_lists_the_cached_branches(hub, monkeypatch, capsys):
+    from induction.loading.revisions import list_revisions
+
+    fetch(SUITE, "step1000", progress=False)
+    fetch(SUITE, "step4000", progress=False)
+    go_offline(monkeypatch)
+    assert list_revisions(SUITE) == ["step1000", "step4000"]
+    assert main(["track", "EleutherAI/pythia-none", "--revisions", "auto", *TRACK_FAST]) == 2
+    assert "no branch naming a training step in the Hugging Face cache" in one_line_error(capsys)
+
+
+def test_formation_axis_in_tokens():
+    from induction.measures.formation import CheckpointScores
+    from induction.plots.axis import check_x_axis, step_to_x
+
+    points = [CheckpointScores(step=s, tokens_seen=t, loss=None, heads=[], icl_score=None, held_out_loss=1.0)
+              for s, t in ((10, 100), (20, 400), (40, 800))]
+    assert step_to_x(20, points, "tokens") == 400 and step_to_x(30, points, "tokens") == 600
+    assert step_to_x(30, points, "step") == 30
+    points.append(CheckpointScores(step=80, tokens_seen=None, loss=None, heads=[], icl_score=None, held_out_loss=1.0))
+    with pytest.raises(ValueError, match="tokens seen at step 80 are unknown"):
+        check_x_axis("tokens", points)
+
+
+def test_sweep_tracks_hub_targets_and_overlays_them_against_tokens(hub, capsys, tmp_path):
+    runs = tmp_path / "suites.toml"
+    runs.write_text(f"""job = "track"
+[[runs]]
+path = "{SUITE}"
+revisions = ["step0", "step1000"]
+label = "early"
+[[runs]]
+path = "{SUITE}"
+revisions = "auto"
+label = "auto"
+""")
+    plot = tmp_path / "sweep.html"
+    assert main(["sweep", str(runs), *TRACK_FAST, "--max-revisions", "2", "--x-axis", "tokens", "--plot", str(plot),
+                 "--format", "json"]) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in report["runs"]] == ["early", "auto"]
+    assert [[c["revision"] for c in r["checkpoints"]] for r in report["runs"]] == [["step0", "step1000"], ["step0", "step4000"]]
+    assert report["runs"][1]["checkpoints"][1]["tokens_seen"] == 4000 * 2_097_152
+    # step0 in both runs: the same revision gives the same numbers
+    assert report["runs"][0]["checkpoints"][0]["heads"] == report["runs"][1]["checkpoints"][0]["heads"]
+    assert "tokens seen (log scale)" in plot.read_text()

@@ -271,8 +271,9 @@ def hub_error(exc: BaseException, repo: str, revision: str, offline: bool = Fals
     if isinstance(exc, errors.RepositoryNotFoundError):
         return HubError(f"no model {repo!r} on {hub_endpoint()} (a private one needs HF_TOKEN)")
     if _is_connection_error(exc):
-        return HubError(f"lost the connection to {hub_endpoint()} while fetching {where} ({one_line(exc)}); run again "
-                        "to resume (a half-downloaded file is never used)")
+        return HubError(f"the connection to {hub_endpoint()} failed while fetching {where} ({one_line(exc)}); run "
+                        "again to resume, or work from the Hugging Face cache with offline=True (a half-downloaded "
+                        "file is never used)")
     return HubError(f"cannot fetch {where} from {hub_endpoint()}: {one_line(exc)}")
 
 

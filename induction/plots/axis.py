@@ -35,7 +35,7 @@ def x_of(c: CheckpointScores, x_axis: str) -> float:
     return float(c.step if x_axis == "step" else c.tokens_seen)
 
 
-def step_to_x(step: float, points: Sequence[CheckpointScores], x_axis: str) -> float:
+def step_to_x(step: int | float, points: Sequence[CheckpointScores], x_axis: str) -> float:
     """Where `step` sits on the axis: itself, or the tokens interpolated between the checkpoints around it."""
     if x_axis == "step" or not points:
         return float(step)
