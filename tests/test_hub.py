@@ -326,7 +326,7 @@ def test_track_downloads_and_scores_each_revision(hub, monkeypatch, capsys, tmp_
     assert again["provenance"]["settings"]["checkpoints_cached"] == 4
 
 
-def test_auto_revisions_without_kept_weights_leave_the_cache_empty(hub, capsys, tmp_path):
+def test_auto_revisions_without_kept_weights_leave_the_cache_empty(hub, monkeypatch, capsys, tmp_path):
     from huggingface_hub import scan_cache_dir
 
     from induction.loading.revisions import list_revisions
@@ -341,6 +341,12 @@ def test_auto_revisions_without_kept_weights_leave_the_cache_empty(hub, capsys, 
     assert SUITE not in repos or not any(rev.files for rev in repos[SUITE].revisions)  # each deleted once scored
     assert not list(hub_cache().rglob("*.safetensors"))
     assert "tokens seen (log scale)" in plot.read_text()
+    # Offline, with the weights gone, the same command still reads every result from the track cache.
+    go_offline(monkeypatch)
+    hub.requests.clear()
+    again = track_json(capsys, [SUITE, "--revisions", "auto", "--max-revisions", "3", "--no-keep-weights"])
+    assert hub.requests == [] and again["checkpoints"] == report["checkpoints"]
+    assert again["provenance"]["settings"]["checkpoints_cached"] == 3
 
 
 def test_offline_auto_lists_the_cached_branches(hub, monkeypatch, capsys):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from induction.common.checks import check_min
-from induction.common.fileio import file_sha256, induction_cache
+from induction.common.fileio import file_sha256, induction_cache, write_json_atomic
 from induction.loading.hf_dirs import safetensors_files
 from induction.loading.hub import (
     PICKLE_PATTERNS,
@@ -112,11 +112,11 @@ def tokens_seen(repo: str, revision: str, step: int | None, tokens_per_step: int
     return None
 
 
-def list_revisions(repo: str, offline: bool = False) -> list[str]:
+def list_revisions(repo: str, offline: bool = False, known: Sequence[str] = ()) -> list[str]:
     """The branches of `repo` that name a training step, by step (ties: by name).
 
     Online: the hub's branch list (``list_repo_refs``); offline: the branches the Hugging Face cache
-    has fetched (its ``refs/`` folder).
+    has fetched (its ``refs/`` folder) and the `known` ones (those a track has scored, `read_record`).
 
     Raises:
         HubError: the hub's errors (one line), or no branch names a step.
@@ -127,6 +127,7 @@ def list_revisions(repo: str, offline: bool = False) -> list[str]:
 
         refs = hub_cache() / repo_folder_name(repo_id=repo, repo_type="model") / "refs"
         names = [str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file()] if refs.is_dir() else []
+        names = sorted(set(names) | set(known))
     else:
         try:
             with hub_mode(False):
@@ -157,23 +158,54 @@ def pick_log_spaced(revisions: Sequence[str], n: int) -> list[str]:
     return [revisions[i] for i in sorted(chosen)]
 
 
-def resolve_revisions(repo: str, revisions: Sequence[str] | str, hub: HubConfig) -> list[str]:
-    """`revisions` as given, or with ``auto`` the log-spaced pick of the repository's step branches."""
+def resolve_revisions(repo: str, revisions: Sequence[str] | str, hub: HubConfig,
+                      known: Sequence[str] = ()) -> list[str]:
+    """`revisions` as given, or with ``auto`` the log-spaced pick of the repository's step branches
+    (offline: of those in the cache and the `known` ones)."""
     if revisions == AUTO or list(revisions) == [AUTO]:
-        return pick_log_spaced(list_revisions(repo, hub.offline), hub.max_revisions)
+        return pick_log_spaced(list_revisions(repo, hub.offline, known), hub.max_revisions)
     return list(revisions)
 
 
-def revision_identity(repo: str, revision: str, hub: HubConfig) -> dict[str, Any]:
+RECORD_FILE = "revisions.json"
+
+
+def read_record(directory: Path | None) -> dict[str, dict[str, Any]]:
+    """The identities `track` last saw for a hub model's revisions ({revision: identity}), kept beside
+    its cached results, so that offline, after ``keep_weights=False`` deleted the weights, a rerun
+    still finds its results (as the Hugging Face cache's ``refs/`` map a branch to its last commit)."""
+    path = None if directory is None else directory / RECORD_FILE
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = read_json(path, "revision record")
+    except ModelLoadError:
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def write_record(directory: Path | None, identities: dict[str, dict[str, Any]]) -> None:
+    if directory is not None:
+        write_json_atomic(directory / RECORD_FILE, {**read_record(directory), **identities})
+
+
+def revision_identity(repo: str, revision: str, hub: HubConfig,
+                      recorded: dict[str, Any] | None = None) -> dict[str, Any]:
     """{"repo", "commit", "weights_sha256"} of one revision, without downloading its weights where the
-    hub lists their sha256 (module docstring); offline, from the cached snapshot.
+    hub lists their sha256 (module docstring); offline, from the cached snapshot, else `recorded`
+    (what an earlier track saw, `read_record`).
 
     Raises:
         HubError: one line (offline and not cached, gated, missing, no connection, pickles refused).
     """
     repo = official_name(repo)
     if hub_offline(hub.offline):
-        folder = fetch(repo, revision, offline=True, allow_pickle=hub.allow_pickle, progress=False)
+        try:
+            folder = fetch(repo, revision, offline=True, allow_pickle=hub.allow_pickle, progress=False)
+        except HubError:
+            if recorded is not None:
+                return recorded
+            raise
         return {"repo": repo, "commit": folder.name, "weights_sha256": local_weights_sha256(folder, hub.allow_pickle)}
     remote = remote_revision(repo, revision)
     patterns = download_patterns(remote, hub.allow_pickle)

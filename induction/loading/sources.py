@@ -32,7 +32,15 @@ from induction.loading.hf_dirs import (
 )
 from induction.loading.models import ModelRef
 from induction.loading.native import WEIGHTS_FILE, ModelLoadError
-from induction.loading.revisions import HubConfig, resolve_revisions, revision_identity, revision_step, tokens_seen
+from induction.loading.revisions import (
+    HubConfig,
+    read_record,
+    resolve_revisions,
+    revision_identity,
+    revision_step,
+    tokens_seen,
+    write_record,
+)
 from induction.loading.runs import read_manifest, run_checkpoints, step_name
 
 
@@ -130,7 +138,8 @@ def _check_revisions(revisions: Sequence[str]) -> None:
         raise ValueError(f"revisions repeated in {list(revisions)}")
 
 
-def revision_sources(spec: str, revisions: Sequence[str] | str, hub: HubConfig | None = None) -> list[CheckpointSource]:
+def revision_sources(spec: str, revisions: Sequence[str] | str, hub: HubConfig | None = None,
+                     record_dir: Path | None = None) -> list[CheckpointSource]:
     """A Hugging Face hub model at each of the given revisions, in the given order (``auto``: a log-spaced
     pick of its step branches, `induction.loading.revisions.resolve_revisions`).
 
@@ -138,18 +147,22 @@ def revision_sources(spec: str, revisions: Sequence[str] | str, hub: HubConfig |
     ``checkpoint-400``), else its position in `revisions`; tokens_seen as the suite publishes it
     (`induction.loading.revisions.tokens_seen`); loss unknown. Each identity is the revision's commit
     and weights hash, read from the hub's listing before anything large is downloaded
-    (`induction.loading.revisions.revision_identity`), so cached revisions are not downloaded again.
+    (`induction.loading.revisions.revision_identity`), so cached revisions are not downloaded again;
+    the identities are recorded in `record_dir` (`induction.loading.revisions.write_record`), which
+    offline stands in for revisions no longer in the Hugging Face cache.
     """
     hub = hub or HubConfig()
-    names = resolve_revisions(spec, revisions, hub)
+    record = read_record(record_dir)
+    names = resolve_revisions(spec, revisions, hub, known=list(record))
     _check_revisions(names)
-    out = []
+    out, seen = [], {}
     for revision, step in zip(names, revision_steps(names)):
-        identity = revision_identity(spec, revision, hub)
+        identity = seen[revision] = revision_identity(spec, revision, hub, record.get(revision))
         out.append(CheckpointSource(
             step=step, ref=ModelRef(spec, revision=revision, offline=hub.offline, allow_pickle=hub.allow_pickle),
             name=f"{safe_name(spec)}--{safe_name(revision)}", identity=identity, revision=revision,
             tokens_seen=tokens_seen(spec, revision, revision_step(revision), hub.tokens_per_step)))
+    write_record(record_dir, seen)
     return out
 
 

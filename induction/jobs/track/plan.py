@@ -46,7 +46,8 @@ def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[s
         sources, pending = folder_sources(path)
         return sources, {}, path / TRACK_DIR, pending
     if cfg.revisions:
-        return revision_sources(run, cfg.revisions, cfg.hub), {}, hub_track_dir(run, cfg.cache_dir), None
+        root = hub_track_dir(run, cfg.cache_dir)
+        return revision_sources(run, cfg.revisions, cfg.hub, root if cfg.cache else None), {}, root, None
     if not path.exists():
         raise ValueError(f"{run} does not exist")
     raise ValueError(f"{run} is not a run directory: no {MANIFEST_FILE} (induction train), no checkpoint-N/ "
