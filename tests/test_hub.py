@@ -24,6 +24,7 @@ from induction.loading.models import load_model
 from induction.loading.native import ModelLoadError
 
 SUITE = "EleutherAI/pythia-tiny"
+PICKLED_SUITE = "EleutherAI/pythia-tiny-bin"  # step1000 only as pytorch_model.bin (some pythia-12b revisions)
 SUITE_STEPS = {"step0": 10, "step1000": 11, "step4000": 12}  # branch -> seed of its weights
 
 
@@ -47,6 +48,10 @@ def served(tmp_path_factory):
 
     torch.save(load_file(root / "gpt2" / "model.safetensors"), pickled / "pytorch_model.bin")
     hub.add("tiny/pickled", "main", {**gpt2, "pytorch_model.bin": (pickled / "pytorch_model.bin").read_bytes()})
+    step1000 = {p.name: p.read_bytes() for p in (root / "step1000").iterdir() if p.name != "model.safetensors"}
+    torch.save(load_file(root / "step1000" / "model.safetensors"), pickled / "step1000.bin")
+    hub.add(PICKLED_SUITE, "step0", root / "step0")
+    hub.add(PICKLED_SUITE, "step1000", {**step1000, "pytorch_model.bin": (pickled / "step1000.bin").read_bytes()})
     hub.start()
     hub.model_dirs = root
     yield hub
@@ -395,3 +400,14 @@ label = "auto"
     # step0 in both runs: the same revision gives the same numbers
     assert report["runs"][0]["checkpoints"][0]["heads"] == report["runs"][1]["checkpoints"][0]["heads"]
     assert "tokens seen (log scale)" in plot.read_text()
+
+
+def test_a_suite_with_a_pickle_only_checkpoint(hub, capsys):
+    assert main(["track", PICKLED_SUITE, "--revisions", "step0,step1000", *TRACK_FAST]) == 2
+    err = one_line_error(capsys)
+    assert "step1000 publishes its weights only as pickles" in err and "--allow-pickle" in err
+    pickled = track_json(capsys, [PICKLED_SUITE, "--revisions", "step0,step1000", "--allow-pickle"])
+    plain = track_json(capsys, [SUITE, "--revisions", "step0,step1000"])
+    for a, b in zip(pickled["checkpoints"], plain["checkpoints"]):  # the same weights, read from a pickle
+        assert [h["prefix_matching"] for h in a["heads"]] == [h["prefix_matching"] for h in b["heads"]]
+        assert a["held_out_loss"] == b["held_out_loss"]
