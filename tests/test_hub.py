@@ -41,6 +41,7 @@ def served(tmp_path_factory):
     hub.add(SUITE, "step2000", root / "step1000")  # a planted duplicate: step1000's weights again
     hub.add(SUITE, "main", root / "step4000")
     hub.add("tiny/gated", "main", root / "gpt2", gated=True)
+    hub.add("tiny/private", "main", root / "gpt2", private=True)
     pickled = root / "pickled"
     pickled.mkdir()
     gpt2 = {p.name: p.read_bytes() for p in (root / "gpt2").iterdir() if p.name != "model.safetensors"}
@@ -142,7 +143,7 @@ def test_a_partly_cached_revision_is_not_used_offline(hub, monkeypatch):
 def test_gated_model_needs_a_token(hub, monkeypatch, capsys):
     assert main(["scan", "tiny/gated", *FAST]) == 2
     err = one_line_error(capsys)
-    assert "tiny/gated is gated or private" in err and "HF_TOKEN" in err and f"{hub.endpoint}/tiny/gated" in err
+    assert "tiny/gated is gated" in err and "HF_TOKEN" in err and f"{hub.endpoint}/tiny/gated" in err
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
     with pytest.raises(HubError, match="the token in HF_TOKEN has no access"):
         load_model("tiny/gated", progress=False)
@@ -150,6 +151,13 @@ def test_gated_model_needs_a_token(hub, monkeypatch, capsys):
     model = load_model("tiny/gated", progress=False)
     tokens = torch.tensor([[0, 4, 7, 4]])
     assert_close(model(tokens), load_model(hub.model_dirs / "gpt2")(tokens), atol=1e-6)
+
+
+def test_private_model_needs_a_token(hub, monkeypatch, capsys):
+    assert main(["scan", "tiny/private", *FAST]) == 2
+    assert "no model 'tiny/private' on http://127.0.0.1" in one_line_error(capsys)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    assert main(["scan", "tiny/private", *FAST]) == 0
 
 
 @pytest.mark.parametrize("spec, revision, expected", [

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
 
 from induction.loading.hf_dirs import (
     MissingShardError,
@@ -259,22 +258,29 @@ def hub_error(exc: BaseException, repo: str, revision: str, offline: bool = Fals
                         "HF_HUB_CACHE at a disk with room (nothing half-written is used)")
     if offline or isinstance(exc, errors.OfflineModeIsEnabled):
         return offline_error(repo, revision)
-    if isinstance(exc, errors.GatedRepoError) or status in (401, 403):
-        if hub_token() is None:
-            return HubError(f"{repo} is gated or private: accept its terms at {page} and set HF_TOKEN to a token "
-                            "of that account (or run `hf auth login`)")
-        return HubError(f"{repo} is gated or private and the token in HF_TOKEN has no access to it: accept its "
-                        f"terms at {page} with that account")
+    if isinstance(exc, errors.GatedRepoError):
+        return _no_access(repo, page, "gated")
     if isinstance(exc, errors.RevisionNotFoundError):
         return HubError(f"{repo} has no revision {revision!r} on {hub_endpoint()} (its branches: "
                         "`induction track --revisions auto` lists them)")
-    if isinstance(exc, errors.RepositoryNotFoundError):
-        return HubError(f"no model {repo!r} on {hub_endpoint()} (a private one needs HF_TOKEN)")
+    if isinstance(exc, errors.RepositoryNotFoundError):  # the hub answers so for private repositories too
+        token = "HF_TOKEN" if hub_token() is None else "a token in HF_TOKEN with access to it"
+        return HubError(f"no model {repo!r} on {hub_endpoint()} (a private one needs {token})")
+    if status in (401, 403):
+        return _no_access(repo, page, "gated or private")
     if _is_connection_error(exc):
         return HubError(f"the connection to {hub_endpoint()} failed while fetching {where} ({one_line(exc)}); run "
                         "again to resume, or work from the Hugging Face cache with offline=True (a half-downloaded "
                         "file is never used)")
     return HubError(f"cannot fetch {where} from {hub_endpoint()}: {one_line(exc)}")
+
+
+def _no_access(repo: str, page: str, what: str) -> HubError:
+    if hub_token() is None:
+        return HubError(f"{repo} is {what}: accept its terms at {page} and set HF_TOKEN to a token of that "
+                        "account (or run `hf auth login`)")
+    return HubError(f"{repo} is {what} and the token in HF_TOKEN has no access to it: accept its terms at "
+                    f"{page} with that account")
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -363,8 +369,3 @@ def delete_revision(repo: str, commit: str) -> int:
     strategy = info.delete_revisions(*hashes)
     strategy.execute()
     return int(strategy.expected_freed_size)
-
-
-def describe_remote(remote: RemoteRevision) -> dict[str, Any]:
-    """What a report records about a fetched revision."""
-    return {"repo": remote.repo, "revision": remote.revision, "commit": remote.commit}
