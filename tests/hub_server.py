@@ -61,6 +61,7 @@ class LocalHub:
         self.token = token
         self.drop_after: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
+        self.minimal_refs = False  # True: refs answers carry branches and tags only (no "converts")
         self._blobs: dict[str, bytes] = {}
         self._drop_blobs: dict[str, int] = {}  # sha256 -> bytes sent before the connection drops
         self._servers: list[ThreadingHTTPServer] = []
@@ -194,8 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if rest == ["refs"]:
             refs = {"branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": c} for b, c in repo.branches.items()],
-                    "tags": [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": c} for t, c in repo.tags.items()],
-                    "converts": []}
+                    "tags": [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": c} for t, c in repo.tags.items()]}
+            if not self.hub.minimal_refs:
+                refs["converts"] = []
             return self._json(refs)
         rev = "main"
         if rest[:1] == ["revision"] and len(rest) >= 2:

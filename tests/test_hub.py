@@ -75,6 +75,7 @@ def hub(served, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     served.requests.clear()
+    served.minimal_refs = False
     served.drop_after.clear()
     served._drop_blobs.clear()
     return served
@@ -360,6 +361,13 @@ def test_auto_revisions_without_kept_weights_leave_the_cache_empty(hub, monkeypa
     again = track_json(capsys, [SUITE, "--revisions", "auto", "--max-revisions", "3", "--no-keep-weights"])
     assert hub.requests == [] and again["checkpoints"] == report["checkpoints"]
     assert again["provenance"]["settings"]["checkpoints_cached"] == 3
+
+
+def test_branches_are_listed_from_a_minimal_refs_answer(hub):
+    from induction.loading.revisions import list_revisions
+
+    hub.minimal_refs = True  # only "branches" and "tags", as the notes on the hub list
+    assert list_revisions(SUITE) == ["step0", "step1000", "step2000", "step4000"]
 
 
 def test_offline_auto_lists_the_cached_branches(hub, monkeypatch, capsys):

@@ -131,7 +131,7 @@ def list_revisions(repo: str, offline: bool = False, known: Sequence[str] = ()) 
     else:
         try:
             with hub_mode(False):
-                names = [b.name for b in _api().list_repo_refs(repo).branches]
+                names = _branch_names(repo)
         except Exception as exc:
             raise hub_error(exc, repo, "main") from None
     stepped = sorted((s, n) for n in names if (s := revision_step(n)) is not None)
@@ -261,6 +261,20 @@ def release_revision(repo: str, revision: str) -> int:
     repo = official_name(repo)
     commit = cached_commit(repo, revision)
     return 0 if commit is None else delete_revision(repo, commit)
+
+
+def _branch_names(repo: str) -> list[str]:
+    """The repository's branch names (``list_repo_refs``; read from the JSON directly when a hub
+    leaves out the parts of the answer huggingface_hub also requires, such as ``converts``)."""
+    try:
+        return [b.name for b in _api().list_repo_refs(repo).branches]
+    except KeyError:
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        response = get_session().get(f"{hub_endpoint()}/api/models/{repo}/refs",
+                                     headers=build_hf_headers(token=hub_token()))
+        hf_raise_for_status(response)
+        return [str(b["name"]) for b in response.json().get("branches", [])]
 
 
 def _api():
