@@ -215,6 +215,14 @@ class _Payload:
         return exec, (f"open({self.marker!r}, 'w').close()",)
 
 
+def test_a_scan_records_the_commit_it_read(hub, capsys):
+    assert main(["scan", "EleutherAI/pythia-tiny", "--checkpoint", "1000", *FAST, "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["checkpoint"] == "step1000"
+    assert report["provenance"]["settings"]["hub"] == {"repo": SUITE, "revision": "step1000",
+                                                       "commit": hub.repos[SUITE].branches["step1000"]}
+
+
 def test_pickle_only_hub_model_is_refused_then_read_on_request(hub, capsys):
     assert main(["scan", "tiny/pickled", *FAST]) == 2
     err = one_line_error(capsys)
