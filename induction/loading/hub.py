@@ -262,7 +262,7 @@ def hub_error(exc: BaseException, repo: str, revision: str, offline: bool = Fals
         return _no_access(repo, page, "gated")
     if isinstance(exc, errors.RevisionNotFoundError):
         return HubError(f"{repo} has no revision {revision!r} on {hub_endpoint()} (its branches: "
-                        "`induction track --revisions auto` lists them)")
+                        f"huggingface_hub.list_repo_refs({repo!r}))")
     if isinstance(exc, errors.RepositoryNotFoundError):  # the hub answers so for private repositories too
         token = "HF_TOKEN" if hub_token() is None else "a token in HF_TOKEN with access to it"
         return HubError(f"no model {repo!r} on {hub_endpoint()} (a private one needs {token})")
