@@ -139,6 +139,16 @@ def test_a_partly_cached_revision_is_not_used_offline(hub, monkeypatch):
     assert "\n" not in str(info.value)
 
 
+def test_a_cut_short_weights_file_in_the_cache_is_not_used(hub):
+    folder = fetch("tiny/gpt2", progress=False)
+    blob = (folder / "model.safetensors").resolve()  # the snapshot links the blob
+    data = blob.read_bytes()
+    blob.write_bytes(data[: len(data) // 2])
+    with pytest.raises(HubError, match=r"incomplete: model.safetensors has \d+ of its \d+ bytes; fetch it with") as info:
+        fetch("tiny/gpt2", offline=True)
+    assert "\n" not in str(info.value)
+
+
 # ---- the hub's refusals, one line each ------------------------------------------------------------
 
 def test_gated_model_needs_a_token(hub, monkeypatch, capsys):
