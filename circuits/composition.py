@@ -5,6 +5,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from circuits.hooks import per_query_head
+
 MODES: tuple[str, ...] = ("q", "k", "v")
 
 
@@ -81,8 +83,8 @@ def composition_baseline(
 
 
 def _per_query_head(W: Tensor, n_heads: int) -> Tensor:
-    """Repeat grouped key/value heads (GQA) so that every query head has its own."""
-    return W if W.shape[1] == n_heads else W.repeat_interleave(n_heads // W.shape[1], dim=1)
+    """Grouped key/value heads (GQA) repeated so that every query head has its own (`per_query_head`)."""
+    return per_query_head(W, n_heads, dim=1)
 
 
 def composition_scores(

@@ -6,9 +6,7 @@ from inside a layer (`run_from_resid_pre`, `run_from_attn_out`) and freezing att
 
 How `sweep_head_z` runs an intervention on layer `l`. In TL 4.3, `model(resid,
 start_at_layer=l)` feeds `resid` in as embeddings, still executes blocks `0..l-1` and only then
-swaps `resid` back in at block `l`, so it saves nothing (measured on 4 layers, batch 8 x 64
-tokens, one thread: 14.6 ms against 14.0 ms for a full forward; calling `blocks[3:]` directly,
-2.4 ms). Instead the engine caches the unintervened run and uses that `hook_attn_out` is affine
+swaps `resid` back in at block `l`, so it saves nothing (README, "Design notes"). Instead the engine caches the unintervened run and uses that `hook_attn_out` is affine
 in `hook_z` (`sum_h z_h W_O[h] + b_O`): a change of head `h`'s z moves layer `l`'s attention
 output by exactly `(z_new - z_old)_h W_O[l, h]`. It adds that to the cached `hook_attn_out`,
 finishes block `l` (`finish_block`: its MLP, if any) and calls blocks `l+1..` on the result, so
@@ -190,9 +188,7 @@ def default_runs_per_forward(model: TransformerBridge, batch: int, n_pos: int) -
       device is busy, so fewer, larger forwards win; the free memory is the limit.
     - Elsewhere (CPU, MPS): as many as keep the attention patterns of one forward within about
       2**20 entries (4 MB in float32). Stacking saves the per-forward overhead of the bridge, but
-      on CPU the cost per row grows once a forward's attention tensors outgrow the cache: a block
-      on 64 rows of 64 tokens took 43 ms against 2.9 ms on 8 rows (measured, one thread), and
-      patching a 4-layer x 8-head model on batch 8 x 64 was fastest stacking 2 to 4 runs.
+      on CPU the cost per row grows once a forward's attention tensors outgrow the cache.
     """
     param = next(iter(model.parameters()), None)
     free = free_device_memory(param.device if param is not None else torch.device("cpu"))

@@ -143,3 +143,16 @@ def allclose(actual: Tensor, expected: Tensor, rtol: float = FLOAT32_TOLERANCE) 
         return False
     scale = max(1.0, float(expected.abs().max()))
     return float((actual.float() - expected.float()).abs().max()) <= rtol * scale
+
+
+def kv_head_index(n_heads: int, n_kv_heads: int, device: torch.device | str = "cpu") -> Tensor:
+    """The key/value head each query head reads under grouped-query attention: h // (n_heads / n_kv_heads)
+    (the identity when every query head has its own)."""
+    if n_heads % n_kv_heads:
+        raise ValueError(f"{n_heads} query heads cannot share {n_kv_heads} key/value heads evenly")
+    return torch.arange(n_heads, device=device) // (n_heads // n_kv_heads)
+
+
+def per_query_head(x: Tensor, n_heads: int, dim: int) -> Tensor:
+    """`x` with its key/value-head axis `dim` expanded to one entry per query head (`kv_head_index`)."""
+    return x if x.shape[dim] == n_heads else x.index_select(dim, kv_head_index(n_heads, x.shape[dim], x.device))

@@ -1,5 +1,5 @@
-"""The GPU benchmark (scripts/bench_gpu.py) in-process on a tiny GPT-2: its measurements report what
-they claim (TransformerLens parity, the patching and scan numbers themselves), on the CPU and, with
+"""The GPU benchmark (scripts/bench_gpu.py) in-process on a tiny GPT-2: its measurements are of what
+they claim (TransformerLens parity, the patching and scan numbers themselves; not its own arithmetic), on the CPU and, with
 the `gpu` marker, on CUDA (skipped without it)."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import torch
 
 import circuits
 from induction import jobs, load_model
-from induction.common.stats import spearman
 
 
 def load_script(name: str):
@@ -42,15 +41,11 @@ def test_bench_measurements_on_a_tiny_gpt2(tmp_path, device):
     clean, corrupted, metric = bench.induction_task(model, 4, 32, 0)
     assert clean.device.type == device and result["pos"] == clean.shape[1] == 31  # BOS + 2 x 15
     torch.testing.assert_close(patched, circuits.patch_heads(model, clean, corrupted, metric).float().cpu())
-    estimate = circuits.attribute_heads(model, clean, corrupted, metric).float().cpu()
-    assert result["spearman_attribution_vs_patch"] == pytest.approx(spearman(estimate, patched - result["baseline"]))
-    assert set(result["seconds"]) == {"transformer_lens", "patch_heads", "attribute_heads"}
-    assert result["speedup_patch_vs_transformer_lens"] == pytest.approx(
-        result["seconds"]["transformer_lens"] / result["seconds"]["patch_heads"])
+    # The baseline is the corrupted run's metric, so patched - baseline is each head's effect.
+    assert result["baseline"] == pytest.approx(float(metric(model(corrupted))), abs=1e-5)
     # The scan measurement is `induction scan` at default settings on the loaded model.
     scan = bench.measure_scan(str(spec), device, "float32", repeats=1)
     report = jobs.scan(load_model(spec, device=device), jobs.ScanConfig())
     assert scan["icl_score"] == pytest.approx(report.icl.score, abs=1e-5)
     assert scan["max_prefix_matching"] == pytest.approx(float(report.scores.prefix_matching.max()), abs=1e-6)
-    assert scan["including_load_s"] == pytest.approx(scan["load_s"] + scan["scan_first_s"])
     assert (scan["peak_memory_bytes"] is None) == (device == "cpu")

@@ -259,7 +259,7 @@ def fewshot_model():
 def test_fewshot(fewshot_model, task):
     """Label variants (derangements, random labels), demonstration orders, bootstrap, head-set ablation."""
     cfg = jobs.FewShotConfig(task=task, labels=("gold", "flipped", "random"), shots=(1, 2), n_prompts=8, orders=2,
-                             n_bootstrap=20, ablate=1, ablate_draws=2)
+                             n_bootstrap=20, ablate_top_k=1, ablate_draws=2)
     assert_same_under_meta(jobs.fewshot, fewshot_model, cfg)
 
 

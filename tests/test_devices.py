@@ -41,7 +41,7 @@ def test_device_rules():
     with pytest.raises(DeviceError, match="unknown dtype 'float8'"):
         resolve_dtype("float8")
     if not torch.cuda.is_available():
-        with pytest.raises(DeviceError, match="--device cuda:1: CUDA is not available"):
+        with pytest.raises(DeviceError, match="device = cuda:1: CUDA is not available"):
             resolve_device("cuda:1")
 
 

@@ -21,8 +21,9 @@ from helpers import ROLES, assert_close, build_fewshot_hand_model, build_inducti
 from circuits import derangement
 from induction.cli import main
 from induction.common.stats import bootstrap_mean_ci
-from induction.inputs.stream_configs import FewShotDataConfig, TaskError
+from induction.inputs.stream_configs import FewShotDataConfig, MixtureConfig
 from induction.inputs.streams import sample_fewshot_batch
+from induction.inputs.task_inference import TaskError
 from induction.inputs.tasks import TEXT_TASKS, TextTask, load_text_task
 from induction.loading.models import ModelInfo
 from induction.loading.native import save_checkpoint
@@ -123,7 +124,7 @@ def test_fewshot_stream_format_and_rules(sep):
 
 
 def test_mixture_stream_mixes_in_repeated_segments():
-    cfg = FewShotDataConfig(stream="mixture", p_repeated=0.5, seq_len=64)
+    cfg = FewShotDataConfig(stream="mixture", mixture=MixtureConfig(p_repeated=0.5), seq_len=64)
     tokens = sample_fewshot_batch(cfg, 200, torch.Generator().manual_seed(0))
     fewshot_rows = (tokens[:, cfg.demo_len :: cfg.demo_len] == cfg.vocab.delim).all(1)
     assert 60 < int(fewshot_rows.sum()) < 140

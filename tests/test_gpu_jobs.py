@@ -124,7 +124,7 @@ def fewshot_model():
 @pytest.mark.parametrize("which", DEFAULTS)
 def test_fewshot(which):
     cfg = jobs.FewShotConfig(labels=("gold", "flipped", "random"), shots=(1, 2), n_prompts=16, orders=2,
-                             n_bootstrap=50, ablate=1, ablate_draws=2)
+                             n_bootstrap=50, ablate_top_k=1, ablate_draws=2)
     compare(jobs.fewshot, fewshot_model, cfg, which)
 
 

@@ -9,6 +9,8 @@ from induction import plots
 from induction.heads.config import ScoreConfig
 from induction.heads.scores import score_heads
 from induction.inputs.prompts import RepeatedTokensConfig
+from induction.plots import export as plot_export
+from induction.plots import track as plot_track
 from induction.reports.scan import ScanReport
 
 
@@ -37,7 +39,7 @@ def test_scatter_places_each_head_at_its_scores(report):
 def test_html_always_and_clear_error_without_chromium(report, tmp_path, monkeypatch):
     plots.save_figure(report.plot(), tmp_path / "f.html")
     assert "prefix matching" in (tmp_path / "f.html").read_text()
-    monkeypatch.setattr(plots, "_find_chrome", lambda: None)
+    monkeypatch.setattr(plot_export, "_find_chrome", lambda: None)
     with pytest.raises(plots.PlotExportError, match="apt-get install chromium"):
         plots.save_figure(report.plot(), tmp_path / "f.svg")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.html"]  # nothing half-written
@@ -55,10 +57,10 @@ def test_mosaic_brackets_the_phase_change():
 
     points = [CheckpointScores(step=s, tokens_seen=None, loss=None, held_out_loss=0.0, icl_score=None, heads=[])
               for s in (0, 1, 2, 5, 10, 50, 100, 400, 450, 500, 550, 600, 1000)]
-    chosen = [c.step for c in plots._mosaic_checkpoints(points, PhaseChange(start_step=440, step=505, end_step=560), 6)]
+    chosen = [c.step for c in plot_track._mosaic_checkpoints(points, PhaseChange(start_step=440, step=505, end_step=560), 6)]
     assert chosen[0] == 0 and chosen[-1] == 1000
     assert {450, 500, 550} <= set(chosen)  # the panels show the change itself, not just log-spaced steps
-    flat = [c.step for c in plots._mosaic_checkpoints(points, None, 4)]
+    flat = [c.step for c in plot_track._mosaic_checkpoints(points, None, 4)]
     assert flat == sorted(flat) and len(flat) == 4 and flat[-1] == 1000
 
 

@@ -17,8 +17,9 @@ import torch
 from helpers import ROLES, TASK_MOVER, assert_close, build_induction_model, build_task_vector_model
 
 from induction.cli import main
-from induction.inputs.stream_configs import FUNCTION_TASKS, FewShotDataConfig, TaskError, TasksDataConfig
+from induction.inputs.stream_configs import FewShotDataConfig, PriorConfig
 from induction.inputs.streams import sample_stream, training_data
+from induction.inputs.task_inference import FUNCTION_TASKS, TaskError, TasksDataConfig
 from induction.inputs.tasks import FunctionTask, toy_task
 from induction.measures.fewshot import FewShotPromptConfig, build_prompts, evaluate_fewshot, manipulate
 
@@ -44,7 +45,11 @@ def consistent(pairs: list[tuple[int, int]]) -> bool:
 
 
 def prior_batch(n: int = 400, seed: int = 0, **kw) -> tuple[FewShotDataConfig, torch.Tensor]:
-    cfg = FewShotDataConfig.from_dict({**training_data("prior", 128, 128).to_dict(), **kw})
+    """A batch of the prior stream, `kw` overriding its `PriorConfig` fields."""
+    from dataclasses import replace
+
+    base = training_data("prior", 128, 128)
+    cfg = replace(base, prior=replace(base.prior, **kw))
     return cfg, sample_stream(cfg, n, torch.Generator().manual_seed(seed))
 
 
@@ -62,7 +67,7 @@ def test_prior_stream_kinds_follow_their_definitions():
             kinds["prior"] += 1
         elif on_rule:
             keys = {x for x, _ in pairs}
-            assert cfg.override_keys[0] <= len(keys) <= cfg.override_keys[1]
+            assert cfg.prior.override_keys[0] <= len(keys) <= cfg.prior.override_keys[1]
             assert len({y for _, y in pairs}) == len(keys)  # injective: distinct labels
             kinds["override"] += 1
         else:
@@ -70,12 +75,12 @@ def test_prior_stream_kinds_follow_their_definitions():
     # (0.5, 0.25, 0.25); an override that happened to agree with the prior everywhere counts as prior
     # (chance (4 keys) <= 1/20 * 1/19 * ...), a lookup drawn entirely from the rule's tokens never occurs.
     n = sum(kinds.values())
-    for kind, weight in zip(("prior", "override", "lookup"), cfg.prior_weights):
+    for kind, weight in zip(("prior", "override", "lookup"), cfg.prior.weights):
         assert abs(kinds[kind] / n - weight) < 0.07, kinds
 
 
 def test_prior_noise_replaces_that_share_of_labels():
-    cfg, tokens = prior_batch(n=200, prior_weights=(1.0, 0.0, 0.0), prior_noise=0.3)
+    cfg, tokens = prior_batch(n=200, weights=(1.0, 0.0, 0.0), noise=0.3)
     v = cfg.vocab
     rule = dict(zip(v.rule_inputs, v.rule_labels))
     pairs = [p for row in tokens for p in demonstrations(row, v.delim)]
@@ -86,7 +91,7 @@ def test_prior_noise_replaces_that_share_of_labels():
 
 
 def test_override_sequences_contradict_the_prior_on_its_own_inputs():
-    cfg, tokens = prior_batch(n=200, prior_weights=(0.0, 1.0, 0.0))
+    cfg, tokens = prior_batch(n=200, weights=(0.0, 1.0, 0.0))
     v = cfg.vocab
     rule = dict(zip(v.rule_inputs, v.rule_labels))
     agree = []
@@ -102,12 +107,30 @@ def test_prior_layout_is_the_fewshot_layout_and_validates():
     prior, fewshot = training_data("prior", 128, 128), training_data("fewshot", 128, 128)
     assert prior.vocab == fewshot.vocab  # the prior is the few-shot layout's rule
     assert FewShotDataConfig.from_dict(json.loads(json.dumps(prior.to_dict()))) == prior
-    with pytest.raises(TaskError, match="prior_weights must be 3"):
-        FewShotDataConfig(stream="prior", prior_weights=(1.0, 1.0))
-    with pytest.raises(TaskError, match="prior_noise must be in"):
-        FewShotDataConfig(stream="prior", prior_noise=1.5)
+    with pytest.raises(TaskError, match="prior weights must be 3"):
+        FewShotDataConfig(stream="prior", prior=PriorConfig(weights=(1.0, 1.0)))
+    with pytest.raises(TaskError, match="prior noise must be in"):
+        FewShotDataConfig(stream="prior", prior=PriorConfig(noise=1.5))
     with pytest.raises(TaskError, match="override_keys must be"):
-        FewShotDataConfig(stream="prior", override_keys=(5, 2))
+        FewShotDataConfig(stream="prior", prior=PriorConfig(override_keys=(5, 2)))
+    with pytest.raises(TaskError, match="prior settings apply to stream = 'prior' only"):
+        FewShotDataConfig(stream="fewshot", prior=PriorConfig())
+
+
+def test_flat_stream_settings_of_toolkit_0_1_are_migrated():
+    """A run trained before the stream settings were split per stream recorded them flat; reading
+    its record gives the same stream (and sequences), and the other stream's defaults are dropped."""
+    old = {**{k: v for k, v in training_data("prior", 128, 128).to_dict().items() if k not in ("mixture", "prior")},
+           "prior_weights": [0.2, 0.3, 0.5], "prior_noise": 0.1, "override_keys": [2, 5],
+           "p_repeated": 0.5, "min_segment": 4, "max_segment": None}
+    cfg = FewShotDataConfig.from_dict(old)
+    assert cfg.prior == PriorConfig(weights=(0.2, 0.3, 0.5), noise=0.1, override_keys=(2, 5)) and cfg.mixture is None
+    new = FewShotDataConfig.from_dict(cfg.to_dict())
+    assert new == cfg
+    assert torch.equal(sample_stream(new, 8, torch.Generator().manual_seed(0)),
+                       sample_stream(cfg, 8, torch.Generator().manual_seed(0)))
+    mixed = FewShotDataConfig.from_dict({**old, "stream": "mixture", "p_repeated": 0.25})
+    assert mixed.mixture.p_repeated == 0.25 and mixed.prior is None
 
 
 def test_prior_task_is_the_rule_under_its_name():
@@ -133,7 +156,7 @@ def test_bayes_reference_known_answers_and_the_sampled_stream():
     for k in (1, 2, 8):
         assert prior_bayes_flipped(cfg, k) == (1.0, 0.0)
     # only prior sequences: the demonstrations say nothing, the prior stands (noisy labels are 1/n each)
-    only = replace(cfg, prior_weights=(1.0, 0.0, 0.0), prior_noise=0.3)
+    only = replace(cfg, prior=replace(cfg.prior, weights=(1.0, 0.0, 0.0), noise=0.3))
     for k in (1, 4):
         assert_close(prior_bayes_flipped(only, k), (0.3 / n, 0.7 + 0.3 / n))
     # k = 0, by hand: P(kind | a rule input first) and each kind's chance of the prior label
@@ -145,7 +168,7 @@ def test_bayes_reference_known_answers_and_the_sampled_stream():
     first = [(int(x), int(y)) for x, y in tokens[:, 1:3] if int(x) in rule]
     assert abs(sum(rule[x] == y for x, y in first) / len(first) - prior_bayes_flipped(cfg, 0)[1]) < 0.03
     # with label noise the evidence accumulates: P(in-context answer) rises with k towards 1
-    noisy = replace(cfg, prior_noise=0.3)
+    noisy = replace(cfg, prior=replace(cfg.prior, noise=0.3))
     curve = [prior_bayes_flipped(noisy, k)[0] for k in (1, 2, 4, 8)]
     assert curve == sorted(curve) and curve[0] < 0.7 and curve[-1] > 0.99
 

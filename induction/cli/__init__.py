@@ -69,6 +69,7 @@ def _command_module(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status (tests call it in-process)."""
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
@@ -80,7 +81,24 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # every error reaches the user as one line
         if os.environ.get("INDUCTION_DEBUG"):
             raise
-        return _fail(_describe(exc))
+        return _fail(as_flags(_describe(exc), getattr(exc, "field", None), getattr(args, "field_flags", {})))
+
+
+COMMON_FLAGS = {"device": "--device", "dtype": "--dtype", "checkpoint": "--checkpoint", "revision": "--revision",
+                "revisions": "--revisions", "freqs": "--freqs", "text": "--text"}
+"""Fields that the options outside `add_options` set (the model and hardware arguments)."""
+
+
+def as_flags(message: str, field: str | None, flags: Mapping[str, str]) -> str:
+    """A library message in terms of this command's flags: library errors name config fields (the
+    field an error is about first, other settings as ``field = value``), and only the CLI knows which
+    flag sets each field (`flags`: field -> flag, gathered by `add_options`)."""
+    flags = {**COMMON_FLAGS, **flags}
+    for name, flag in flags.items():
+        message = re.sub(rf"(?<![\w.-]){re.escape(name)} = ", f"{flag} ", message)
+    if field in flags:
+        message = re.sub(rf"^{re.escape(field)}\b", flags[field], message)
+    return message
 
 
 def _describe(exc: BaseException) -> str:
@@ -242,14 +260,16 @@ def run_job(args: argparse.Namespace, job: Callable[..., Any], target: Any, cfg:
 
 def config_from(cls: type, args: argparse.Namespace, flags: Flags, **fixed: Any) -> Any:
     """`cls(**given options, **fixed)`; a validation error names the option, not the field
-    ("--prompts must be >= 1", not "n_prompts must be >= 1")."""
+    ("--prompts must be >= 1", not "n_prompts must be >= 1": `as_flags`)."""
     try:
         return cls(**given(args, flags), **fixed)
     except ValueError as exc:
-        message = str(exc)
-        for name, spec in flags.items():
-            flag = spec if isinstance(spec, str) else spec[0]
-            message = re.sub(rf"^{re.escape(name)}\b", flag, message)
+        table = {name: spec if isinstance(spec, str) else spec[0] for name, spec in flags.items()}
+        field = getattr(exc, "field", None)
+        message = as_flags(str(exc), field, table)
+        if field is None:  # a message that leads with the field it is about
+            message = next((re.sub(rf"^{re.escape(n)}\b", f, message) for n, f in table.items()
+                            if re.match(rf"^{re.escape(n)}\b", message)), message)
         raise CLIError(f"induction: error: {message}") from None
 
 
@@ -351,7 +371,12 @@ def _scalar_type(cls: type, name: str) -> Callable[[str], Any]:
 
 
 def add_options(group: Any, cls: type, flags: Flags) -> None:
-    """One option per field in `flags` (defaults and help from `cls`; see the note above)."""
+    """One option per field in `flags` (defaults and help from `cls`; see the note above); the command
+    remembers which flag sets which field (`args.field_flags`), to say errors in flags (`as_flags`)."""
+    known = dict(group._defaults.get("field_flags", {}))  # a group shares its parser's defaults
+    for name, spec in flags.items():  # the command's main config comes first and keeps its names
+        known.setdefault(name, spec if isinstance(spec, str) else spec[0])
+    group.set_defaults(field_flags=known)
     docs = field_docs(cls)
     for name, spec in flags.items():
         flag, extra = (spec, {}) if isinstance(spec, str) else spec

@@ -36,7 +36,7 @@ def _options() -> tuple[dict, dict]:
         "shots": ("--shots", {"type": comma_list("--shots", item=int, minimum=0, sort=True), "metavar": "K[,K...]"}),
         "n_prompts": "--prompts", "orders": "--orders", "batch_size": "--batch-size", "n_bootstrap": "--bootstrap",
     }, {
-        "ablate": ("--ablate", {"metavar": "N"}), "ablate_shots": ("--ablate-shots", {"metavar": "K"}),
+        "ablate_top_k": ("--ablate", {"metavar": "N"}), "ablate_shots": ("--ablate-shots", {"metavar": "K"}),
         "ablate_draws": "--ablate-draws", "ablate_method": ("--ablate-method", {"choices": ABLATION_METHODS}),
         "attribute": ("--attribute", {"metavar": "N"}),
     }

@@ -79,9 +79,9 @@ class ScoreConfig:
         for name, d in (("min_offset", -self.min_offset), ("max_offset", self.max_offset)):
             if d > limit:
                 raise ValueError(f"{name} must be within the prompt length, |d| <= {limit} ({length} tokens, "
-                                 f"--seq-len): no query has a key farther away; got {getattr(self, name)}")
+                                 f"seq_len): no query has a key farther away; got {getattr(self, name)}")
         if self.copying_sources is not None and self.copying_sources > length:
-            raise ValueError(f"copying_sources must be at most the prompt length ({length} tokens, --seq-len): "
+            raise ValueError(f"copying_sources must be at most the prompt length ({length} tokens, seq_len): "
                              f"more draws than source positions cost more than the exhaustive score (0); "
                              f"got {self.copying_sources}")
 

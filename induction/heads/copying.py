@@ -16,7 +16,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import through_final_norm
-from circuits.hooks import FINAL_SCALE
+from circuits.hooks import FINAL_SCALE, kv_head_index, per_query_head
 
 COPYING_CHUNK_ELEMENTS = 2**20
 """The largest block of logits the copying score forms at once (`[head_index, source, vocabulary
@@ -105,9 +105,8 @@ class CopyingMap:
             self.mean_map = self.W_ON.double() @ mean_unembed  # [layer, head_index, d_head]: v -> mean logit
 
     def kv_head_of(self, n_kv: int) -> Tensor:
-        """The kv head each query head reads (grouped-query attention: h // (n_heads / n_kv))."""
-        n_heads = self.W_ON.shape[1]
-        return torch.arange(n_heads, device=self.W_ON.device) // (n_heads // n_kv)
+        """The kv head each query head reads (`circuits.hooks.kv_head_index`)."""
+        return kv_head_index(self.W_ON.shape[1], n_kv, self.W_ON.device)
 
     @torch.no_grad()
     def source_scores(
@@ -190,8 +189,7 @@ def copying_ov_scores(model: TransformerBridge) -> Float[Tensor, "layer head_ind
     """sum(eig)/sum(|eig|) of each head's full OV circuit W_E W_V W_O W_U (Elhage et al. 2021)."""
     W_V = model.W_V.detach().double()  # [layer, head_index, d_model, d_head]
     W_O = model.W_O.detach().double()  # [layer, head_index, d_head, d_model]
-    if W_V.shape[1] != W_O.shape[1]:
-        W_V = W_V.repeat_interleave(W_O.shape[1] // W_V.shape[1], dim=1)
+    W_V = per_query_head(W_V, W_O.shape[1], dim=1)
     W_U, W_E = model.W_U.detach(), model.W_E.detach()
     UE = torch.zeros(W_U.shape[0], W_U.shape[0], dtype=torch.float64, device=W_U.device)  # [d_model, d_model]
     step = max(1, COPYING_CHUNK_ELEMENTS // W_U.shape[0])  # vocabulary chunks: no float64 copy of W_U or W_E

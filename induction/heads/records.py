@@ -1,11 +1,17 @@
-"""Per-head results: the detector's `HeadScores` and the one record shape every report, cache and plot reads."""
+"""Per-head results: the detector's `HeadScores` (tensors, with intervals and per-prompt values) and
+`HeadTable`, the one record shape that scan and track reports, the track cache, plots and the demo read:
+one dict per head (CONTRACT's HEAD), with the rules every reader shares (the best head, the induction
+heads, the layer x head grid of a score, whether a stored table is whole).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -13,6 +19,66 @@ from induction.heads.config import ScoreConfig
 from induction.heads.offsets import OffsetScores
 
 SCORE_NAMES = ("prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token")
+OFFSET_NAMES = ("offset_prefix_matching", "offset_copying")
+"""Finite, or None (null) where the prompts could not score the offset, or offset copying at d < 1."""
+FLAG_NAMES = ("is_induction", "is_shifted_induction")
+
+
+class HeadTable(list):
+    """One record (dict) per head, CONTRACT's HEAD: ``layer``, ``head``, the scores (`SCORE_NAMES`),
+    the offset numbers, the flags, and whatever a job adds (``ablation_effect``, intervals). A list,
+    so it is stored and read back as JSON as it is; the methods are the rules every reader shares."""
+
+    def __init__(self, records: Iterable[dict[str, Any]] = ()) -> None:
+        super().__init__(records)
+
+    @property
+    def n_layers(self) -> int:
+        return 1 + max(int(r["layer"]) for r in self)
+
+    @property
+    def n_heads(self) -> int:
+        return 1 + max(int(r["head"]) for r in self)
+
+    def best(self, score: str = "prefix_matching") -> dict[str, Any]:
+        """The head with the highest `score` (the first in layer-head order among equals)."""
+        return max(self, key=lambda r: r[score])
+
+    def induction_heads(self, strongest_first: bool = False) -> list[tuple[int, int]]:
+        """(layer, head) of every head flagged as an induction head: in layer-head order, or by
+        prefix-matching score, strongest first."""
+        flagged = [r for r in self if r["is_induction"]]
+        if strongest_first:
+            flagged = sorted(flagged, key=lambda r: -float(r["prefix_matching"]))
+        return [(int(r["layer"]), int(r["head"])) for r in flagged]
+
+    def grid(self, name: str) -> np.ndarray:
+        """`name` as a [layer, head_index] float array (NaN where a record has None)."""
+        out = np.full((self.n_layers, self.n_heads), np.nan)
+        for r in self:
+            value = r.get(name)
+            out[int(r["layer"]), int(r["head"])] = np.nan if value is None else float(value)
+        return out
+
+    def is_whole(self, extra_numbers: Sequence[str] = ()) -> bool:
+        """Whether the table has every (layer, head) of a full grid exactly once, finite scores (and
+        `extra_numbers`), offset numbers finite or None, an integer or None `induction_offset`, and
+        both flags: what a stored table must be before anything reads it."""
+        if not self or not all(isinstance(r, dict) for r in self):
+            return False
+        try:
+            cells = {(int(r["layer"]), int(r["head"])) for r in self}
+            numbers = [float(r[k]) for r in self for k in (*SCORE_NAMES, *extra_numbers)]
+            numbers += [float(r[k]) for r in self for k in OFFSET_NAMES if r[k] is not None]
+            offsets = [r["induction_offset"] for r in self]
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in offsets):
+            return False
+        n_layers = 1 + max(layer for layer, _ in cells)
+        n_heads = 1 + max(head for _, head in cells)
+        return (len(self) == len(cells) == n_layers * n_heads and all(math.isfinite(x) for x in numbers)
+                and all(isinstance(r.get(flag), bool) for r in self for flag in FLAG_NAMES))
 
 
 @dataclass
@@ -53,8 +119,11 @@ class HeadScores:
 
     def induction_heads(self) -> list[tuple[int, int]]:
         """(layer, head) of every head flagged as an induction head, strongest prefix-matching first."""
-        heads = [tuple(x) for x in self.is_induction.nonzero().tolist()]
-        return sorted(heads, key=lambda lh: -float(self.prefix_matching[lh]))
+        return self.table().induction_heads(strongest_first=True)
+
+    def table(self) -> HeadTable:
+        """The records (`to_records`) as a `HeadTable`."""
+        return HeadTable(self.to_records())
 
     def shifted_induction_heads(self) -> list[tuple[int, int]]:
         """(layer, head) of every shifted induction head, strongest offset prefix-matching first."""

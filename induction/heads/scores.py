@@ -13,10 +13,8 @@ Definitions (on repeated-random-token prompts, `induction.inputs.prompts`; BOS n
   relu(-c[t]) / max(relu(-c))`` for s's own token t, in [-1, 1]: +1 when the head raises the token it
   reads more than any other, -1 when it lowers it more than any other, ~0 for a head that does
   neither; a source whose logit change is flat (`induction.heads.offsets.flat_logits`: max - min within
-  float32 rounding of their size) scores 0, not the sign of rounding noise. (Normalising by the largest change rather than by the summed ReLU mass keeps the score
-  from shrinking with the vocabulary: with the sum, the induction heads of the default toy model,
-  which raise the copied token above every other, scored ~0.06 because diffuse small changes to the
-  other 127 tokens outweigh it.) A prompt's score is the attention-weighted mean over the sources the
+  float32 rounding of their size) scores 0, not the sign of rounding noise. (Normalised by the largest change, not by the summed ReLU mass,
+  so that the score does not shrink with the vocabulary: README, "Design notes".) A prompt's score is the attention-weighted mean over the sources the
   head reads from repeated-token queries (BOS excluded), ``S_p = sum_k a_k s_k / sum_k a_k`` with
   ``a_k = sum_q pattern[q, k]`` over those queries; the head's score is the mean of S_p over prompts.
 - copying_ov (Elhage et al. 2021): sum(eig)/sum(|eig|) of the full OV circuit W_E W_V W_O W_U, whose
@@ -46,9 +44,8 @@ it adds no logit computation); at d = 1 it is the copying estimate itself. Its u
 `copying_se`, the sampling standard error of the head's score against the exhaustive value on the
 same prompts, ``sqrt(sum_p var_p / m) / P`` (var_p: the sample variance of prompt p's m scores), and
 the bootstrap interval over prompts (`ci["copying"]`), which contains the sampling noise too. Every
-source is scored (exhaustive, `copying_se` = 0) with `copying_sources` = 0 or None; on GPT-2 small
-at default settings that costs ~6 forward passes of the prompts (one thread: ~600 s of CPU) against
-~0.2 for the estimate (~17 s).
+source is scored (exhaustive, `copying_se` = 0) with `copying_sources` = 0 or None, at a cost that
+grows with the number of sources (README, "What a scan costs").
 
 Every score comes with a bootstrap confidence interval over prompts.
 """

@@ -181,12 +181,12 @@ def read_token_freqs(path: str | os.PathLike[str]) -> Tensor:
     try:
         counts = json.loads(path.read_text())
     except FileNotFoundError:
-        raise PromptError(f"--freqs {path} does not exist") from None
+        raise PromptError(f"freqs = {path} does not exist") from None
     except (OSError, ValueError) as exc:
-        raise PromptError(f"--freqs {path} is not a JSON list of counts ({str(exc).splitlines()[0]})") from None
+        raise PromptError(f"freqs = {path} is not a JSON list of counts ({str(exc).splitlines()[0]})") from None
     if not isinstance(counts, list) or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in counts):
-        raise PromptError(f"--freqs {path} must hold a JSON list of numbers, one per token id")
+        raise PromptError(f"freqs = {path} must hold a JSON list of numbers, one per token id")
     bad = next((i for i, c in enumerate(counts) if not (math.isfinite(c) and c >= 0)), None)
     if bad is not None:
-        raise PromptError(f"--freqs {path}: token {bad} has count {counts[bad]!r}; counts must be finite and >= 0")
+        raise PromptError(f"freqs = {path}: token {bad} has count {counts[bad]!r}; counts must be finite and >= 0")
     return torch.tensor(counts, dtype=torch.float, device="cpu")

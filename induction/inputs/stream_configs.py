@@ -26,13 +26,99 @@ from typing import Any
 import torch
 
 from induction.inputs.repeated import ToyDataConfig
+from induction.inputs.task_inference import (  # noqa: F401  (the task names are importable from here, as in 0.1)
+    FUNCTION_TASKS,
+    TaskError,
+    TasksDataConfig,
+    TasksVocab,
+)
 
 STREAMS = ("fewshot", "mixture", "prior")
-FUNCTION_TASKS = ("succ", "pred", "perm", "perm2", "class", "copy")
 
 
-class TaskError(ValueError):
-    """A task, its settings or its prompts that cannot be built (names the allowed values)."""
+def check_key_range(name: str, keys: tuple[int, ...]) -> None:
+    if len(keys) != 2 or not 1 <= keys[0] <= keys[1]:
+        raise TaskError(f"{name} must be (min, max) with 1 <= min <= max, got {keys}")
+
+
+@dataclass
+class MixtureConfig:
+    """The repeated-segment sequences that stream == "mixture" mixes into the few-shot stream.
+
+    Attributes:
+        p_repeated: share of repeated-segment sequences, in [0, 1].
+        min_segment, max_segment: their segments' lengths (`induction.inputs.repeated.ToyDataConfig`).
+    """
+
+    p_repeated: float = 0.5
+    min_segment: int = 4
+    max_segment: int | None = None
+
+    def __post_init__(self) -> None:
+        self.p_repeated = float(self.p_repeated)
+        if not 0.0 <= self.p_repeated <= 1.0:
+            raise TaskError(f"p_repeated must be in [0, 1], got {self.p_repeated}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MixtureConfig":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class PriorConfig:
+    """The learned-prior stream (stream == "prior").
+
+    Each sequence is of one kind, drawn by `weights`. Prior: inputs drawn from the rule's, labelled
+    by the rule (the prior, fixed for all of training). Override: a per-sequence injective map from
+    `override_keys` of the rule's own inputs to the rule's labels, so that demonstrations
+    contradicting the prior occur in training and a flipped-label prompt is in distribution.
+    Lookup: as in the few-shot stream (induction over every content token).
+
+    Attributes:
+        weights: relative frequency of prior, override and lookup sequences.
+        noise: chance that a prior demonstration's label is replaced by a uniformly random rule label
+            (0: the prior is never contradicted in prior sequences, so one contradicting
+            demonstration proves an override), in [0, 1].
+        override_keys: (min, max) distinct inputs of an override sequence.
+    """
+
+    weights: tuple[float, ...] = (0.5, 0.25, 0.25)
+    noise: float = 0.0
+    override_keys: tuple[int, ...] = (4, 16)
+
+    def __post_init__(self) -> None:
+        self.weights = tuple(float(w) for w in self.weights)
+        self.override_keys = tuple(int(n) for n in self.override_keys)
+        self.noise = float(self.noise)
+        if len(self.weights) != 3 or min(self.weights) < 0 or sum(self.weights) <= 0:
+            raise TaskError(f"prior weights must be 3 non-negative weights (prior, override, lookup), got {self.weights}")
+        if not 0.0 <= self.noise <= 1.0:
+            raise TaskError(f"prior noise must be in [0, 1], got {self.noise}")
+        check_key_range("override_keys", self.override_keys)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": list(self.weights), "noise": self.noise, "override_keys": list(self.override_keys)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PriorConfig":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if "weights" in known:  # JSON gives lists (and ints for round floats)
+            known["weights"] = tuple(float(w) for w in known["weights"])
+        if "override_keys" in known:
+            known["override_keys"] = tuple(int(n) for n in known["override_keys"])
+        return cls(**known)
+
+
+FLAT_MIXTURE = ("p_repeated", "min_segment", "max_segment")
+
+
+FLAT_PRIOR = {"prior_weights": "weights", "prior_noise": "noise", "override_keys": "override_keys"}
+
+
+"""Where toolkit 0.1's flat FewShotDataConfig fields live now (`FewShotDataConfig.from_dict` migrates them)."""
 
 
 @dataclass
@@ -57,24 +143,13 @@ class FewShotDataConfig:
         exemplars_per_class: input tokens per class (None: min(4, free inputs // n_classes)).
         n_way: classes per bursty classification prompt, >= 1.
         task_seed: seeds the rule's bijection and the class memberships (not the prompts).
-        stream: "fewshot" (every sequence a few-shot sequence), "mixture" (a `p_repeated` share
-            of repeated-segment sequences from `induction.inputs.repeated`) or "prior" (a learned prior and
-            in-context overrides of it, `prior_weights`).
+        stream: "fewshot" (every sequence a few-shot sequence), "mixture" (a share of repeated-segment
+            sequences mixed in: `mixture`) or "prior" (a learned prior and in-context overrides of it: `prior`).
         task_weights: relative frequency of lookup, rule and classification sequences in the stream.
         lookup_keys: (min, max) distinct inputs of a training lookup sequence (they repeat, so later
             demonstrations are predictable by induction).
-        p_repeated: share of repeated-segment sequences when stream == "mixture".
-        min_segment, max_segment: the repeated-segment stream's settings (`ToyDataConfig`).
-        prior_weights: stream == "prior": relative frequency of prior, override and lookup
-            sequences. Prior: inputs drawn from the rule's, labelled by the rule (the prior, fixed
-            for all of training). Override: a per-sequence injective map from `override_keys`
-            of the rule's own inputs to the rule's labels, so that demonstrations contradicting
-            the prior occur in training and a flipped-label prompt is in distribution. Lookup:
-            as in the few-shot stream (induction over every content token).
-        prior_noise: stream == "prior": chance that a prior demonstration's label is replaced by a
-            uniformly random rule label (0: the prior is never contradicted in prior sequences, so
-            one contradicting demonstration proves an override).
-        override_keys: stream == "prior": (min, max) distinct inputs of an override sequence.
+        mixture: stream == "mixture" only: its settings (`MixtureConfig`; default when None).
+        prior: stream == "prior" only: its settings (`PriorConfig`; default when None).
     """
 
     d_vocab: int = 128
@@ -90,18 +165,19 @@ class FewShotDataConfig:
     stream: str = "fewshot"
     task_weights: tuple[float, ...] = (0.5, 0.25, 0.25)
     lookup_keys: tuple[int, ...] = (4, 16)
-    p_repeated: float = 0.5
-    min_segment: int = 4
-    max_segment: int | None = None
-    prior_weights: tuple[float, ...] = (0.5, 0.25, 0.25)
-    prior_noise: float = 0.0
-    override_keys: tuple[int, ...] = (4, 16)
+    mixture: MixtureConfig | None = None
+    prior: PriorConfig | None = None
 
     def __post_init__(self) -> None:
         self.task_weights = tuple(float(w) for w in self.task_weights)
         self.lookup_keys = tuple(int(n) for n in self.lookup_keys)
-        self.prior_weights = tuple(float(w) for w in self.prior_weights)
-        self.override_keys = tuple(int(n) for n in self.override_keys)
+        for name, kind in (("mixture", MixtureConfig), ("prior", PriorConfig)):
+            value = getattr(self, name)
+            if value is None and self.stream == name:
+                value = kind()
+            if value is not None and self.stream != name:
+                raise TaskError(f"{name} settings apply to stream = {name!r} only; this stream is {self.stream!r}")
+            setattr(self, name, value)
         if self.d_vocab < 8:
             raise TaskError(f"d_vocab must be >= 8 for few-shot tasks, got {self.d_vocab}")
         if self.bos_token_id is not None and not 0 <= self.bos_token_id < self.d_vocab - 2:
@@ -113,16 +189,7 @@ class FewShotDataConfig:
             raise TaskError(f"stream must be one of {', '.join(STREAMS)}, got {self.stream!r}")
         if len(self.task_weights) != 3 or min(self.task_weights) < 0 or sum(self.task_weights) <= 0:
             raise TaskError(f"task_weights must be 3 non-negative weights (lookup, rule, classification), got {self.task_weights}")
-        if len(self.prior_weights) != 3 or min(self.prior_weights) < 0 or sum(self.prior_weights) <= 0:
-            raise TaskError(f"prior_weights must be 3 non-negative weights (prior, override, lookup), got {self.prior_weights}")
-        for name in ("lookup_keys", "override_keys"):
-            keys = getattr(self, name)
-            if len(keys) != 2 or not 1 <= keys[0] <= keys[1]:
-                raise TaskError(f"{name} must be (min, max) with 1 <= min <= max, got {keys}")
-        if not 0.0 <= self.prior_noise <= 1.0:
-            raise TaskError(f"prior_noise must be in [0, 1], got {self.prior_noise}")
-        if not 0.0 <= self.p_repeated <= 1.0:
-            raise TaskError(f"p_repeated must be in [0, 1], got {self.p_repeated}")
+        check_key_range("lookup_keys", self.lookup_keys)
         if self.n_way < 1:
             raise TaskError(f"n_way must be >= 1, got {self.n_way}")
         demo_len = 3 + self.sep
@@ -152,27 +219,38 @@ class FewShotDataConfig:
 
     def repeated_config(self) -> ToyDataConfig:
         """The repeated-segment stream mixed in by stream == "mixture"."""
-        return ToyDataConfig(d_vocab=self.d_vocab, seq_len=self.seq_len, min_segment=self.min_segment,
-                             max_segment=self.max_segment, bos_token_id=self.bos_token_id)
+        mix = self.mixture or MixtureConfig()
+        return ToyDataConfig(d_vocab=self.d_vocab, seq_len=self.seq_len, min_segment=mix.min_segment,
+                             max_segment=mix.max_segment, bos_token_id=self.bos_token_id)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for name in ("task_weights", "lookup_keys", "prior_weights", "override_keys"):
+        for name in ("task_weights", "lookup_keys"):
             d[name] = list(getattr(self, name))
+        d["mixture"] = None if self.mixture is None else self.mixture.to_dict()
+        d["prior"] = None if self.prior is None else self.prior.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FewShotDataConfig":
+        """The config a dict records: this format, or the flat one of toolkit 0.1 (whose stream settings
+        sat beside the layout: `p_repeated`, `min_segment`, `max_segment`, `prior_weights`,
+        `prior_noise`, `override_keys`), which is migrated into `mixture` / `prior`."""
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        for name in ("task_weights", "prior_weights"):  # JSON gives lists (and ints for round floats)
-            if name in known:
-                known[name] = tuple(float(w) for w in known[name])
-        for name in ("lookup_keys", "override_keys"):
-            if name in known:
-                known[name] = tuple(int(n) for n in known[name])
-        for name in ("p_repeated", "prior_noise"):
-            if name in known:
-                known[name] = float(known[name])
+        if "task_weights" in known:  # JSON gives lists (and ints for round floats)
+            known["task_weights"] = tuple(float(w) for w in known["task_weights"])
+        if "lookup_keys" in known:
+            known["lookup_keys"] = tuple(int(n) for n in known["lookup_keys"])
+        stream = known.get("stream", "fewshot")
+        if stream == "mixture" and known.get("mixture") is None:
+            known["mixture"] = MixtureConfig.from_dict({k: d[k] for k in FLAT_MIXTURE if k in d})
+        if stream == "prior" and known.get("prior") is None:
+            known["prior"] = PriorConfig.from_dict({new: d[old] for old, new in FLAT_PRIOR.items() if old in d})
+        for name, kind in (("mixture", MixtureConfig), ("prior", PriorConfig)):
+            if stream != name:  # a 0.1 record of another stream carries unused defaults: dropped
+                known.pop(name, None)
+            elif isinstance(known.get(name), dict):
+                known[name] = kind.from_dict(known[name])
         return cls(**known)
 
     @staticmethod
@@ -237,177 +315,3 @@ class ToyVocab:
 
     def rule(self, x: int) -> int:
         return self.rule_labels[self.rule_inputs.index(x)]
-
-
-# ---- the task-inference layout (``induction train --data tasks``) ------------------------------------
-
-
-@dataclass
-class TasksDataConfig:
-    """The task-inference layout and training stream: several fixed functions over one vocabulary.
-
-    Layout, for ``d_vocab`` V: the content tokens (all but BOS, SEP = V - 2 and DELIM = V - 1), in
-    increasing order, are split into `n_inputs` inputs x_0..x_{n-1}, `n_classes` class labels and,
-    last, the unrelated tokens that no task uses. The tasks (`FUNCTION_TASKS`) are fixed functions
-    of the input's index i, drawn once from `task_seed`:
-
-    - ``succ``: x_i -> x_{i+1 mod n}; ``pred``: x_i -> x_{i-1 mod n}; ``copy``: x_i -> x_i.
-    - ``perm``: x_i -> x_{pi(i)}, pi a fixed permutation with pi(i) not in {i-1, i, i+1};
-      ``perm2``: another such permutation that differs from ``perm`` at every input.
-    - ``class``: x_i -> one of the class labels (a fixed partition of the inputs into equal classes).
-
-    Every training sequence is BOS + demonstrations ``x y DELIM`` (``x SEP y DELIM`` with `sep`) of
-    one task, drawn by `task_weights`, inputs uniform with replacement. The tasks that map inputs to
-    inputs share their output space, so only the input-label relation of a demonstration tells
-    which task a sequence is (one demonstration suffices); ``class`` is told by its label space.
-
-    Attributes:
-        d_vocab: vocabulary size, BOS and the two reserved tokens included.
-        seq_len: tokens per training sequence, BOS included.
-        bos_token_id: the token at position 0, or None for no BOS.
-        sep: demonstrations read ``x SEP y DELIM`` (query ``x SEP``); False: ``x y DELIM``.
-        n_inputs: input tokens, the domain of every task (>= 4).
-        n_classes: class labels reserved for ``class`` (>= 2, dividing n_inputs).
-        tasks: the stream's tasks, names from `FUNCTION_TASKS`. The default has the three tasks that
-            share their output space: their function vectors all lift zero-shot accuracy, while
-            ``class``'s does not (docs in README, "Function vectors").
-        task_weights: relative frequency of each task's sequences (None: uniform).
-        task_seed: seeds the permutations and the class partition (not the sequences).
-        stream: "tasks" (what a trained model records, so its prompts use this layout).
-    """
-
-    d_vocab: int = 64
-    seq_len: int = 64
-    bos_token_id: int | None = 0
-    sep: bool = False
-    n_inputs: int = 32
-    n_classes: int = 8
-    tasks: tuple[str, ...] = ("succ", "pred", "perm")
-    task_weights: tuple[float, ...] | None = None
-    task_seed: int = 0
-    stream: str = "tasks"
-
-    def __post_init__(self) -> None:
-        self.tasks = tuple(str(t) for t in self.tasks)
-        if self.task_weights is not None:
-            self.task_weights = tuple(float(w) for w in self.task_weights)
-        if self.stream != "tasks":
-            raise TaskError(f"TasksDataConfig.stream must be 'tasks', got {self.stream!r}")
-        if not self.tasks:
-            raise TaskError("tasks: give at least one task")
-        for name in self.tasks:
-            if name not in FUNCTION_TASKS:
-                raise TaskError(f"unknown task {name!r}; choose from {', '.join(FUNCTION_TASKS)}")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise TaskError(f"tasks repeated in {list(self.tasks)}")
-        if self.task_weights is not None and (
-            len(self.task_weights) != len(self.tasks) or min(self.task_weights) < 0 or sum(self.task_weights) <= 0
-        ):
-            raise TaskError(f"task_weights must be {len(self.tasks)} non-negative weights (one per task), "
-                            f"got {self.task_weights}")
-        if self.n_inputs < 4:
-            raise TaskError(f"n_inputs must be >= 4, got {self.n_inputs}")
-        if self.n_classes < 2 or self.n_inputs % self.n_classes:
-            raise TaskError(f"n_classes must be >= 2 and divide n_inputs ({self.n_inputs}), got {self.n_classes}")
-        if self.bos_token_id is not None and not 0 <= self.bos_token_id < self.d_vocab - 2:
-            raise TaskError(f"bos_token_id must be in [0, d_vocab - 2 = {self.d_vocab - 2}), got {self.bos_token_id}")
-        content = self.d_vocab - 2 - (self.bos_token_id is not None)
-        if self.n_inputs + self.n_classes + 2 > content:
-            raise TaskError(f"the tasks do not fit the vocabulary: {self.n_inputs} inputs + {self.n_classes} class "
-                            f"labels + 2 unrelated tokens need {self.n_inputs + self.n_classes + 2} content tokens, "
-                            f"d_vocab {self.d_vocab} has {content} (raise d_vocab)")
-        if self.seq_len < (self.bos_token_id is not None) + 2 * self.demo_len:
-            raise TaskError(f"seq_len {self.seq_len} holds fewer than two demonstrations")
-        self.vocab  # validates the layout  # noqa: B018
-
-    @property
-    def demo_len(self) -> int:
-        return 3 + self.sep
-
-    @cached_property
-    def vocab(self) -> "TasksVocab":
-        return TasksVocab.build(self)
-
-    def resolved(self) -> "TasksDataConfig":
-        """Itself (every size is explicit); for symmetry with `FewShotDataConfig.resolved`."""
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["tasks"] = list(self.tasks)
-        d["task_weights"] = None if self.task_weights is None else list(self.task_weights)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TasksDataConfig":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        if "tasks" in known:
-            known["tasks"] = tuple(known["tasks"])
-        if known.get("task_weights") is not None:
-            known["task_weights"] = tuple(float(w) for w in known["task_weights"])
-        return cls(**known)
-
-    @staticmethod
-    def is_tasks_data(d: dict[str, Any] | None) -> bool:
-        """Whether a model's recorded training data (`ModelInfo.data`) is this stream."""
-        return isinstance(d, dict) and d.get("stream") == "tasks"
-
-
-@dataclass(frozen=True)
-class TasksVocab:
-    """Which token is what in the task-inference layout (`TasksDataConfig`), and each task's function.
-
-    Attributes:
-        functions: task name -> its outputs, ``functions[t][i] = f_t(inputs[i])``.
-    """
-
-    bos: int | None
-    sep: int
-    delim: int
-    inputs: tuple[int, ...]
-    classes: tuple[int, ...]
-    unrelated: tuple[int, ...]
-    functions: dict[str, tuple[int, ...]] = field(repr=False)
-    content: tuple[int, ...] = field(repr=False, default=())
-
-    @classmethod
-    def build(cls, cfg: TasksDataConfig) -> "TasksVocab":
-        sep, delim = cfg.d_vocab - 2, cfg.d_vocab - 1
-        content = tuple(t for t in range(cfg.d_vocab) if t not in (cfg.bos_token_id, sep, delim))
-        n = cfg.n_inputs
-        inputs, classes = content[:n], content[n : n + cfg.n_classes]
-        unrelated = content[n + cfg.n_classes :]
-        gen = torch.Generator(device="cpu").manual_seed(cfg.task_seed)
-
-        def far_permutation(avoid: list[list[int]]) -> list[int]:
-            # Rejection sampling: pi(i) is never i or a neighbour (so perm is not succ, pred or copy
-            # anywhere) and differs from every permutation in `avoid` at every input.
-            while True:
-                p = torch.randperm(n, generator=gen, device="cpu").tolist()
-                if all(p[i] not in ((i - 1) % n, i, (i + 1) % n) and all(p[i] != a[i] for a in avoid) for i in range(n)):
-                    return p
-
-        perm = far_permutation([])
-        perm2 = far_permutation([perm])
-        order = torch.randperm(n, generator=gen, device="cpu").tolist()
-        cls_of = [0] * n
-        for j, i in enumerate(order):
-            cls_of[i] = j % cfg.n_classes
-        table = {
-            "succ": [inputs[(i + 1) % n] for i in range(n)],
-            "pred": [inputs[(i - 1) % n] for i in range(n)],
-            "perm": [inputs[perm[i]] for i in range(n)],
-            "perm2": [inputs[perm2[i]] for i in range(n)],
-            "class": [classes[cls_of[i]] for i in range(n)],
-            "copy": list(inputs),
-        }
-        return cls(bos=cfg.bos_token_id, sep=sep, delim=delim, inputs=inputs, classes=classes, unrelated=unrelated,
-                   functions={t: tuple(table[t]) for t in cfg.tasks}, content=content)
-
-    def apply(self, task: str, x: int) -> int:
-        """f_task(x)."""
-        return self.functions[task][self.inputs.index(x)]
-
-    def label_space(self, task: str) -> tuple[int, ...]:
-        """The outputs a task can give: the class labels for ``class``, else the inputs."""
-        return self.classes if task == "class" else self.inputs

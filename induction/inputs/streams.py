@@ -22,7 +22,8 @@ from torch import Tensor
 from induction.common.checks import check_choice
 from induction.inputs.repeated import ToyDataConfig, distinct_random_tokens
 from induction.inputs.repeated import sample_batch as sample_repeated_batch
-from induction.inputs.stream_configs import FewShotDataConfig, TaskError, TasksDataConfig
+from induction.inputs.stream_configs import FewShotDataConfig
+from induction.inputs.task_inference import TaskError, TasksDataConfig
 
 DataConfig = ToyDataConfig | FewShotDataConfig | TasksDataConfig
 """Any training stream's settings."""
@@ -77,7 +78,7 @@ def sample_fewshot_batch(
       are predictable only from its first one (induction).
     - rule: inputs drawn from the rule's inputs, labelled by the rule (learnable in the weights).
     - classification: bursty, `n_way` classes per sequence, gold class labels.
-    With ``stream="mixture"`` a `p_repeated` share of the sequences come from `induction.inputs.repeated`;
+    With ``stream="mixture"`` a `mixture.p_repeated` share of the sequences come from `induction.inputs.repeated`;
     ``stream="prior"`` is `sample_prior_batch`.
     """
     if cfg.stream == "prior":
@@ -108,7 +109,7 @@ def sample_fewshot_batch(
 
     tokens = _demonstrations(x, y, cfg.seq_len, cfg.bos_token_id, v.sep if cfg.sep else None, v.delim)
     if cfg.stream == "mixture":
-        repeated = torch.rand(batch, generator=generator, device="cpu") < cfg.p_repeated
+        repeated = torch.rand(batch, generator=generator, device="cpu") < cfg.mixture.p_repeated
         if repeated.any():
             tokens[repeated] = sample_repeated_batch(cfg.repeated_config(), int(repeated.sum()), generator)
     return tokens
@@ -119,18 +120,18 @@ def sample_prior_batch(
 ) -> Int[Tensor, "batch seq_len"]:
     """A batch of the learned-prior stream (``stream="prior"``), reproducible from `generator`.
 
-    Each sequence is BOS + demonstrations filling the context, of one kind drawn by `prior_weights`:
+    Each sequence is BOS + demonstrations filling the context, of one kind drawn by `prior.weights`:
     - prior: inputs drawn from the rule's inputs, labelled by the rule, the same mapping in every
       sequence of training (so the model stores it in its weights: the prior); with probability
-      `prior_noise` a demonstration's label is a uniformly random rule label instead;
-    - override: `override_keys` distinct rule inputs, each mapped to a distinct rule label drawn
+      `prior.noise` a demonstration's label is a uniformly random rule label instead;
+    - override: `prior.override_keys` distinct rule inputs, each mapped to a distinct rule label drawn
       for this sequence alone (mostly not the prior's); the demonstrations repeat the keys, so a
       key's later demonstrations follow its first one, not the prior (induction against the prior);
     - lookup: the few-shot stream's lookup sequences over every content token.
     """
     v = cfg.vocab
     n_demos = demonstrations_per_sequence(cfg)
-    kind = torch.multinomial(torch.tensor(cfg.prior_weights, device="cpu"), batch, replacement=True, generator=generator)
+    kind = torch.multinomial(torch.tensor(cfg.prior.weights, device="cpu"), batch, replacement=True, generator=generator)
     x = torch.empty(batch, n_demos, dtype=torch.long, device="cpu")
     y = torch.empty(batch, n_demos, dtype=torch.long, device="cpu")
     rule_inputs, rule_labels = torch.tensor(v.rule_inputs, device="cpu"), torch.tensor(v.rule_labels, device="cpu")
@@ -139,13 +140,13 @@ def sample_prior_batch(
     if len(rows):
         idx = torch.randint(len(rule_inputs), (len(rows), n_demos), generator=generator, device="cpu")
         labels = rule_labels[idx]
-        noisy = torch.rand(len(rows), n_demos, generator=generator, device="cpu") < cfg.prior_noise
+        noisy = torch.rand(len(rows), n_demos, generator=generator, device="cpu") < cfg.prior.noise
         random = rule_labels[torch.randint(len(rule_labels), (len(rows), n_demos), generator=generator, device="cpu")]
         x[rows], y[rows] = rule_inputs[idx], torch.where(noisy, random, labels)
 
     rows = (kind == 1).nonzero().flatten()
     if len(rows):
-        x[rows], y[rows] = _keyed_lookup(len(rows), n_demos, cfg.override_keys, rule_inputs, rule_labels, generator)
+        x[rows], y[rows] = _keyed_lookup(len(rows), n_demos, cfg.prior.override_keys, rule_inputs, rule_labels, generator)
 
     rows = (kind == 2).nonzero().flatten()
     if len(rows):
@@ -159,7 +160,7 @@ def prior_bayes_flipped(cfg: FewShotDataConfig, k: int) -> tuple[float, float]:
     labels all differ from the prior (distinct labels: a derangement of the label space), the
     query's input shown in one of them (k = 0: the query alone).
 
-    The predictor knows the mixture (`prior_weights`, `prior_noise`, the key ranges). Likelihood of
+    The predictor knows the mixture (`prior.weights`, `prior.noise`, the key ranges). Likelihood of
     the demonstrations under each sequence kind, with n rule inputs and labels and c content tokens:
     prior (1/n)^k (noise/n)^k; override sum over key counts m of P(m) C(n-k, m-k)/C(n, m) m^-k
     times 1/(n (n-1) ... (n-k+1)) (distinct labels); lookup the same over c keys, times c^-k. Given
@@ -170,8 +171,8 @@ def prior_bayes_flipped(cfg: FewShotDataConfig, k: int) -> tuple[float, float]:
         raise TaskError(f"the number of shots must be >= 0, got {k}")
     v = cfg.vocab
     n, c = len(v.rule_inputs), len(v.content)
-    w_prior, w_override, w_lookup = cfg.prior_weights
-    noise = cfg.prior_noise
+    w_prior, w_override, w_lookup = cfg.prior.weights
+    noise = cfg.prior.noise
     keep = 1 - noise + noise / n  # P(prior label | prior sequence)
     if k == 0:  # the query is the first input: its kind posterior is set by the input pools alone
         a, b, d = w_prior / n, w_override / n, w_lookup / c
@@ -187,7 +188,7 @@ def prior_bayes_flipped(cfg: FewShotDataConfig, k: int) -> tuple[float, float]:
         distinct *= 1 / (n - i) if n - i > 0 else 0.0
     likelihood = {
         "prior": (1 / n) ** k * (noise / n) ** k,
-        "override": keyed(n, cfg.override_keys) * distinct,
+        "override": keyed(n, cfg.prior.override_keys) * distinct,
         "lookup": keyed(c, cfg.lookup_keys) * c ** (-k),
     }
     total = w_prior * likelihood["prior"] + w_override * likelihood["override"] + w_lookup * likelihood["lookup"]

@@ -58,14 +58,8 @@ from typing import Any, Hashable
 import torch
 
 from induction.common.checks import check_choice
-from induction.inputs.stream_configs import (
-    FUNCTION_TASKS,
-    FewShotDataConfig,
-    TaskError,
-    TasksDataConfig,
-    TasksVocab,
-    ToyVocab,
-)
+from induction.inputs.stream_configs import FewShotDataConfig, ToyVocab
+from induction.inputs.task_inference import FUNCTION_TASKS, TaskError, TasksDataConfig, TasksVocab
 
 TOY_TASKS = ("lookup", "rule", "classification", "prior")
 TEXT_TASKS = ("antonyms", "country_capital", "word_category")

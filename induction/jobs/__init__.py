@@ -15,13 +15,15 @@ distributed executors call the same functions, so every report is built here and
 | bench | `bench(BenchConfig)` | `BenchConfig` | `BenchReport` |
 """
 
+from induction.jobs.ablate import AblateConfig, ablate
 from induction.jobs.bench import BenchConfig, bench
-from induction.jobs.effects import AblateConfig, MetricSpec, PatchConfig, ablate, patch
 from induction.jobs.fewshot import FewShotConfig, fewshot
+from induction.jobs.patch import PatchConfig, patch
 from induction.jobs.scan import ScanConfig, scan
 from induction.jobs.sweep import SweepConfig, SweepTarget, sweep
 from induction.jobs.track import TrackConfig, track
 from induction.jobs.train import train
+from induction.measures.metric_spec import MetricSpec
 
 __all__ = [
     "AblateConfig",

@@ -20,8 +20,8 @@ __all__ = ["BenchConfig", "bench"]
 def bench(cfg: BenchConfig | None = None, *, progress: bool = False) -> BenchReport:
     """Build each model of `cfg.models`, score every method on it, and report (`induction.bench.suite`).
 
-    On the CPU it runs single-threaded (restored afterwards): the models are small, and on a busy
-    2-core machine two OpenMP threads waiting for a core made the whole bench ~5x slower.
+    On the CPU it runs single-threaded (restored afterwards): the models are small, and threads that
+    wait for a busy core cost more than they give (README, "Design notes").
     """
     cfg = cfg or BenchConfig()
     start = time.perf_counter()
@@ -34,8 +34,8 @@ def bench(cfg: BenchConfig | None = None, *, progress: bool = False) -> BenchRep
             model, truth = suite_model(name)
             place(model, cfg.device, cfg.dtype)
             seq = int(model.cfg.n_ctx)
-            check_job_memory(f"--prompts {cfg.prompts}", model, cfg.prompts * 8 * seq, min(cfg.prompts, 16), seq)
-            check_job_memory(f"--sequences {cfg.sequences}", model, cfg.sequences * 8 * seq, 2 * cfg.sequences, seq)
+            check_job_memory("prompts", cfg.prompts, model, cfg.prompts * 8 * seq, min(cfg.prompts, 16), seq)
+            check_job_memory("sequences", cfg.sequences, model, cfg.sequences * 8 * seq, 2 * cfg.sequences, seq)
             results.append(bench_model(model, truth, name, cfg, progress=progress))
             placed = placement(model)
     finally:

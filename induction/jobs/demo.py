@@ -219,7 +219,7 @@ def key_numbers(reports: dict[str, Any]) -> dict[str, Any]:
     for name in ("2l", "1l"):
         scan = reports[f"scan_{name}"]
         out[f"{name}_induction_heads"] = [f"L{layer}H{h}" for layer, h in scan.scores.induction_heads()]
-        out[f"{name}_best_prefix_matching"] = float(scan.scores.prefix_matching.max())
+        out[f"{name}_best_prefix_matching"] = float(scan.heads().best()["prefix_matching"])
         out[f"{name}_icl_score"] = scan.icl.score if scan.icl else None
         pc = reports[f"track_{name}"].phase_change
         out[f"{name}_phase_change"] = None if pc is None else pc.to_dict()

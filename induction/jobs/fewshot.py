@@ -15,8 +15,9 @@ from circuits import Head
 from induction.common.checks import check_choice, check_min
 from induction.common.provenance import provenance
 from induction.common.stats import DEFAULT_RESAMPLES
-from induction.inputs.stream_configs import FUNCTION_TASKS, FewShotDataConfig, TaskError
+from induction.inputs.stream_configs import FewShotDataConfig
 from induction.inputs.streams import prior_bayes_flipped
+from induction.inputs.task_inference import FUNCTION_TASKS, TaskError
 from induction.inputs.tasks import TASKS, TEXT_TASKS
 from induction.loading.devices import check_job_memory, placement
 from induction.loading.models import ModelLike, model_info, resolve_model
@@ -47,7 +48,8 @@ class FewShotConfig:
         batch_size: prompts per forward pass (32).
         n_bootstrap: bootstrap resamples for the intervals (0: none).
         seed: seeds the prompts.
-        ablate: also ablate this many top prefix-matching heads against layer-matched random sets (0: off).
+        ablate_top_k: also ablate this many top prefix-matching heads together against layer-matched
+            random sets (0: off; `AblateConfig.top_k`'s idea).
         ablate_heads: instead, ablate this head set.
         ablate_shots: k of the ablation prompts (None: the largest of `shots`).
         ablate_draws: random head sets (10).
@@ -68,7 +70,7 @@ class FewShotConfig:
     batch_size: int = 32
     n_bootstrap: int = DEFAULT_RESAMPLES
     seed: int = 0
-    ablate: int = 0
+    ablate_top_k: int = 0
     ablate_heads: Sequence[Head] | None = None
     ablate_shots: int | None = None
     ablate_draws: int = 10
@@ -89,13 +91,13 @@ class FewShotConfig:
         check_min("the number of shots", min(self.shots), 0, TaskError)
         for name in ("n_prompts", "orders", "batch_size", "ablate_draws"):
             check_min(name, getattr(self, name), 1, TaskError)
-        check_min("ablate", self.ablate, 0, TaskError)
+        check_min("ablate_top_k", self.ablate_top_k, 0, TaskError)
         check_min("attribute", self.attribute, 0, TaskError)
         check_choice("ablation method", self.ablate_method, ABLATION_METHODS, TaskError)
 
     @property
     def ablating(self) -> bool:
-        return bool(self.ablate or self.ablate_heads)
+        return bool(self.ablate_top_k or self.ablate_heads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,13 +129,13 @@ def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: boo
     model = resolve_model(model)
     # A prompt holds its k demonstrations (a few tokens each) and its episode (~1 KiB as Python objects).
     longest = min(int(model.cfg.n_ctx), 4 * max(cfg.shots) + 2)
-    check_job_memory(f"--prompts {cfg.n_prompts}", model, cfg.n_prompts * (1024 + 8 * longest),
+    check_job_memory("n_prompts", cfg.n_prompts, model, cfg.n_prompts * (1024 + 8 * longest),
                      min(cfg.n_prompts, cfg.batch_size), longest)
     if cfg.attribute:
         check_attribution_size(model, cfg.attribute)
     n_heads = int(model.cfg.n_layers) * int(model.cfg.n_heads)
     if cfg.function_vectors is not None and cfg.function_vectors.n_heads > n_heads:
-        raise TaskError(f"--fv-heads {cfg.function_vectors.n_heads} exceeds the model's {n_heads} heads")
+        raise TaskError(f"n_heads = {cfg.function_vectors.n_heads} exceeds the model's {n_heads} heads (function vectors)")
     torch.manual_seed(cfg.seed)
     task = cfg.task if cfg.task is not None else default_task(model)
     results = evaluate_fewshot(model, task, cfg.labels, cfg.shots, n_prompts=cfg.n_prompts, seed=cfg.seed,
@@ -144,7 +146,7 @@ def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: boo
                                   query_in_context=cfg.query_in_context, seed=cfg.seed)
     ablation = attribution = vectors = None
     if cfg.ablating:
-        ablation = ablate_fewshot_heads(model, prompts, n_heads=cfg.ablate or None, heads=cfg.ablate_heads,
+        ablation = ablate_fewshot_heads(model, prompts, n_heads=cfg.ablate_top_k or None, heads=cfg.ablate_heads,
                                         n_draws=cfg.ablate_draws, method=cfg.ablate_method,
                                         n_bootstrap=cfg.n_bootstrap, progress=progress)
     if cfg.attribute:

@@ -54,11 +54,11 @@ def check_scan_memory(model: TransformerBridge, cfg: ScanConfig) -> None:
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     prompts, seq = cfg.detector.prompts.n_prompts, cfg.detector.prompts.seq_len or min(int(model.cfg.n_ctx), 256)
     per_prompt = 8 * seq + 4 * 5 * n_layers * n_heads  # its tokens and its per-prompt scores
-    check_job_memory(f"--prompts {prompts}", model, prompts * per_prompt, min(prompts, cfg.detector.batch_size), seq)
+    check_job_memory("n_prompts", prompts, model, prompts * per_prompt, min(prompts, cfg.detector.batch_size), seq)
     if cfg.icl is not None:
         n, seq = cfg.icl.n_sequences, cfg.icl.seq_len or min(int(model.cfg.n_ctx), 512)
         batch = cfg.icl.batch_size or sequences_per_forward(model, seq, logit_positions=2)
-        check_job_memory(f"--icl-sequences {n}", model, n * 12 * seq, min(n, batch), seq)
+        check_job_memory("n_sequences", n, model, n * 12 * seq, min(n, batch), seq)
 
 
 def scores_on_cpu(scores: HeadScores) -> HeadScores:

@@ -9,6 +9,7 @@ accumulated in float32 whatever it is.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,14 +34,14 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if match:
         if not torch.cuda.is_available():
             build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise DeviceError(f"--device {text}: CUDA is not available on this machine ({build}); use --device cpu")
+            raise DeviceError(f"device = {text}: CUDA is not available on this machine ({build}); use device = cpu")
         index = int(match.group(1) or 0)
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise DeviceError(f"device = {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return torch.device("cuda", index)
     if text == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise DeviceError("--device mps: the Metal (MPS) backend is not available on this machine")
+            raise DeviceError("device = mps: the Metal (MPS) backend is not available on this machine")
         return torch.device("mps")
     raise DeviceError(f"unknown device {text!r}; choose one of {', '.join(DEVICES)}")
 
@@ -104,14 +105,17 @@ def forward_bytes(model: nn.Module, batch: int, seq_len: int) -> int:
     return 4 * batch * seq_len * per_token
 
 
-def check_job_memory(what: str, model: nn.Module, host_bytes: int, batch: int, seq_len: int) -> None:
-    """Raise `ResourceError` (one line naming `what`) when a job's host storage (`host_bytes`) or one
-    of its forwards (`batch` x `seq_len` tokens) would not fit the memory available."""
+def check_job_memory(field: str, value: Any, model: nn.Module, host_bytes: int, batch: int, seq_len: int,
+                     note: str = "") -> None:
+    """Raise `ResourceError` (one line naming the config `field` set to `value`, and `note`) when a job's
+    host storage (`host_bytes`) or one of its forwards (`batch` x `seq_len` tokens) would not fit the
+    memory available."""
     from induction.common.checks import check_memory
 
+    what = f"{field} = {value}{note}"
     device = model_device(model)
     if device.type == "cpu":
-        check_memory(what, host_bytes + forward_bytes(model, batch, seq_len), device)
+        check_memory(what, host_bytes + forward_bytes(model, batch, seq_len), device, field)
     else:
-        check_memory(what, host_bytes, "cpu")
-        check_memory(what, forward_bytes(model, batch, seq_len), device)
+        check_memory(what, host_bytes, "cpu", field)
+        check_memory(what, forward_bytes(model, batch, seq_len), device, field)

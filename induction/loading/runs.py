@@ -82,7 +82,7 @@ def run_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise RunBusyError(f"{run_dir} is being written by another process (another `induction train`?); "
-                               "wait for it to finish or choose another --out") from None
+                               "wait for it to finish or choose another directory") from None
         try:
             yield
         finally:

@@ -24,6 +24,8 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
+from induction.heads.records import HeadTable
+
 Curve = Union[Sequence[float], Sequence[int], np.ndarray]  # one value per checkpoint
 
 
@@ -36,14 +38,17 @@ class CheckpointScores:
     loss: float | None
     held_out_loss: float
     icl_score: float | None
-    heads: list[dict[str, Any]]
+    heads: list[dict[str, Any]]  # a `HeadTable` once constructed
     icl: dict[str, Any] | None = None
     revision: str | None = None
     ablation: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        self.heads = HeadTable(self.heads)
+
     def best_head(self) -> dict[str, Any]:
-        """The head with the highest prefix-matching score."""
-        return max(self.heads, key=lambda h: h["prefix_matching"])
+        """The head with the highest prefix-matching score (`HeadTable.best`)."""
+        return self.heads.best()
 
     @property
     def best_prefix_matching(self) -> float:
@@ -51,10 +56,11 @@ class CheckpointScores:
 
     @property
     def induction_heads(self) -> list[tuple[int, int]]:
-        return [(h["layer"], h["head"]) for h in self.heads if h["is_induction"]]
+        return self.heads.induction_heads()
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["heads"] = list(self.heads)
         for optional in ("revision", "ablation"):
             if out[optional] is None:
                 out.pop(optional)

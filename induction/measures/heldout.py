@@ -33,4 +33,4 @@ def check_held_out_memory(model: TransformerBridge, n_sequences: int | None) -> 
     stream = held_out_stream(model)
     n, seq = held_out_count(n_sequences, stream), int(stream.seq_len)
     batch = sequences_per_forward(model, seq, seq)
-    check_job_memory(f"held_out_sequences = {n}", model, n * 12 * seq, min(n, batch), seq)
+    check_job_memory("held_out_sequences", n, model, n * 12 * seq, min(n, batch), seq)

@@ -7,7 +7,7 @@ from typing import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from induction.heads.records import HeadScores
+from induction.heads.records import HeadTable
 from induction.measures.formation import CheckpointScores, PhaseChange
 from induction.plots.axis import TITLES, plotted, step_to_x, x_of
 from induction.plots.style import COLUMN_WIDTH_PX, PALETTE, paper_layout
@@ -51,10 +51,10 @@ def plot_sweep_tracks(labels: Sequence[str], runs: Sequence[Sequence[CheckpointS
                         title=f"Induction-head formation across {len(labels)} runs")
 
 
-def plot_sweep_scans(labels: Sequence[str], scores: Sequence[HeadScores], icl: Sequence[float | None]) -> go.Figure:
+def plot_sweep_scans(labels: Sequence[str], heads: Sequence[HeadTable], icl: Sequence[float | None]) -> go.Figure:
     """Each model's best prefix-matching score and ICL score, side by side."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("best prefix-matching", "ICL score"), horizontal_spacing=0.15)
-    fig.add_trace(go.Bar(x=list(labels), y=[float(s.prefix_matching.max()) for s in scores], marker_color=PALETTE[0],
+    fig.add_trace(go.Bar(x=list(labels), y=[float(t.best()["prefix_matching"]) for t in heads], marker_color=PALETTE[0],
                          showlegend=False), row=1, col=1)
     fig.add_trace(go.Bar(x=list(labels), y=[float("nan") if v is None else v for v in icl], marker_color=PALETTE[1],
                          showlegend=False), row=1, col=2)

@@ -39,13 +39,14 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
     fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.035 if n_rows == 4 else 0.03,
                         subplot_titles=titles[:n_rows])
     if points:
-        final = {(h["layer"], h["head"]) for h in points[-1].heads if h["is_induction"]}
+        final = set(points[-1].heads.induction_heads())
         heads = [(h["layer"], h["head"]) for h in points[0].heads]
+        grids = {score: [c.heads.grid(score) for c in points] for score in ("prefix_matching", "copying")}
         for i, (layer, head) in enumerate(heads):
             colour = PALETTE[i % len(PALETTE)]
             width = 3.0 if (layer, head) in final else 1.4
             for row, score in ((1, "prefix_matching"), (2, "copying")):
-                values = [next(h[score] for h in c.heads if (h["layer"], h["head"]) == (layer, head)) for c in points]
+                values = [float(g[layer, head]) for g in grids[score]]
                 fig.add_trace(go.Scatter(
                     x=steps, y=values, mode="lines", name=f"L{layer}H{head}", legendgroup=f"L{layer}H{head}",
                     showlegend=row == 1, line=dict(color=colour, width=width, dash="solid" if layer % 2 else "dot"),
@@ -121,24 +122,19 @@ def plot_mosaic(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChan
     if not points:
         return paper_layout(go.Figure(), title="no checkpoints")
     chosen = _mosaic_checkpoints(points, phase_change, n_panels)
-    n_layers = 1 + max(h["layer"] for h in chosen[0].heads)
-    n_heads = 1 + max(h["head"] for h in chosen[0].heads)
+    n_layers = chosen[0].heads.n_layers
     fig = make_subplots(rows=1, cols=len(chosen), subplot_titles=[f"step {c.step}" for c in chosen],
                         horizontal_spacing=0.02)
     signed = score in SIGNED_SCORES
     for col, c in enumerate(chosen, start=1):
-        z = np.zeros((n_layers, n_heads))
-        for h in c.heads:
-            z[h["layer"], h["head"]] = h[score]
-        fig.add_trace(go.Heatmap(z=z, zmin=-1.0 if signed else 0.0, zmax=1.0, colorscale="RdBu" if signed else "Viridis",
+        fig.add_trace(go.Heatmap(z=c.heads.grid(score), zmin=-1.0 if signed else 0.0, zmax=1.0, colorscale="RdBu" if signed else "Viridis",
                                  reversescale=signed, showscale=col == len(chosen),
                                  colorbar=dict(title=dict(text=SCORE_LABELS.get(score, score), side="right"), thickness=10),
                                  hovertemplate="L%{y}H%{x}: %{z:.3f}<extra>step " + str(c.step) + "</extra>"),
                       row=1, col=col)
-        for h in c.heads:
-            if h["is_induction"]:
-                fig.add_shape(type="rect", x0=h["head"] - 0.5, x1=h["head"] + 0.5, y0=h["layer"] - 0.5,
-                              y1=h["layer"] + 0.5, line=dict(color="#000", width=2), row=1, col=col)
+        for layer, head in c.heads.induction_heads():
+            fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5,
+                          y1=layer + 0.5, line=dict(color="#000", width=2), row=1, col=col)
         fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
         fig.update_yaxes(dtick=1, autorange="reversed", showticklabels=col == 1,
                          title_text="layer" if col == 1 else None, row=1, col=col)

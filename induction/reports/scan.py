@@ -7,7 +7,7 @@ from typing import Any
 
 from induction.heads.implied import ImpliedCircuit
 from induction.heads.offsets import MIN_SHIFT
-from induction.heads.records import SCORE_NAMES, HeadScores
+from induction.heads.records import SCORE_NAMES, HeadScores, HeadTable
 from induction.measures.icl import ICLScore
 from induction.reports.base import _flat, display_name, head_sort_key, to_dataframe
 
@@ -31,8 +31,8 @@ class ScanReport:
     columns = ("layer", "head", *SCORE_NAMES, "is_induction", "induction_offset", "offset_prefix_matching",
                "offset_copying", "is_shifted_induction")
 
-    def heads(self) -> list[dict[str, Any]]:
-        return self.scores.to_records()
+    def heads(self) -> HeadTable:
+        return self.scores.table()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,7 +105,9 @@ class ScanReport:
         """``heatmap`` (prefix-matching and copying), ``scatter`` (Olsson et al.), or one score's name."""
         from induction import plots
 
-        return plots.plot_scan(self.scores, name=display_name(self.model), kind=kind)
+        cfg = self.scores.config
+        return plots.plot_scan(self.heads(), name=display_name(self.model), kind=kind,
+                               prefix_threshold=cfg.prefix_threshold, copying_threshold=cfg.copying_threshold)
 
 
 def circuit_text(c: ImpliedCircuit) -> str:

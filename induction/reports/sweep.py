@@ -56,10 +56,10 @@ class SweepReport:
                     out.append({"run": label, **{k: row.get(k) for k in self.columns if k != "run"}})
             return out
         for label, scan in zip(self.labels, self.scans):
-            best = max(scan.heads(), key=lambda h: h["prefix_matching"])
+            best = scan.heads().best()
             out.append({"run": label, "icl_score": None if scan.icl is None else scan.icl.score,
                         "best_head": f"L{best['layer']}H{best['head']}", "best_prefix_matching": best["prefix_matching"],
-                        "best_copying": best["copying"], "n_induction_heads": len(scan.scores.induction_heads())})
+                        "best_copying": best["copying"], "n_induction_heads": len(scan.heads().induction_heads())})
         return out
 
     def summary(self) -> list[str]:
@@ -82,5 +82,5 @@ class SweepReport:
         if self.job == "track":
             return plots.plot_sweep_tracks(self.labels, [t.checkpoints for t in self.tracks],
                                            [t.phase_change for t in self.tracks], x_axis=x_axis)
-        return plots.plot_sweep_scans(self.labels, [s.scores for s in self.scans],
+        return plots.plot_sweep_scans(self.labels, [s.heads() for s in self.scans],
                                       [None if s.icl is None else s.icl.score for s in self.scans])

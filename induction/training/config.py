@@ -37,13 +37,11 @@ DEFAULT_BATCH = {"attn_only": 16, "mlp": 32}  # sequences per update when OptimC
 DEFAULT_MIN_SEGMENT = {"attn_only": 4, "mlp": 16}  # shortest repeated segment of the default data
 
 
-# What each training stream changes from the defaults (`TrainConfig.for_data`, `induction train --data`),
-# as found in the issue-14 research (2-core CPU, under load):
-# - prior: 2000 steps; the 2-layer attention-only model then holds the prior (k=0 agreement 1.00) and
-#   follows contradicting demonstrations from k=1 (423 s).
-# - tasks: a 2-layer model with MLPs over a 64-token vocabulary and context, 2000 steps of 32 sequences;
-#   attention-only models only partly separate the tasks (0.64-0.83 at k=16) and carry no function
-#   vector, having nothing after the heads that can apply a task to the input (359 s).
+# What each training stream changes from the defaults (`TrainConfig.for_data`, `induction train --data`):
+# - prior: 2000 steps, so that the 2-layer attention-only model holds the prior at k = 0 and follows
+#   contradicting demonstrations from k = 1;
+# - tasks: a 2-layer model with MLPs (attention-only models have nothing after the heads that can apply
+#   a task to the input, so they carry no function vector). README, "Training recipes", has the numbers.
 DATA_RECIPES: dict[str, dict[str, Any]] = {
     "prior": {"steps": 2000},
     "tasks": {"attn_only": False, "d_vocab": 64, "n_ctx": 64, "steps": 2000, "batch_size": 32},

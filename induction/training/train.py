@@ -23,9 +23,8 @@ uninterrupted run.
 Reproducibility: the model's initial weights come from `seed` (TL-native init), the data from a
 `torch.Generator` seeded with `seed`; the models have no dropout, so there is no other randomness.
 Training runs single-threaded (`torch.set_num_threads(1)`, restored afterwards): with a torch build,
-the same config then gives bit-identical checkpoints whatever the machine's core count. It costs
-little for models this small, and on a busy CPU it is far faster: OpenMP threads that spin-wait for a
-core made a 2-thread step up to 20x slower than a 1-thread one on a loaded 2-core machine.
+the same config then gives bit-identical checkpoints whatever the machine's core count, and models
+this small lose little (README, "Design notes").
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from induction.common.checks import check_choice, check_min, check_range
+from induction.common.checks import ConfigError, check_choice, check_min, check_range
 from induction.common.fileio import file_sha256
 from induction.inputs.prompts import read_token_freqs
 from induction.jobs.scan import ScanConfig
@@ -87,7 +87,8 @@ class TrackConfig:
         if self.ablate is not None:
             check_choice("ablation method", self.ablate, TRACK_ABLATIONS)
             if self.scan.icl is None:
-                raise ValueError("ablation effects are on the ICL score: --ablate needs the ICL score")
+                raise ConfigError(f"ablation effects are on the ICL score: ablate = {self.ablate} needs the ICL score "
+                                  "(scan.icl is None)", "ablate")
         check_min("ablate_draws", self.ablate_draws, 1)
         check_device_name(self.device), resolve_dtype(self.dtype)  # fail before any work
 

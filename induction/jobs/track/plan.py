@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
+from induction.common.checks import ConfigError
 from induction.jobs.track.config import INDUCTION_SET_DIR, TRACK_DIR, TrackConfig
 from induction.jobs.track.tasks import valid_result, valid_set_result
 from induction.loading.cache import ResultCache
@@ -36,9 +37,9 @@ def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[s
     path = Path(run).expanduser()
     if path.is_dir() and is_run_dir(path):
         if cfg.revisions:
-            raise ValueError(f"{run} is a run directory, which has no revisions: --revisions names Hugging Face "
+            raise ConfigError(f"{run} is a run directory, which has no revisions: revisions name Hugging Face "
                              "revisions or the folders of a folder of revision directories; a run's checkpoints "
-                             "are all tracked")
+                              "are all tracked", "revisions")
         return run_sources(path), read_manifest(path), path / TRACK_DIR, None
     if path.is_dir() and is_checkpoint_folder(path):
         if cfg.revisions:  # the named folders only
@@ -52,7 +53,7 @@ def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[s
         raise ValueError(f"{run} does not exist")
     raise ValueError(f"{run} is not a run directory: no {MANIFEST_FILE} (induction train), no checkpoint-N/ "
                      "folders (Hugging Face Trainer) and no model folders (one per revision); for a Hugging Face "
-                     "model's published checkpoints give --revisions")
+                     "model's published checkpoints give revisions = R1,R2,...")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from induction.heads.records import HeadTable
 from induction.heads.scores import score_heads
 from induction.inputs.prompts import read_token_freqs
 from induction.inputs.streams import sample_stream
@@ -51,45 +52,24 @@ def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: 
     return out
 
 
-HEAD_NUMBERS = ("prefix_matching", "copying", "copying_ov", "previous_token", "duplicate_token")
-
-
-HEAD_OFFSET_NUMBERS = ("offset_prefix_matching", "offset_copying")
-
-
-"""Finite or None (null: an offset the prompts could not score, or offset copying at d < 1)."""
-
-
-HEAD_FLAGS = ("is_induction", "is_shifted_induction")
-
-
 def valid_result(result: dict[str, Any], ablate: str | None = None) -> bool:
-    """Whether a cached checkpoint result is whole: every (layer, head) of a full grid exactly once,
-    with finite scores (the offset ones finite or null, `induction_offset` an integer or null), both
-    flags, and a finite held-out loss (and ICL score, when there is one); with `ablate`, a finite
-    ablation effect for every head and the method's unablated baseline."""
+    """Whether a cached checkpoint result is whole: its heads a whole `HeadTable` (every (layer, head)
+    of a full grid once, finite scores, both flags), a finite held-out loss (and ICL score, when there
+    is one); with `ablate`, a finite ablation effect for every head and the method's unablated baseline."""
     heads = result.get("heads")
-    if not isinstance(heads, list) or not heads or not all(isinstance(h, dict) for h in heads):
+    if not isinstance(heads, list) or not HeadTable(heads).is_whole(("ablation_effect",) if ablate else ()):
         return False
     try:
-        cells = {(int(h["layer"]), int(h["head"])) for h in heads}
-        numbers = [float(h[k]) for h in heads for k in HEAD_NUMBERS] + [float(result["held_out_loss"])]
-        numbers += [float(h[k]) for h in heads for k in HEAD_OFFSET_NUMBERS if h[k] is not None]
+        numbers = [float(result["held_out_loss"])]
         if result.get("icl_score") is not None:
             numbers.append(float(result["icl_score"]))
-        offsets = [h["induction_offset"] for h in heads]
         if ablate is not None:
             if result["ablation"]["method"] != ablate:
                 return False
-            numbers += [float(h["ablation_effect"]) for h in heads] + [float(result["ablation"]["baseline"])]
+            numbers.append(float(result["ablation"]["baseline"]))
     except (KeyError, TypeError, ValueError):
         return False
-    if not all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in offsets):
-        return False
-    n_layers = 1 + max(layer for layer, _ in cells)
-    n_heads = 1 + max(head for _, head in cells)
-    return (len(heads) == len(cells) == n_layers * n_heads and all(math.isfinite(x) for x in numbers)
-            and all(isinstance(h.get(flag), bool) for h in heads for flag in HEAD_FLAGS))
+    return all(math.isfinite(x) for x in numbers)
 
 
 def check_ablation_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
@@ -102,7 +82,8 @@ def check_ablation_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
         return
     n = cfg.scan.icl.n_sequences
     _, late = icl_positions(cfg.scan.icl.seq_len or min(int(model.cfg.n_ctx), 512))
-    check_job_memory(f"--icl-sequences {n} with --ablate (one forward over all of them)", model, 0, n, late)
+    check_job_memory("n_sequences", n, model, 0, n, late,
+                     note=f" with ablate = {cfg.ablate} (one forward over all of them)")
 
 
 def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: Path | None, name: str,

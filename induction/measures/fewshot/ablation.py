@@ -15,8 +15,8 @@ variants, ablated together under every variant against layer-matched random sets
 
 Mean and resample ablation take their reference activations from the prompts themselves, except
 on a model trained on the tasks stream, whose reference mixes prompts of all its tasks: a mean
-over one task's prompts keeps that task's information in every head (issue-14 research: all eight
-heads mean-ablated over one task left accuracy at 1.00; over a mix, 0.00).
+over one task's prompts keeps that task's information in every head, so such an ablation removes
+nothing (README, "Design notes").
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from circuits import Head
 from induction.common.stats import DEFAULT_RESAMPLES
 from induction.heads.config import ScoreConfig
 from induction.heads.scores import score_heads, top_prefix_heads
-from induction.inputs.stream_configs import TaskError, TasksDataConfig
+from induction.inputs.task_inference import TaskError, TasksDataConfig
 from induction.measures.effects import HeadSetAblation, HeadSetResult, controllable, head_set_ablation
 from induction.measures.fewshot.evaluate import correct_and_logprob, fewshot_metric
 from induction.measures.fewshot.render import (

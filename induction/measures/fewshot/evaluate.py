@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.common.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
-from induction.inputs.stream_configs import TaskError, TasksVocab
+from induction.inputs.task_inference import TaskError, TasksVocab
 from induction.inputs.tasks import FunctionTask
 from induction.measures.fewshot.labels import shuffle_demos
 from induction.measures.fewshot.render import (
@@ -154,7 +154,7 @@ def fewshot_metric_setup(
     metric: mean log-probability of the in-context answer at the query position.
     """
     if shots < 1:
-        raise TaskError(f"--metric fewshot needs at least 1 demonstration, got {shots}")
+        raise TaskError(f"the fewshot metric needs at least 1 demonstration (shots), got {shots}")
     prompts = build_prompts(model, FewShotPromptConfig(task=task, labels=labels, k=shots, n_prompts=n_prompts, seed=seed))
     corrupted = corrupt_labels(prompts, prompt_stream(seed, shots, 5))
     description = f"{task} few-shot prompts ({n_prompts}, k={shots}, {labels} labels; corrupted: demonstration labels replaced)"

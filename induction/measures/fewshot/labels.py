@@ -32,7 +32,7 @@ from typing import Hashable, Sequence
 import torch
 
 import circuits
-from induction.inputs.stream_configs import TaskError
+from induction.inputs.task_inference import TaskError
 from induction.inputs.tasks import Demo, Episode, Task
 
 LABEL_VARIANTS = ("gold", "random", "flipped", "unrelated", "random_inputs", "random_label_space", "shuffled")

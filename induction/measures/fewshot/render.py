@@ -16,14 +16,8 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.common.checks import check_choice, check_min
-from induction.inputs.stream_configs import (
-    FUNCTION_TASKS,
-    FewShotDataConfig,
-    TaskError,
-    TasksDataConfig,
-    TasksVocab,
-    ToyVocab,
-)
+from induction.inputs.stream_configs import FewShotDataConfig, ToyVocab
+from induction.inputs.task_inference import FUNCTION_TASKS, TaskError, TasksDataConfig, TasksVocab
 from induction.inputs.tasks import TASKS, TEXT_TASKS, TOY_TASKS, Episode, Task, TextTask, load_text_task, toy_task
 from induction.loading.models import model_info
 from induction.measures.fewshot.labels import LABEL_VARIANTS, manipulate, shuffle_demos

@@ -26,11 +26,8 @@ Zero-shot prompts come in two forms, both scored on the same queries (`zero_shot
   information about any task (`format_zero_shot_accuracy` / `fv_format_zero_shot_accuracy`).
   Todd et al. also evaluate the vector in uninformative contexts (shuffled labels, natural text).
 
-The two can differ a lot. On the default tasks model (``induction train --data tasks``, seed 0)
-both lift every task (bare +0.58..+0.67, format +0.29..+0.96: its format-only prompts already
-favour ``succ``, 0.70). On the issue-14 research's 4-task model (``class`` included) the query at
-position 1 of a bare prompt, where the model has only seen a first demonstration's input, let
-the vector act far less (+0.22 mean) than the format-only prompt (+0.50).
+The two can differ a lot: in a bare prompt the query sits at position 1, where the model has seen
+only a first demonstration's input (README, "Function vectors", has measured lifts).
 """
 
 from __future__ import annotations
@@ -48,7 +45,7 @@ from circuits.engine import ZEdit, sweep_head_z
 from circuits.hooks import attn_out_name, head_outputs, n_layers_heads, z_name
 from induction.common.checks import check_min
 from induction.common.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
-from induction.inputs.stream_configs import TaskError
+from induction.inputs.task_inference import TaskError
 from induction.inputs.tasks import Demo, Episode, Task
 from induction.measures.fewshot.evaluate import fewshot_per_prompt, query_logprobs, run_prompts
 from induction.measures.fewshot.render import (
