@@ -15,6 +15,7 @@ import torch
 from helpers import CallCounter, save_tiny_hf_gpt2
 
 import induction.loading.models
+import induction.loading.sources
 from induction.inputs.repeated import sample_batch
 from induction.jobs import ScanConfig, TrackConfig, track
 from induction.jobs.track import HELD_OUT_SEED_OFFSET
@@ -27,6 +28,7 @@ track_job = importlib.import_module("induction.jobs.track.tasks")  # what runs p
 from induction.heads.config import ScoreConfig
 from induction.heads.scores import score_heads
 from induction.inputs.prompts import RepeatedTokensConfig
+from induction.loading.hf_dirs import weights_sha256
 from induction.loading.models import load_model
 from induction.loading.runs import read_manifest
 from induction.training.config import TrainConfig
@@ -228,11 +230,15 @@ def test_track_revisions_loads_each_revision_in_turn(tmp_path, monkeypatch):
         save_tiny_hf_gpt2(path, seed=seed)
     calls = []
 
-    def fake_load_model(spec, checkpoint=None, revision=None, device=None, dtype=None):
+    def fake_load_model(spec, checkpoint=None, revision=None, device=None, dtype=None, **loading):
         calls.append((spec, revision))
         return load_model(dirs[revision])  # a local directory stands in for the hub revision
 
+    def fake_identity(spec, revision, hub, recorded=None):  # what the hub's listing gives (tests/test_hub.py)
+        return {"repo": spec, "commit": revision, "weights_sha256": weights_sha256(dirs[revision])}
+
     monkeypatch.setattr(induction.loading.models, "load_model", fake_load_model)
+    monkeypatch.setattr(induction.loading.sources, "revision_identity", fake_identity)
     revisions = ["step1000", "step0", "step100"]
     cfg = quick_track_config(revisions=revisions, cache_dir=tmp_path / "cache")
     report = track("org/model", cfg)
@@ -245,7 +251,7 @@ def test_track_revisions_loads_each_revision_in_turn(tmp_path, monkeypatch):
     expected = score_heads(load_model(dirs["step100"]), cfg.scan.detector).to_records()
     assert report.checkpoints[2].heads == expected
     assert math.isfinite(report.checkpoints[2].held_out_loss) and math.isfinite(report.checkpoints[2].icl_score)
-    # Cached by spec and revision: a repeat loads nothing.
+    # Cached by revision and weights hash: a repeat loads nothing.
     again = track("org/model", cfg)
     assert len(calls) == 3 and again.to_json()["checkpoints"] == report.to_json()["checkpoints"]
     with pytest.raises(ValueError, match="repeated"):

@@ -24,6 +24,8 @@ from induction.reports.base import FORMATS, format_report
 # In pipeline order; a module that is not there yet is simply not offered.
 COMMANDS = ("demo", "train", "scan", "track", "ablate", "patch", "fewshot", "bench", "sweep")
 EXIT_USAGE = 2
+# Library errors that name a loading setting (`induction.loading.hub`, `.pickled`, `.revisions`), as the flags that set it.
+FIELD_FLAGS = {"allow_pickle=True": "--allow-pickle", "offline=True": "--offline"}
 
 
 class CLIError(Exception):
@@ -115,6 +117,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or message}"
     if isinstance(exc, (ModelLoadError, ValueError, FileNotFoundError, RuntimeError)):
+        for field_text, flag in FIELD_FLAGS.items():  # library errors name fields; the user typed flags
+            message = message.replace(field_text, flag)
         return message
     return f"{type(exc).__name__}: {message}"
 
@@ -199,7 +203,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="run directory, checkpoint directory, or Hugging Face directory/name")
     parser.add_argument("--checkpoint", help="step of a run directory (default: last), or a published checkpoint")
     parser.add_argument("--revision", help="Hugging Face revision (e.g. Pythia step1000)")
+    add_source_arguments(parser)
     add_device_arguments(parser)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """--offline and --allow-pickle (`induction.loading.hub`, `induction.loading.pickled`), for every
+    subcommand that loads a model."""
+    g = parser.add_argument_group("model source")
+    g.add_argument("--offline", action="store_true",
+                   help="never contact the Hugging Face hub: hub names must be in its cache (as HF_HUB_OFFLINE=1)")
+    g.add_argument("--allow-pickle", action="store_true",
+                   help="read weights that exist only as pytorch_model*.bin, with torch.load(weights_only=True) "
+                        "(never any other pickle)")
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
@@ -301,7 +317,7 @@ def model_ref(args: argparse.Namespace):
     from induction.loading.models import ModelRef
 
     return ModelRef(args.model, checkpoint=args.checkpoint, revision=args.revision, device=args.device,
-                    dtype=args.dtype)
+                    dtype=args.dtype, offline=args.offline, allow_pickle=args.allow_pickle, progress=not args.quiet)
 
 
 # ---- options generated from a Config -------------------------------------------------------------

@@ -7,7 +7,7 @@ from functools import partial
 
 from induction.cli import add_device_arguments, add_options, add_ray_argument, executor_from_args, run_job
 from induction.cli.scan import add_scan_arguments
-from induction.cli.track import TRACK, add_ablate_options, track_config_from_args
+from induction.cli.track import TRACK, add_ablate_options, add_hub_options, quiet_downloads, track_config_from_args
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -22,7 +22,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("targets", metavar="TARGETS",
                    help="comma-separated MODEL specs / run directories, or a .toml file with [[runs]] tables "
-                        "(path, optional revisions and label)")
+                        "(path, optional revisions (a list, or \"auto\") and label); hub names track their "
+                        "published checkpoints")
     p.add_argument("--job", choices=JOBS, help="track every checkpoint of each run, or scan each model once "
                                                "(default: the file's job, else track)")
     p.add_argument("--plot", metavar="FILE", help="write the comparison figure (.html, .png, .svg, .pdf)")
@@ -31,6 +32,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     add_scan_arguments(p)
     add_options(p.add_argument_group("held-out loss and phase change"), TrackConfig, TRACK)
     add_ablate_options(p)
+    add_hub_options(p)
     add_device_arguments(p)
     add_ray_argument(p)
     p.set_defaults(func=run)
@@ -41,5 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     targets, job = read_targets(args.targets)
     cfg = SweepConfig(job=args.job or job or "track", track=track_config_from_args(args))
+    quiet_downloads(args)
     with executor_from_args(args, cfg.track.device) as executor:
-        return run_job(args, partial(sweep, executor=executor), targets, cfg, lambda report: report.plot())
+        return run_job(args, partial(sweep, executor=executor), targets, cfg,
+                       lambda report: report.plot(x_axis=args.x_axis))

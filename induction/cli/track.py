@@ -3,9 +3,11 @@
 RUN is a run directory written by `induction train`, a Hugging Face Trainer output directory
 (its ``checkpoint-N/`` folders), or a folder holding one model directory per revision (``step1000/``,
 ...); of these only JSON and safetensors files are read, never the pickles a Trainer writes beside
-them. With --revisions RUN may instead be a cached hub model, each listed revision (Pythia
-``step1000``, stanford-crfm ``checkpoint-400``) scored in turn. Results of a local RUN are cached in
-``RUN/track/``, so a repeated or interrupted track recomputes nothing already done.
+them. With --revisions RUN may instead be a Hugging Face hub model, each listed revision (Pythia
+``step1000``, stanford-crfm ``checkpoint-400``, OLMo ``stepN-tokensNB``; ``auto``: a log-spaced pick
+of its step branches) downloaded and scored in turn. Results of a local RUN are cached in
+``RUN/track/`` (of a hub model, in ``$INDUCTION_CACHE/track/<repo>/``), so a repeated or interrupted
+track recomputes nothing already done.
 
 --ablate zero|mean adds each head's ablation effect on the ICL score at every checkpoint, and the
 final induction heads ablated together (with a layer-matched random control where one exists).
@@ -21,6 +23,7 @@ from induction.cli import (
     add_device_arguments,
     add_options,
     add_ray_argument,
+    add_source_arguments,
     comma_list,
     config_from,
     executor_from_args,
@@ -31,6 +34,8 @@ from induction.cli.scan import add_scan_arguments, scan_config_from_args
 
 TRACK = {"held_out_sequences": "--held-out-sequences", "phase_threshold": "--phase-threshold"}
 ABLATE_CHOICES = ("zero", "mean")  # = induction.jobs.track.TRACK_ABLATIONS (not imported: the CLI loads lazily)
+HUB = {"max_revisions": ("--max-revisions", {"metavar": "N"}), "tokens_per_step": ("--tokens-per-step", {"metavar": "N"})}
+X_AXES = ("step", "tokens")  # = induction.plots.axis.X_AXES (not imported: the CLI loads lazily)
 ABLATE = {"ablate": ("--ablate", {"type": one_of("ablation method", ABLATE_CHOICES), "metavar": "zero|mean"}),
           "ablate_draws": ("--ablate-draws", {"metavar": "N"})}
 
@@ -39,6 +44,35 @@ def add_ablate_options(parser: argparse.ArgumentParser) -> None:
     from induction.jobs import TrackConfig
 
     add_options(parser.add_argument_group("ablation over training"), TrackConfig, ABLATE)
+
+
+def add_hub_options(parser: argparse.ArgumentParser) -> None:
+    """How a hub model's published checkpoints are fetched (`induction.loading.revisions.HubConfig`)."""
+    from induction.loading.revisions import HubConfig
+
+    g = parser.add_argument_group("published checkpoints (hub models)")
+    add_options(g, HubConfig, HUB)
+    g.add_argument("--keep-weights", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep each downloaded revision in the Hugging Face cache; --no-keep-weights deletes it once "
+                        "scored, so the disk holds one revision at a time (default: keep)")
+    g.add_argument("--x-axis", default="step", type=one_of("x axis", X_AXES), metavar="step|tokens",
+                   help="the formation figure's axis: training step or tokens seen (default: step)")
+    add_source_arguments(parser)
+
+
+def hub_config_from_args(args: argparse.Namespace):
+    from induction.loading.revisions import HubConfig
+
+    fixed = {} if args.keep_weights is None else {"keep_weights": args.keep_weights}
+    return config_from(HubConfig, args, HUB, offline=args.offline, allow_pickle=args.allow_pickle, **fixed)
+
+
+def quiet_downloads(args: argparse.Namespace) -> None:
+    """--quiet: no download progress bars either (huggingface_hub's, process-wide)."""
+    if args.quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -53,8 +87,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("run", metavar="RUN", help="run directory, Hugging Face Trainer output directory (checkpoint-N/), "
                                               "folder of revision directories, or (with --revisions) a hub model")
-    p.add_argument("--revisions", type=comma_list("revisions"), metavar="R[,R...]",
-                   help="published training checkpoints of a Hugging Face model, comma-separated (e.g. step1000,step2000); "
+    p.add_argument("--revisions", type=comma_list("revisions"), metavar="R[,R...]|auto",
+                   help="published training checkpoints of a Hugging Face hub model, comma-separated (e.g. "
+                        "step1000,step2000), or auto: a log-spaced pick of its step branches (--max-revisions); "
                         "for a folder of revision directories, the folders to score")
     p.add_argument("--plot", metavar="FILE", help="write the formation curves (.html, .png, .svg, .pdf)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write RUN/track/")
@@ -63,6 +98,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     add_ray_argument(p)
     add_options(p.add_argument_group("held-out loss and phase change"), TrackConfig, TRACK)
     add_ablate_options(p)
+    add_hub_options(p)
     p.set_defaults(func=run)
 
 
@@ -72,12 +108,14 @@ def track_config_from_args(args: argparse.Namespace):
     if args.ablate_draws is not None and args.ablate is None:  # it would be silently ignored
         raise CLIError("induction: error: --ablate-draws needs --ablate zero|mean")
     return config_from(TrackConfig, args, {**TRACK, **ABLATE}, scan=scan_config_from_args(args), revisions=args.revisions,
-                       cache=not args.no_cache, device=args.device, dtype=args.dtype)
+                       cache=not args.no_cache, device=args.device, dtype=args.dtype, hub=hub_config_from_args(args))
 
 
 def run(args: argparse.Namespace) -> int:
     from induction.jobs import track
 
     cfg = track_config_from_args(args)
+    quiet_downloads(args)
     with executor_from_args(args, cfg.device) as executor:
-        return run_job(args, partial(track, executor=executor), args.run, cfg, lambda report: report.plot())
+        return run_job(args, partial(track, executor=executor), args.run, cfg,
+                       lambda report: report.plot(x_axis=args.x_axis))

@@ -69,3 +69,8 @@ def json_default(obj: Any) -> Any:
     if type(obj).__name__ == "dtype":  # torch.dtype / numpy.dtype
         return str(obj).replace("torch.", "")
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def induction_cache() -> Path:
+    """The toolkit's own cache folder: ``$INDUCTION_CACHE``, else ``~/.cache/induction``."""
+    return Path(os.environ.get("INDUCTION_CACHE") or Path.home() / ".cache" / "induction")

@@ -88,6 +88,8 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     measured = None if icl is None else {k: v for k, v in asdict(icl).items()
                                          if k in ("early_pos", "late_pos", "n_sequences", "seq_len", "data")}
     settings = {**cfg.to_dict(), "icl_measured": measured, "copying_estimate": scores.copying_method}
+    if "commit" in info.meta:  # a hub model: the commit its revision resolved to (induction.loading.hub)
+        settings["hub"] = {k: info.meta[k] for k in ("repo", "revision", "commit")}
     prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start, **placement(model))
     return ScanReport(model=info.spec, checkpoint=info.checkpoint, scores=scores, icl=icl, provenance=prov,
                       circuits=circuits)

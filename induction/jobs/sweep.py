@@ -9,6 +9,9 @@ TARGETS is a comma-separated list of MODEL specs / run directories, or a TOML fi
     [[runs]]
     path = "EleutherAI/pythia-70m"
     revisions = ["step1000", "step2000", "step4000"]
+    [[runs]]
+    path = "EleutherAI/pythia-160m"
+    revisions = "auto"                 # a log-spaced pick of the hub repository's step branches
 
 Every run is planned first (`induction.jobs.track.plan_track`: its checkpoints and what its cache
 already holds), then all the missing checkpoints of all runs go to one executor: this process, or
@@ -35,6 +38,7 @@ from induction.jobs.scan import ScanConfig, scan
 from induction.jobs.track import TrackConfig, plan_track, run_plans
 from induction.loading.devices import resolve_device, resolve_dtype
 from induction.loading.models import ModelRef, looks_local
+from induction.loading.revisions import AUTO
 from induction.reports.scan import ScanReport
 from induction.reports.sweep import SweepReport
 
@@ -92,7 +96,7 @@ def read_targets(text: str | os.PathLike[str]) -> tuple[list[SweepTarget], str |
             _check_run_table(path, i, r)
         base = path.parent
         targets = [SweepTarget(path=_relative_to(r["path"].strip(), base), label=r.get("label"),
-                               revisions=tuple(r["revisions"]) if r.get("revisions") is not None else None) for r in runs]
+                               revisions=_revisions(r.get("revisions"))) for r in runs]
         job = data.get("job")
         if job is not None:
             check_choice("sweep job", job, JOBS)
@@ -107,6 +111,12 @@ def read_targets(text: str | os.PathLike[str]) -> tuple[list[SweepTarget], str |
     return targets, job
 
 
+def _revisions(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return (AUTO,) if value == AUTO else tuple(value)
+
+
 def _check_run_table(path: Path, index: int, run: dict[str, Any]) -> None:
     """One [[runs]] table's types: a non-empty path, a label string, a non-empty list of revision
     names (a bare string would be split into its characters, a number is no revision name)."""
@@ -117,10 +127,10 @@ def _check_run_table(path: Path, index: int, run: dict[str, Any]) -> None:
     if label is not None and (not isinstance(label, str) or not label.strip()):
         raise ValueError(f"{where}: label must be a non-empty string, got {label!r}")
     revisions = run.get("revisions")
-    if revisions is not None and (not isinstance(revisions, list) or not revisions
+    if revisions is not None and revisions != AUTO and (not isinstance(revisions, list) or not revisions
                                   or not all(isinstance(r, str) and r.strip() for r in revisions)):
         raise ValueError(f"{where}: revisions must be a non-empty list of revision names "
-                         f"(revisions = [\"step1000\"]), got {revisions!r}")
+                         f"(revisions = [\"step1000\"]) or \"auto\", got {revisions!r}")
 
 
 def _relative_to(path: str, base: Path) -> str:
@@ -135,7 +145,7 @@ def check_scan_targets(targets: Sequence[SweepTarget]) -> None:
     for t in targets:
         if not Path(t.path).expanduser().exists() and looks_local(t.path):
             raise ValueError(f"sweep target {t.path} does not exist")
-        if t.revisions is not None and len(t.revisions) > 1:
+        if t.revisions is not None and (len(t.revisions) > 1 or t.revisions == (AUTO,)):
             raise ValueError(f"sweep target {t.name}: --job scan scans one model per target, but it lists "
                              f"{len(t.revisions)} revisions; use --job track, or one [[runs]] table per revision")
 
@@ -163,8 +173,8 @@ def sweep(targets: Sequence[SweepTarget], cfg: SweepConfig | None = None, *, pro
         tracks = run_plans(plans, executor, start, progress, desc="sweeping checkpoints")
     else:
         check_scan_targets(targets)
-        refs = [ModelRef(t.path, revision=(t.revisions or (None,))[0], device=cfg.track.device, dtype=cfg.track.dtype)
-                for t in targets]
+        refs = [ModelRef(t.path, revision=(t.revisions or (None,))[0], device=cfg.track.device, dtype=cfg.track.dtype,
+                         offline=cfg.track.hub.offline, allow_pickle=cfg.track.hub.allow_pickle) for t in targets]
         tasks = [(ref, cfg.track.scan, torch.get_num_threads()) for ref in refs]
         scans = executor.map(scan_target, tasks, progress=progress, desc="scanning models")
     settings = {"job": cfg.job, "track": cfg.track.to_dict(),

@@ -12,7 +12,8 @@
                                              the step the trailing number of its name
 
 Only JSON and safetensors files are read here. A model directory whose weights exist only as
-pickles (`pytorch_model.bin`, ...) is refused rather than loaded: transformers would unpickle them.
+pickles (`pytorch_model.bin`, ...) is refused rather than loaded (transformers would unpickle them),
+unless the caller opts in (`induction.loading.pickled`: torch's restricted unpickler only).
 """
 
 from __future__ import annotations
@@ -147,8 +148,10 @@ def safetensors_files(directory: Path) -> list[Path]:
         return [index, *(directory / s for s in shards)]
     pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
     found = f"found {', '.join(pickles)}" if pickles else "no weights at all"
+    optin = ("; allow_pickle=True reads pytorch_model*.bin with torch.load(weights_only=True)"
+             if any(p.startswith("pytorch_model") and p.endswith(".bin") for p in pickles) else "")
     raise ModelLoadError(f"{directory}: no {SAFETENSORS_FILE} or {SAFETENSORS_INDEX} ({found}; "
-                         "pickled weights are never loaded)")
+                         f"pickled weights are not read by default{optin})")
 
 
 def _is_safetensors_name(name: str) -> bool:

@@ -4,11 +4,12 @@ A MODEL spec is one of
 1. a run directory written by `induction train` (`induction.loading.runs`; its last checkpoint, or `checkpoint`),
 2. a checkpoint directory (`induction.loading.native`: config.json + model.safetensors + meta.json),
 3. a Hugging Face model directory (read by `load_hf_directory`: config.json and safetensors only)
-   or hub name (through `TransformerBridge.boot_transformers`),
+   or hub name (fetched into the Hugging Face cache by `induction.loading.hub`, then read as a directory),
 4. a Hugging Face Trainer output (``checkpoint-N/`` folders) or a folder of revision directories
    (`induction.loading.hf_dirs`; its last checkpoint, or `checkpoint`).
 
-Weights are never unpickled. Every loaded model carries an `induction_info` attribute
+Weights are unpickled only when the caller allows it (`allow_pickle`), and then only through torch's
+restricted unpickler (`induction.loading.pickled`). Every loaded model carries an `induction_info` attribute
 (`ModelInfo`): where it came from, its BOS token, and the synthetic data it was trained on (if
 any), so scores and reports can record provenance and choose prompts without model-specific
 branches further down (STYLE: adapt at the loading boundary). `ModelRef` names a model without
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from induction.loading.hf_dirs import (
     safetensors_files,
     tokenizer_dir,
 )
+from induction.loading.hub import fetch, official_name
 from induction.loading.native import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -45,6 +48,7 @@ from induction.loading.native import (
     one_line,
     read_meta,
 )
+from induction.loading.pickled import pickle_weight_files, pickled_as_safetensors
 from induction.loading.runs import MANIFEST_FILE, is_run_dir, read_manifest, run_checkpoints
 
 
@@ -77,11 +81,14 @@ def load_model(
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    offline: bool = False,
+    allow_pickle: bool = False,
+    progress: bool = True,
 ) -> TransformerBridge:
     """Load what a MODEL spec names (CONTRACT.md), in eval mode, on `device` in `dtype`.
 
     Args:
-        spec, checkpoint, revision: as `load_spec`.
+        spec, checkpoint, revision, offline, allow_pickle, progress: as `load_spec`.
         device: ``auto`` (default: CUDA when available, else the CPU), ``cpu``, ``cuda``,
             ``cuda:N`` or ``mps`` (`induction.loading.devices`); checked before anything is loaded.
         dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
@@ -91,7 +98,7 @@ def load_model(
         DeviceError: a device or dtype this machine cannot provide (one line).
     """
     target, precision = resolve_device(device), resolve_dtype(dtype)
-    model = load_spec(spec, checkpoint, revision)
+    model = load_spec(spec, checkpoint, revision, offline=offline, allow_pickle=allow_pickle, progress=progress)
     place(model, target, precision)
     return model.eval()
 
@@ -100,6 +107,10 @@ def load_spec(
     spec: str | os.PathLike[str],
     checkpoint: int | str | None = None,
     revision: str | None = None,
+    *,
+    offline: bool = False,
+    allow_pickle: bool = False,
+    progress: bool = True,
 ) -> TransformerBridge:
     """Load what a MODEL spec names (CONTRACT.md), in eval mode, with `induction_info` attached.
 
@@ -111,6 +122,10 @@ def load_spec(
             (same as `revision`).
         revision: a Hugging Face revision (Pythia ``step1000``, stanford-crfm ``checkpoint-400``);
             for a Trainer output or a folder of revisions, the name of the checkpoint's folder.
+        offline: a hub name is looked up in the Hugging Face cache only (also when ``HF_HUB_OFFLINE=1``).
+        allow_pickle: read weights that exist only as ``pytorch_model*.bin`` with torch's restricted
+            unpickler (`induction.loading.pickled`); refused otherwise.
+        progress: show the download's progress bars.
 
     Raises:
         ModelLoadError: one line naming what is missing or wrong.
@@ -142,13 +157,13 @@ def load_spec(
     # A Trainer output may also hold its final model at the top: that is what it names without a checkpoint.
     if path.is_dir() and (checkpoint is not None or revision is not None or not (path / CONFIG_FILE).exists()) \
             and is_checkpoint_folder(path):
-        return _load_folder_checkpoint(path, spec_str, checkpoint, revision)
+        return _load_folder_checkpoint(path, spec_str, checkpoint, revision, allow_pickle)
     if path.is_dir() and (path / CONFIG_FILE).exists():
         if is_hf_model_dir(path):
             if checkpoint is not None or revision is not None:
                 raise ModelLoadError(f"{path} is a local model directory, which has no revisions or checkpoints "
                                      "(a Trainer output or a folder of revision directories has)")
-            model = load_hf_directory(path)
+            model = load_hf_directory(path, allow_pickle=allow_pickle)
             _attach_hf_info(model, spec_str, None)
             return model
         if checkpoint is not None:
@@ -165,7 +180,7 @@ def load_spec(
         )
     if looks_local(spec_str):
         raise ModelLoadError(f"{spec_str} does not exist")
-    return _load_huggingface(spec_str, revision or _as_revision(checkpoint))
+    return _load_huggingface(spec_str, revision or _as_revision(checkpoint), offline, allow_pickle, progress)
 
 
 def looks_local(spec: str | os.PathLike[str]) -> bool:
@@ -182,19 +197,16 @@ def _as_revision(checkpoint: int | str | None) -> str | None:
     return f"step{text}" if text.isdigit() else text
 
 
-def _load_huggingface(spec: str, revision: str | None) -> TransformerBridge:
-    """A hub model (name or cached revision) through `boot_transformers`; local directories go
-    through `load_hf_directory`."""
-    try:
-        with warnings.catch_warnings(), _quiet_transformers(), _offline_hub():
-            warnings.simplefilter("ignore")
-            model = TransformerBridge.boot_transformers(spec, revision=revision)
-    except Exception as exc:  # transformers raises many types; all mean "cannot load this"
-        raise ModelLoadError(f"cannot load Hugging Face model {spec!r} from name (offline: only the Hugging Face "
-                             f"cache is searched): {one_line(exc)}") from None
-    model.eval()
+def _load_huggingface(spec: str, revision: str | None, offline: bool, allow_pickle: bool,
+                      progress: bool) -> TransformerBridge:
+    """A hub model: its revision fetched into the Hugging Face cache (`induction.loading.hub.fetch`),
+    then read from the snapshot folder as a local model directory (`load_hf_directory`)."""
+    repo = official_name(spec)
+    folder = fetch(repo, revision, offline=offline, allow_pickle=allow_pickle, progress=progress)
+    model = load_hf_directory(folder, allow_pickle=allow_pickle)
     model.induction_info = ModelInfo(spec=spec, kind="huggingface", checkpoint=revision,
-                                     bos_token_id=_settle_tokenizer(model))
+                                     bos_token_id=model.induction_info.bos_token_id,
+                                     meta={"repo": repo, "revision": revision or "main", "commit": folder.name})
     return model
 
 
@@ -216,36 +228,27 @@ def _settle_tokenizer(model: TransformerBridge) -> int | None:
 
 
 @contextlib.contextmanager
-def _offline_hub() -> Iterator[None]:
-    """The Hugging Face hub offline for the block: a hub name is looked up in the local cache only
-    (README), so a name that is not there fails at once instead of after the hub client's ~30 s of
-    retries on a machine without network. huggingface_hub and transformers read this flag at call time."""
-    from huggingface_hub import constants
-
-    was = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = was
-
-
-@contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """transformers' own progress bars (writing, loading weights) off while a model loads: the
-    CLI's stderr is for its progress and its one-line errors."""
+    CLI's stderr is for its progress and its one-line errors. transformers' switch also turns
+    huggingface_hub's download bars back on, so a caller's (``--quiet``) choice for those is restored."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
+    hub_off = are_progress_bars_disabled()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+        if hub_off:
+            disable_progress_bars()
 
 
-def load_hf_directory(directory: str | os.PathLike[str], tokenizer_from: Sequence[Path] = ()) -> TransformerBridge:
+def load_hf_directory(directory: str | os.PathLike[str], tokenizer_from: Sequence[Path] = (), *,
+                      allow_pickle: bool = False) -> TransformerBridge:
     """A Hugging Face model directory as a TransformerBridge, reading config.json and safetensors only.
 
     `TransformerBridge.boot_transformers(dir)` would fall back to unpickling ``pytorch_model.bin``
@@ -256,7 +259,9 @@ def load_hf_directory(directory: str | os.PathLike[str], tokenizer_from: Sequenc
     by exact name before it looks at the filesystem, and no alias starts with "/", so a local
     directory is never mistaken for a hub model. The tokenizer is the directory's own, else the first of
     `tokenizer_from` that has one (a Trainer saves it in each checkpoint, or only in its output
-    directory), else the bridge's default.
+    directory), else the bridge's default. With `allow_pickle`, a directory whose weights exist
+    only as ``pytorch_model*.bin`` is read through `induction.loading.pickled` (torch's restricted
+    unpickler, then safetensors in a temporary directory).
 
     Raises:
         ModelLoadError: one line naming the directory and the problem.
@@ -264,7 +269,16 @@ def load_hf_directory(directory: str | os.PathLike[str], tokenizer_from: Sequenc
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     directory = Path(directory).expanduser().resolve()
-    safetensors_files(directory)  # refuses pickled-only weights before transformers sees the directory
+    try:
+        safetensors_files(directory)  # refuses pickled-only weights before transformers sees the directory
+    except ModelLoadError:
+        if not (allow_pickle and pickle_weight_files(directory)):
+            raise
+        with tempfile.TemporaryDirectory(prefix="induction-unpickled-") as tmp:
+            model = load_hf_directory(pickled_as_safetensors(directory, Path(tmp)), (directory, *tokenizer_from))
+        model.induction_info = ModelInfo(spec=str(directory), kind="huggingface",
+                                         bos_token_id=model.induction_info.bos_token_id)
+        return model
     where = tokenizer_dir(directory, *tokenizer_from)
     try:
         with warnings.catch_warnings(), _quiet_transformers():
@@ -289,13 +303,13 @@ def load_hf_directory(directory: str | os.PathLike[str], tokenizer_from: Sequenc
 
 
 def _load_folder_checkpoint(
-    folder: Path, spec: str, checkpoint: int | str | None, revision: str | None
+    folder: Path, spec: str, checkpoint: int | str | None, revision: str | None, allow_pickle: bool = False
 ) -> TransformerBridge:
     """One checkpoint of a Trainer output or a folder of revisions (`induction.loading.hf_dirs`)."""
     ckpts = folder_checkpoints(folder)
     chosen = _choose(folder, ckpts, checkpoint, revision)
     if is_hf_model_dir(chosen.path):
-        model = load_hf_directory(chosen.path, tokenizer_from=(folder,))
+        model = load_hf_directory(chosen.path, tokenizer_from=(folder,), allow_pickle=allow_pickle)
         _attach_hf_info(model, spec, chosen.step)
     else:  # a checkpoint directory of ours (config.json + model.safetensors) among the revisions
         model = load_checkpoint(chosen.path)
@@ -374,10 +388,14 @@ class ModelRef:
     revision: str | None = None
     device: str | None = None
     dtype: str | None = None
+    offline: bool = False
+    allow_pickle: bool = False
+    progress: bool = True
 
     def load(self) -> TransformerBridge:
         return load_model(self.spec, checkpoint=self.checkpoint, revision=self.revision, device=self.device,
-                          dtype=self.dtype)
+                          dtype=self.dtype, offline=self.offline, allow_pickle=self.allow_pickle,
+                          progress=self.progress)
 
 
 ModelLike = Union[TransformerBridge, ModelRef, str, os.PathLike]

@@ -6,8 +6,9 @@ result of a retrained checkpoint is not reused). Sources come from
 - a run directory written by `induction train` (`run_sources`),
 - a Hugging Face Trainer output directory (`trainer_sources`: its ``checkpoint-N/`` folders),
 - a folder holding one model directory per revision (`revision_dir_sources`: ``step1000/``, ...), or
-- a Hugging Face model's published revisions (`revision_sources`: Pythia ``step1000``,
-  stanford-crfm ``checkpoint-400``).
+- a Hugging Face hub model's published revisions (`revision_sources`: Pythia ``step1000``,
+  stanford-crfm ``checkpoint-400``, OLMo ``stepN-tokensNB``; or ``auto``), downloaded one at a time
+  by the task that scores each (`induction.loading.hub`).
 Only JSON and safetensors files of the first three are read (`induction.loading.hf_dirs`); the pickles a
 Trainer writes beside them (optimizer.pt, rng_state.pth, scheduler.pt, training_args.bin) are never opened.
 """
@@ -31,6 +32,15 @@ from induction.loading.hf_dirs import (
 )
 from induction.loading.models import ModelRef
 from induction.loading.native import WEIGHTS_FILE, ModelLoadError
+from induction.loading.revisions import (
+    HubConfig,
+    read_record,
+    resolve_revisions,
+    revision_identity,
+    revision_step,
+    tokens_seen,
+    write_record,
+)
 from induction.loading.runs import read_manifest, run_checkpoints, step_name
 
 
@@ -128,31 +138,39 @@ def _check_revisions(revisions: Sequence[str]) -> None:
         raise ValueError(f"revisions repeated in {list(revisions)}")
 
 
-def revision_sources(spec: str, revisions: Sequence[str]) -> list[CheckpointSource]:
-    """A Hugging Face model at each of the given revisions, in the given order.
+def revision_sources(spec: str, revisions: Sequence[str] | str, hub: HubConfig | None = None,
+                     record_dir: Path | None = None) -> list[CheckpointSource]:
+    """A Hugging Face hub model at each of the given revisions, in the given order (``auto``: a log-spaced
+    pick of its step branches, `induction.loading.revisions.resolve_revisions`).
 
-    A revision's step is the number its name ends with (``step1000`` -> 1000, ``checkpoint-400`` ->
-    400), else its position in `revisions`. tokens_seen and loss are unknown (None).
+    A revision's step is the one its name carries (``step1000``, ``stage1-step1000-tokens4B``,
+    ``checkpoint-400``), else its position in `revisions`; tokens_seen as the suite publishes it
+    (`induction.loading.revisions.tokens_seen`); loss unknown. Each identity is the revision's commit
+    and weights hash, read from the hub's listing before anything large is downloaded
+    (`induction.loading.revisions.revision_identity`), so cached revisions are not downloaded again;
+    the identities are recorded in `record_dir` (`induction.loading.revisions.write_record`), which
+    offline stands in for revisions no longer in the Hugging Face cache.
     """
-    _check_revisions(revisions)
-    return [
-        CheckpointSource(step=step, ref=ModelRef(spec, revision=revision),
-                         name=f"{safe_name(spec)}--{safe_name(revision)}",
-                         identity={"spec": spec, "revision": revision}, revision=revision)
-        for revision, step in zip(revisions, revision_steps(revisions))
-    ]
+    hub = hub or HubConfig()
+    record = read_record(record_dir)
+    names = resolve_revisions(spec, revisions, hub, known=list(record))
+    _check_revisions(names)
+    out, seen = [], {}
+    for revision, step in zip(names, revision_steps(names)):
+        identity = seen[revision] = revision_identity(spec, revision, hub, record.get(revision))
+        out.append(CheckpointSource(
+            step=step, ref=ModelRef(spec, revision=revision, offline=hub.offline, allow_pickle=hub.allow_pickle),
+            name=f"{safe_name(spec)}--{safe_name(revision)}", identity=identity, revision=revision,
+            tokens_seen=tokens_seen(spec, revision, revision_step(revision), hub.tokens_per_step)))
+    write_record(record_dir, seen)
+    return out
 
 
 def safe_name(text: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
 
 def revision_steps(revisions: Sequence[str]) -> list[int]:
-    """The training step each revision names (its trailing number), else its position in the list."""
-    out = []
-    for i, revision in enumerate(revisions):
-        match = re.search(r"(\d+)$", revision)
-        out.append(int(match.group(1)) if match else i)
-    return out
+    """The training step each revision names (`induction.loading.revisions.revision_step`), else its
+    position in the list."""
+    return [step if (step := revision_step(revision)) is not None else i for i, revision in enumerate(revisions)]

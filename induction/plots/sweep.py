@@ -9,19 +9,24 @@ from plotly.subplots import make_subplots
 
 from induction.heads.records import HeadTable
 from induction.measures.formation import CheckpointScores, PhaseChange
+from induction.plots.axis import TITLES, plotted, step_to_x, x_of
 from induction.plots.style import COLUMN_WIDTH_PX, PALETTE, paper_layout
 
 
 def plot_sweep_tracks(labels: Sequence[str], runs: Sequence[Sequence[CheckpointScores]],
-                      phases: Sequence[PhaseChange | None]) -> go.Figure:
+                      phases: Sequence[PhaseChange | None], x_axis: str = "step") -> go.Figure:
     """Every run's best prefix-matching and ICL score against step (log axis), and the phase-change
-    windows side by side (one row per run: the 10%-90% window, the steepest point marked)."""
+    windows side by side (one row per run: the 10%-90% window, the steepest point marked).
+
+    `x_axis` ``tokens``: against tokens seen instead, so models trained with different batch sizes
+    (or several suites) overlay (`induction.plots.axis`)."""
     fig = make_subplots(rows=3, cols=1, vertical_spacing=0.08, row_heights=[0.38, 0.38, 0.24],
                         subplot_titles=("best prefix-matching (max over heads)", "ICL score", "phase change"))
     for i, (label, points) in enumerate(zip(labels, runs)):
         colour = PALETTE[i % len(PALETTE)]
-        points = [c for c in points if c.step >= 1]
-        steps = [c.step for c in points]
+        every = points
+        points = plotted(points, x_axis)
+        steps = [x_of(c, x_axis) for c in points]
         fig.add_trace(go.Scatter(x=steps, y=[c.best_prefix_matching for c in points], mode="lines+markers", name=label,
                                  legendgroup=label, line=dict(color=colour, width=2), marker=dict(size=4)), row=1, col=1)
         if all(c.icl_score is not None for c in points):
@@ -30,14 +35,15 @@ def plot_sweep_tracks(labels: Sequence[str], runs: Sequence[Sequence[CheckpointS
                                      marker=dict(size=4)), row=2, col=1)
         pc = phases[i]
         if pc is not None:
-            fig.add_trace(go.Scatter(x=[pc.step], y=[label], mode="markers", showlegend=False, legendgroup=label,
+            at, start, end = (step_to_x(s, every, x_axis) for s in (pc.step, pc.start_step, pc.end_step))
+            fig.add_trace(go.Scatter(x=[at], y=[label], mode="markers", showlegend=False, legendgroup=label,
                                      marker=dict(color=colour, size=10, symbol="diamond"),
-                                     error_x=dict(type="data", symmetric=False, array=[pc.end_step - pc.step],
-                                                  arrayminus=[pc.step - pc.start_step], color=colour, thickness=2),
+                                     error_x=dict(type="data", symmetric=False, array=[end - at],
+                                                  arrayminus=[at - start], color=colour, thickness=2),
                                      hovertemplate=f"{label}: step {pc.step} ({pc.start_step}-{pc.end_step})<extra></extra>"),
                           row=3, col=1)
     fig.update_xaxes(type="log")
-    fig.update_xaxes(title_text="training step (log scale)", row=3, col=1)
+    fig.update_xaxes(title_text=TITLES[x_axis], row=3, col=1)
     fig.update_yaxes(title_text="attention", range=[-0.02, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="nats", row=2, col=1)
     fig.update_yaxes(type="category", categoryarray=list(labels), row=3, col=1)

@@ -10,11 +10,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from induction.measures.formation import CheckpointScores, PhaseChange
+from induction.plots.axis import TITLES, plotted, step_to_x, x_of
 from induction.plots.style import COLUMN_WIDTH_PX, PALETTE, SCORE_LABELS, SIGNED_SCORES, paper_layout
 
 
 def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str,
-                   ablation: dict | None = None) -> go.Figure:
+                   ablation: dict | None = None, x_axis: str = "step") -> go.Figure:
     """Formation curves over training (Olsson et al. 2022, argument 1).
 
     Four panels on a shared log-step axis: each head's prefix-matching score, each head's copying
@@ -26,9 +27,12 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
     when the final induction heads are ablated together, the sum of their single-head effects, and
     the layer-matched random sets' mean (band: their range over draws), or a note saying why there
     is no control.
+
+    `x_axis`: ``step`` or ``tokens`` (tokens seen, `induction.plots.axis`), so suites of different
+    batch sizes line up.
     """
-    points = [c for c in checkpoints if c.step >= 1]
-    steps = [c.step for c in points]
+    points = plotted(checkpoints, x_axis)
+    steps = [x_of(c, x_axis) for c in points]
     n_rows = 4 if ablation is None else 5
     titles = ("prefix matching (per head)", "copying (per head)", "ICL score", "loss",
               f"ICL score change, final induction heads {ablation.get('method', '')}-ablated" if ablation else "")
@@ -56,14 +60,15 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
         fig.add_trace(go.Scatter(x=steps, y=[c.held_out_loss for c in points], mode="lines+markers", name="held-out loss",
                                  line=dict(color=PALETTE[0], width=2), marker=dict(size=4)), row=4, col=1)
     if ablation is not None:
-        _ablation_panel(fig, points, ablation, row=5)
+        _ablation_panel(fig, points, ablation, row=5, x_axis=x_axis)
     pc = phase_change
     if pc is not None:
-        fig.add_vrect(x0=pc.start_step, x1=pc.end_step, fillcolor="rgba(213,94,0,0.12)", line_width=0,
-                      layer="below", row="all", col=1)
-        fig.add_vline(x=pc.step, line=dict(color=PALETTE[3], width=1.5, dash="dash"), row="all", col=1)
+        fig.add_vrect(x0=step_to_x(pc.start_step, checkpoints, x_axis), x1=step_to_x(pc.end_step, checkpoints, x_axis),
+                      fillcolor="rgba(213,94,0,0.12)", line_width=0, layer="below", row="all", col=1)
+        fig.add_vline(x=step_to_x(pc.step, checkpoints, x_axis), line=dict(color=PALETTE[3], width=1.5, dash="dash"),
+                      row="all", col=1)
     fig.update_xaxes(type="log")
-    fig.update_xaxes(title_text="training step (log scale)", row=n_rows, col=1)
+    fig.update_xaxes(title_text=TITLES[x_axis], row=n_rows, col=1)
     fig.update_yaxes(title_text="attention", range=[-0.02, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="score", range=[-1.05, 1.05], row=2, col=1)
     fig.update_yaxes(title_text="nats", row=3, col=1)
@@ -73,7 +78,8 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
                         title=f"Induction-head formation — {name}{window}")
 
 
-def _ablation_panel(fig: go.Figure, points: Sequence[CheckpointScores], ablation: dict, row: int) -> None:
+def _ablation_panel(fig: go.Figure, points: Sequence[CheckpointScores], ablation: dict, row: int,
+                    x_axis: str = "step") -> None:
     """`plot_formation`'s fifth panel (`track --ablate`): joint, summed single and control effects."""
     with_set = [c for c in points if c.induction_set is not None]
     heads = ", ".join(f"L{layer}H{h}" for layer, h in ablation.get("induction_heads") or [])
@@ -83,7 +89,7 @@ def _ablation_panel(fig: go.Figure, points: Sequence[CheckpointScores], ablation
         fig.add_annotation(text=ablation.get("control_unavailable") or "no induction heads to ablate", showarrow=False,
                            xref="x domain", yref="y domain", x=0.5, y=0.5, row=row, col=1)
         return
-    steps = [c.step for c in with_set]
+    steps = [x_of(c, x_axis) for c in with_set]
     sets = [c.induction_set for c in with_set]
     if ablation.get("control_heads"):
         lo = [s["control_min_effect"] for s in sets]

@@ -144,14 +144,14 @@ class TrackReport:
                                 "held_out_loss": c.held_out_loss, **{k: v for k, v in h.items() if not k.endswith("_ci")}})
         return pd.DataFrame(records)
 
-    def plot(self, kind: str = "formation"):
-        """``formation`` (curves over training, phase change shaded) or ``mosaic`` (head heatmaps at
-        checkpoints bracketing the phase change)."""
+    def plot(self, kind: str = "formation", x_axis: str = "step"):
+        """``formation`` (curves over training, phase change shaded; against ``step`` or ``tokens``
+        seen) or ``mosaic`` (head heatmaps at checkpoints bracketing the phase change)."""
         from induction import plots
 
         if kind == "formation":
             return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
-                                        ablation=self.ablation)
+                                        ablation=self.ablation, x_axis=x_axis)
         if kind == "mosaic":
             return plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run))
         raise ValueError(f"unknown track plot {kind!r}; choose formation or mosaic")

@@ -49,7 +49,9 @@ DEFAULTS: dict[str, Callable[[], TrainConfig]] = {
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "induction")
+    from induction.common.fileio import induction_cache
+
+    return induction_cache()
 
 
 def config_key(cfg: TrainConfig) -> str:

@@ -15,6 +15,7 @@ from induction.inputs.prompts import read_token_freqs
 from induction.jobs.scan import ScanConfig
 from induction.loading.cache import code_hash
 from induction.loading.devices import check_device_name, resolve_dtype
+from induction.loading.revisions import AUTO, HubConfig
 from induction.measures.heldout import HELD_OUT_SEED_OFFSET, HELD_OUT_TOKENS
 
 TRACK_DIR = "track"
@@ -45,10 +46,13 @@ class TrackConfig:
             reported; None means the detector's prefix_threshold.
         min_icl_range: the ICL score joins the phase-change signal only if it moves by at least this
             many nats over the run (0.05).
-        revisions: Hugging Face revisions to score instead of a run directory's checkpoints (for a
-            folder of revision directories: the folders to score).
+        revisions: Hugging Face revisions to score instead of a run directory's checkpoints, or ``auto``
+            (a log-spaced pick of the hub repository's step branches) (for a folder of revision
+            directories: the folders to score).
         cache: read and write cached results (a run's ``<run>/track/``; for revisions, `cache_dir`).
-        cache_dir: where revisions' results are cached (None: not cached).
+        cache_dir: where a hub model's revisions' results are cached (None: ``$INDUCTION_CACHE/track/<repo>/``).
+        hub: how a hub model's revisions are fetched (`induction.loading.revisions.HubConfig`: offline,
+            pickles, whether downloaded weights are kept, how many ``auto`` picks, tokens per step).
         device: where each checkpoint is scored (`induction.loading.devices`; None: auto).
         dtype: the checkpoints' precision (None: float32). Results are cached per device type and
             dtype, since they differ in the last digits.
@@ -70,6 +74,7 @@ class TrackConfig:
     dtype: str | None = None
     ablate: str | None = None
     ablate_draws: int = 10
+    hub: HubConfig = field(default_factory=HubConfig)
 
     def __post_init__(self) -> None:
         if self.held_out_sequences is not None:
@@ -78,7 +83,7 @@ class TrackConfig:
             check_range("phase_threshold", self.phase_threshold, 0, 1)
         check_min("min_icl_range", self.min_icl_range, 0)
         if self.revisions is not None:
-            self.revisions = tuple(self.revisions)
+            self.revisions = (AUTO,) if self.revisions == AUTO else tuple(self.revisions)
         if self.ablate is not None:
             check_choice("ablation method", self.ablate, TRACK_ABLATIONS)
             if self.scan.icl is None:
@@ -121,7 +126,8 @@ class TrackConfig:
                 "held_out_seed": self.held_out_seed, "phase_threshold": self.phase_threshold,
                 "min_icl_range": self.min_icl_range, "revisions": None if self.revisions is None else list(self.revisions),
                 "cache": self.cache, "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
-                "device": self.device, "dtype": self.dtype, "ablate": self.ablate, "ablate_draws": self.ablate_draws}
+                "device": self.device, "dtype": self.dtype, "ablate": self.ablate, "ablate_draws": self.ablate_draws,
+                "hub": self.hub.to_dict()}
 
 
 SCORING_MODULES = ("induction.heads.scores", "induction.heads.config", "induction.heads.records",

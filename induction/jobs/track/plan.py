@@ -18,6 +18,7 @@ from induction.loading.cache import ResultCache
 from induction.loading.devices import check_device_name, resolve_device, resolve_dtype
 from induction.loading.hf_dirs import is_checkpoint_folder
 from induction.loading.models import ModelRef
+from induction.loading.revisions import hub_track_dir
 from induction.loading.runs import MANIFEST_FILE, is_run_dir, read_manifest
 from induction.loading.sources import (
     CheckpointSource,
@@ -46,8 +47,8 @@ def _sources(run: str, cfg: TrackConfig) -> tuple[list[CheckpointSource], dict[s
         sources, pending = folder_sources(path)
         return sources, {}, path / TRACK_DIR, pending
     if cfg.revisions:
-        root = None if cfg.cache_dir is None else Path(cfg.cache_dir)
-        return revision_sources(run, cfg.revisions), {}, root, None
+        root = hub_track_dir(run, cfg.cache_dir)
+        return revision_sources(run, cfg.revisions, cfg.hub, root if cfg.cache else None), {}, root, None
     if not path.exists():
         raise ValueError(f"{run} does not exist")
     raise ValueError(f"{run} is not a run directory: no {MANIFEST_FILE} (induction train), no checkpoint-N/ "
@@ -102,7 +103,8 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
     cached, tasks, identities, refs = {}, [], [], []
     for i, source in enumerate(sources):
         identity = {**source.identity, "held_out_seed": held_out_seed, **where}
-        ref = replace(source.ref, device=str(device), dtype=where["dtype"])
+        ref = replace(source.ref, device=str(device), dtype=where["dtype"], offline=cfg.hub.offline,
+                      allow_pickle=cfg.hub.allow_pickle)
         identities.append(identity)
         refs.append(ref)
         hit = cache.read(source.name, identity)

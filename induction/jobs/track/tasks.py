@@ -20,6 +20,7 @@ from induction.jobs.track.config import TrackConfig
 from induction.loading.cache import ResultCache
 from induction.loading.devices import check_job_memory
 from induction.loading.models import ModelRef
+from induction.loading.revisions import release_revision
 from induction.measures.effects import HeadSetEffect, icl_head_effects, icl_head_set_effect
 from induction.measures.heldout import check_held_out_memory, held_out_count, held_out_stream
 from induction.measures.icl import icl_positions, icl_score, icl_tokens
@@ -102,7 +103,16 @@ def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: P
     torch.manual_seed(cfg.scan.seed)
     scored = score_checkpoint(model, cfg, held_out_seed, freqs)
     ResultCache(cache_dir).write(name, identity, scored)
+    del model
+    release_hub_weights(ref, cfg)
     return json.loads(json.dumps(scored))  # as a cached result reads back: the same floats either way
+
+
+def release_hub_weights(ref: ModelRef, cfg: TrackConfig) -> None:
+    """With `cfg.hub.keep_weights` False, delete a scored hub revision from the Hugging Face cache, so
+    the disk holds one revision at a time (`induction.loading.revisions.release_revision`)."""
+    if ref.revision is not None and not cfg.hub.keep_weights:
+        release_revision(ref.spec, ref.revision)
 
 
 def valid_set_result(result: dict[str, Any]) -> bool:
@@ -127,4 +137,6 @@ def induction_set_task(ref: ModelRef, cfg: TrackConfig, heads: list[tuple[int, i
     effect = icl_head_set_effect(model, tokens, heads, cfg.ablate, cfg.ablate_draws, cfg.scan.seed)
     result = json.loads(json.dumps(effect.to_dict()))  # tuples as lists: as it reads back from the cache
     ResultCache(cache_dir).write(name, identity, result)
+    del model
+    release_hub_weights(ref, cfg)
     return result
