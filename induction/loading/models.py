@@ -32,6 +32,7 @@ from induction.loading.devices import place, resolve_device, resolve_dtype
 from induction.loading.hf_dirs import (
     FolderCheckpoint,
     folder_checkpoints,
+    hf_tokenizer,
     is_checkpoint_folder,
     is_hf_model_dir,
     safetensors_files,
@@ -46,6 +47,7 @@ from induction.loading.native import (
     read_meta,
 )
 from induction.loading.runs import MANIFEST_FILE, is_run_dir, read_manifest, run_checkpoints
+from induction.loading.verify import check_finite, check_load_report, file_of, verify_hf_directory
 
 
 @dataclass
@@ -261,25 +263,28 @@ def load_hf_directory(directory: str | os.PathLike[str], tokenizer_from: Sequenc
     Raises:
         ModelLoadError: one line naming the directory and the problem.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     directory = Path(directory).expanduser().resolve()
-    safetensors_files(directory)  # refuses pickled-only weights before transformers sees the directory
+    files = safetensors_files(directory)  # refuses pickled-only weights before transformers sees the directory
     where = tokenizer_dir(directory, *tokenizer_from)
+    config, headers = verify_hf_directory(directory, files)
     try:
         with warnings.catch_warnings(), _quiet_transformers():
             warnings.simplefilter("ignore")
-            config = AutoConfig.from_pretrained(str(directory))
-            hf_model = AutoModelForCausalLM.from_pretrained(
-                str(directory), config=config, use_safetensors=True, attn_implementation="eager", dtype=torch.float32
-            ).eval()
-            tokenizer = None  # the directory's own (or none): the bridge loads it as boot_transformers would
-            if where is not None and where != directory:
-                try:
-                    tokenizer = AutoTokenizer.from_pretrained(str(where), add_bos_token=True)
-                except (TypeError, ValueError):  # tokenizers without a BOS setting
-                    tokenizer = AutoTokenizer.from_pretrained(str(where))
-            model = TransformerBridge.boot_transformers(str(directory), hf_model=hf_model, tokenizer=tokenizer,
+            hf_model, report = AutoModelForCausalLM.from_pretrained(
+                str(directory), config=config, use_safetensors=True, attn_implementation="eager", dtype=torch.float32,
+                output_loading_info=True,
+            )
+    except Exception as exc:  # transformers raises many types; all mean "cannot load this"
+        raise ModelLoadError(f"cannot load Hugging Face model directory {directory}: {one_line(exc)}") from None
+    check_load_report(report, headers, files, directory / CONFIG_FILE)
+    check_finite(hf_model.state_dict().items(), file_of(headers, files[-1], hf_model.base_model_prefix))
+    tokenizer = hf_tokenizer(where, directory)
+    try:
+        with warnings.catch_warnings(), _quiet_transformers():
+            warnings.simplefilter("ignore")
+            model = TransformerBridge.boot_transformers(str(directory), hf_model=hf_model.eval(), tokenizer=tokenizer,
                                                         device="cpu", dtype=torch.float32)
     except Exception as exc:  # transformers raises many types; all mean "cannot load this"
         raise ModelLoadError(f"cannot load Hugging Face model directory {directory}: {one_line(exc)}") from None
