@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import importlib
 import inspect
+import logging
 import os
 import re
 import sys
@@ -68,6 +69,7 @@ def _command_module(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status (tests call it in-process)."""
+    _notes_to_stderr()
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
@@ -80,6 +82,30 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("INDUCTION_DEBUG"):
             raise
         return _fail(_describe(exc))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests swap it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _notes_to_stderr() -> None:
+    """The library's notes (``induction.*`` loggers' warnings: a cache entry ignored and recomputed)
+    go to stderr as one line each, whatever logging setup the process has."""
+    logger = logging.getLogger("induction")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def _describe(exc: BaseException) -> str:

@@ -151,8 +151,8 @@ def _check_distinct(targets: Sequence[SweepTarget]) -> None:
         key = (os.path.realpath(local) if local.exists() else t.path, t.revisions)
         if key in seen:
             first = seen[key]
-            raise ValueError(f"sweep targets {first.name!r} ({first.path}) and {t.name!r} ({t.path}) are the same run "
-                             f"({key[0]}); list it once")
+            raise ValueError(f"sweep target repeated: {first.name!r} and {t.name!r} are the same run ({key[0]}); "
+                             "list it once")
         seen[key] = t
 
 

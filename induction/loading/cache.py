@@ -21,6 +21,7 @@ failure: no state of the cache folder can make a run fail.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -36,7 +37,8 @@ log = logging.getLogger("induction.cache")
 
 
 def note(message: str) -> None:
-    """A cache problem the run works around (module docstring): one line, never an error."""
+    """A cache problem the run works around (module docstring): one line, never an error (the CLI
+    prints the ``induction`` loggers' warnings on stderr as they are)."""
     log.warning("induction: note: %s", message)
 
 
@@ -82,9 +84,9 @@ class ResultCache:
 
     @staticmethod
     def _write(path: Path, obj: dict[str, Any]) -> None:
-        try:
-            if path.is_symlink() or (path.exists() and not path.is_file()):
-                raise IsADirectoryError(f"{path} is not a regular file")
+        try:  # a link, FIFO or device in the entry's place is replaced by the entry (the rename)
+            if path.is_dir() and not path.is_symlink():
+                raise IsADirectoryError(errno.EISDIR, "a directory is in its place")
             write_json_atomic(path, obj)
         except OSError as exc:
             note(f"cannot write cache file {path} ({exc.strerror or exc}); the result is not cached")

@@ -59,7 +59,7 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
             prefix = handle.read(8)
             n = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
             if n < 2 or n > min(MAX_HEADER_BYTES, size - 8):
-                raise ModelLoadError(f"{path}: not a safetensors file (no valid header in its {size} bytes); {DAMAGED}")
+                raise ModelLoadError(f"{path} is corrupt: no valid safetensors header in its {size} bytes; {DAMAGED}")
             raw = json.loads(handle.read(n))
     except ModelLoadError:
         raise
