@@ -138,7 +138,7 @@ def _relative_to(path: str, base: Path, sweep_file: Path) -> str:
         return str(resolved)
     if given.is_absolute() or looks_local(path) or given.exists():
         raise ValueError(f"sweep file {sweep_file}: run path {path!r} is relative to the file, and "
-                         f"{os.path.normpath(resolved)} does not exist; fix the path")
+                         f"{os.path.normpath(os.path.abspath(resolved))} does not exist; fix the path")
     return path
 
 
