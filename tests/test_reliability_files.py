@@ -177,6 +177,36 @@ def test_native_checkpoints_pass_the_same_check(run_copy, capsys, key, tamper, n
     assert_one_line(code, err, str(ckpt / "model.safetensors"), key, needle)
 
 
+@pytest.mark.parametrize("tamper, needle", [
+    (None, None),
+    (_missing, "lacks tensor transformer.h.1.attn.c_attn.weight"),
+    (_fewer_layers, "says n_layer=1"),
+    (_one_nan, "transformer.h.0.mlp.c_fc.weight has 1 NaN"),
+], ids=["intact", "missing", "n_layer-1", "NaN"])
+def test_a_cached_hub_revision_passes_the_same_check(hf_dir, tmp_path, monkeypatch, tamper, needle):
+    """A hub model already in the Hugging Face cache (as a download leaves it) is checked like a
+    local directory before `boot_transformers` reads it."""
+    from huggingface_hub import constants
+
+    from induction.loading.models import load_model
+    from induction.loading.native import ModelLoadError
+
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--local-org--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(hf_dir, snapshot)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    if tamper is None:
+        assert load_model("local-org/tiny", device="cpu").cfg.n_layers == 2
+        return
+    tamper(snapshot)
+    with pytest.raises(ModelLoadError, match=needle) as caught:
+        load_model("local-org/tiny", device="cpu")
+    assert str(snapshot) in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_a_broken_tokenizer_is_named_not_the_checkpoint(trainer_out, capsys):
     (trainer_out / "tokenizer.json").write_text('{"version": "1.0", "model": ')
     code, _, err = cli(capsys, "scan", trainer_out, *SCAN_S)

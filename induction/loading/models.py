@@ -187,6 +187,9 @@ def _as_revision(checkpoint: int | str | None) -> str | None:
 def _load_huggingface(spec: str, revision: str | None) -> TransformerBridge:
     """A hub model (name or cached revision) through `boot_transformers`; local directories go
     through `load_hf_directory`."""
+    snapshot, headers = cached_snapshot(spec, revision), {}
+    if snapshot is not None:  # the same strict check as a local directory, before anything is built
+        _, headers = verify_hf_directory(snapshot, safetensors_files(snapshot))
     try:
         with warnings.catch_warnings(), _quiet_transformers(), _offline_hub():
             warnings.simplefilter("ignore")
@@ -194,10 +197,28 @@ def _load_huggingface(spec: str, revision: str | None) -> TransformerBridge:
     except Exception as exc:  # transformers raises many types; all mean "cannot load this"
         raise ModelLoadError(f"cannot load Hugging Face model {spec!r} from name (offline: only the Hugging Face "
                              f"cache is searched): {one_line(exc)}") from None
+    hf_model = model.original_model  # the bridge wraps its modules: names as the files have them
+    check_finite(((k.replace("._original_component", ""), v) for k, v in hf_model.state_dict().items()),
+                 file_of(headers, snapshot or spec, getattr(hf_model, "base_model_prefix", "")))
     model.eval()
     model.induction_info = ModelInfo(spec=spec, kind="huggingface", checkpoint=revision,
                                      bos_token_id=_settle_tokenizer(model))
     return model
+
+
+def cached_snapshot(spec: str, revision: str | None) -> Path | None:
+    """The Hugging Face cache's folder of `spec` at `revision` when it holds its config and
+    safetensors weights (what `boot_transformers` will read), else None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            folder = Path(snapshot_download(spec, revision=revision, local_files_only=True))
+    except Exception:  # not cached (or not a repository name): boot_transformers says what is wrong
+        return None
+    has_weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+    return folder if (folder / CONFIG_FILE).is_file() and has_weights else None
 
 
 def _settle_tokenizer(model: TransformerBridge) -> int | None:

@@ -322,4 +322,25 @@ def verify_hf_directory(directory: Path, files: Sequence[Path]) -> tuple[Any, di
     layers_field = getattr(config, "attribute_map", {}).get("num_hidden_layers", "num_hidden_layers")
     headers = verify_weights(list(files), config_file, config_layers(config), layers_field, expected,
                              rename=rename, non_float_ok=non_float_ok)
+    check_present(built["shapes"], built["model"], headers, rename, non_float_ok, config_file)
     return config, headers
+
+
+def check_present(expected: dict[str, tuple[tuple[int, ...], bool]], model: Any,
+                  headers: dict[str, tuple[Path, TensorEntry]], rename: Callable[[str], str | None],
+                  ignored: Callable[[str], bool], config_file: Path) -> None:
+    """Every tensor the config implies is in the files (before transformers would initialise a
+    missing one at random; a hub model is loaded without its load report): under its own name, or
+    tied to another (the unembedding, which Hugging Face omits), or under an older name transformers
+    renames on load (`embed_out` for `lm_head`), paired here by shape."""
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    named = {rename(n) for n in headers}
+    unmatched = [k for k in expected if k not in named and k not in tied]
+    spare = [headers[n][1].shape for n in headers if rename(n) is None and not ignored(n)]
+    for key in unmatched:
+        if expected[key][0] in spare:
+            spare.remove(expected[key][0])
+            continue
+        where = next(iter(headers.values()))[0]
+        raise ModelLoadError(f"{where} lacks tensor {key}, which {config_file} requires (it would be initialised at "
+                             f"random); {DAMAGED}")
