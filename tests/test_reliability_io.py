@@ -285,3 +285,17 @@ def test_os_errors_reach_the_user_translated(tiny_run, tmp_path, capsys, monkeyp
     status, _, err = cli(capsys, "scan", tiny_run, *SCAN, "--out", tmp_path / "r.json")
     assert_one_line(status, err, str(tmp_path / "r.json"), strerror, advice)
     assert "OSError" not in err and "[Errno" not in err
+
+
+@pytest.mark.parametrize("message, shown", [
+    ("You set `ignore_mismatched_sizes` to `False`, thus raising an error. For details look at the above report!",
+     "does not have the shape config.json implies"),
+    ("Something failed: look at the above report!", "RuntimeError"),
+    ("", "RuntimeError"),
+    ("a real message\nwith a second line", "a real message"),
+])
+def test_a_message_that_only_points_at_a_report_is_never_shown_alone(message, shown):
+    from induction.loading.errors import one_line
+
+    line = one_line(RuntimeError(message))
+    assert shown in line and "above report" not in line

@@ -17,6 +17,14 @@ def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     line = text[0].strip() if text else ""
     if not line or any(p in line.lower() for p in _POINTERS):
-        kept = line.split(":", 1)[0].strip() if ":" in line else ""
-        return f"{type(exc).__name__}{': ' + kept if kept and not any(p in kept.lower() for p in _POINTERS) else ''}"
+        for needle, meaning in _MEANINGS:
+            if needle in line:
+                return meaning
+        return type(exc).__name__
     return line
+
+
+_MEANINGS = (  # what transformers' pointer-only errors mean, said here since the report they point at is not shown
+    ("ignore_mismatched_sizes", "a tensor in the weights files does not have the shape config.json implies"),
+    ("conversion", "the weights could not be converted to this model's layout (a tensor of an unexpected shape or name)"),
+)
