@@ -303,3 +303,19 @@ def test_an_oversized_cache_entry_is_not_read(run_copy, capsys):
     code, second, err = cli(capsys, *argv)
     assert code == 0 and "larger than 64 MiB" in err
     assert json.loads(second)["checkpoints"] == json.loads(first)["checkpoints"]
+
+
+@pytest.mark.parametrize("err_no", [30, 28, 21], ids=["read-only", "disk-full", "is-a-directory"])
+def test_a_cache_that_cannot_be_written_is_a_note_not_a_failure(run_copy, capsys, monkeypatch, err_no):
+    import induction.loading.cache as cache
+
+    def refuse(path, obj):
+        raise OSError(err_no, os.strerror(err_no), str(path))
+
+    monkeypatch.setattr(cache, "write_json_atomic", refuse)
+    code, out, err = cli(capsys, "track", run_copy, *S)
+    assert code == 0, err
+    assert json.loads(out)["checkpoints"] and not list(run_copy.glob("track/*/step_*.json"))
+    lines = err.strip().splitlines()
+    assert lines and all(line.startswith("induction: note: cannot write cache file") for line in lines)
+    assert os.strerror(err_no) in lines[0]
