@@ -182,6 +182,27 @@ def test_text_is_read_as_a_bounded_prefix_with_the_same_tokens(hf_dir, tmp_path)
     assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading a {big.stat().st_size >> 20} MiB file"
 
 
+def test_scan_with_a_text_far_larger_than_it_needs_stays_small(hf_dir, tmp_path, capsys):
+    """The battery's case 11 through the CLI: the scan reads 8 windows of the file, not the file."""
+    big = tmp_path / "big.txt"
+    words = ENGLISH_TEXT.replace("\n", " ")
+    with big.open("w") as handle:  # 24 MB
+        for _ in range(24 * 2**20 // len(words)):
+            handle.write(words)
+    argv = ["scan", hf_dir, "--prompts", "4", "--icl-sequences", "8", "--bootstrap", "0", "-q", "--device", "cpu",
+            "--format", "json", "--text", big]
+    tracemalloc.start()
+    try:
+        code, out, err = cli(capsys, *argv)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 0, err
+    assert json.loads(out)["icl_score"] is not None
+    print(f"traced peak {peak / 2**20:.2f} MiB")
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB of Python objects for a 24 MiB text"
+
+
 def test_a_text_without_words_is_refused_not_read_to_its_end(hf_dir, tmp_path):
     from transformers import AutoTokenizer
 

@@ -123,7 +123,9 @@ def _describe(exc: BaseException) -> str:
         return "out of memory on this machine; use a smaller --batch-size, --prompts or --sequences"
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or message}"
-    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.errno in _OS_HINTS:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.filename} does not exist; check the path"
+    if isinstance(exc, OSError) and exc.errno in _OS_HINTS:
         where = exc.filename or "a file"
         return f"cannot use {where}: {exc.strerror or message}; {_OS_HINTS[exc.errno]}"
     if isinstance(exc, (ModelLoadError, ValueError, FileNotFoundError, RuntimeError)):
