@@ -319,3 +319,22 @@ def test_a_cache_that_cannot_be_written_is_a_note_not_a_failure(run_copy, capsys
     lines = err.strip().splitlines()
     assert lines and all(line.startswith("induction: note: cannot write cache file") for line in lines)
     assert os.strerror(err_no) in lines[0]
+
+
+def test_an_entry_is_keyed_by_identity_grid_and_library_versions(tmp_path):
+    from induction.loading.cache import ResultCache
+
+    result = {"heads": [{"layer": layer, "head": head} for layer in range(2) for head in range(3)]}
+    identity = {"weights_sha256": "w", "config_sha256": "c", "grid": [2, 3]}
+    cache = ResultCache(tmp_path / "c", {"k": 1})
+    cache.write("x", identity, result)
+    assert cache.read("x", identity) == result
+    assert cache.read("x", {**identity, "config_sha256": "other"}) is None
+    for grid in ([3, 3], [2, 2]):  # a layer short; heads the checkpoint does not have
+        cache.write("y", {**identity, "grid": grid}, result)  # as a tampered entry, hash and identity intact
+        assert cache.read("y", {**identity, "grid": grid}) is None
+    entry = tmp_path / "c" / "x.json"
+    data = json.loads(entry.read_text())
+    data["libraries"]["torch"] = "0.0.1"
+    entry.write_text(json.dumps(data))
+    assert cache.read("x", identity) is None

@@ -1,12 +1,13 @@
 """The per-checkpoint result cache of `induction track`: one JSON file per checkpoint.
 
     <dir>/settings.json          what every result here depends on (scoring settings, code hash)
-    <dir>/<checkpoint name>.json {"identity": {...}, "result": {...}, "result_sha256": ...}
+    <dir>/<checkpoint name>.json {"identity": {...}, "libraries": {...}, "result": {...}, "result_sha256": ...}
 
 `<dir>` is named by a hash of the settings, so changed settings or changed scoring code never mix
 with old results; each entry records its checkpoint's identity (`checkpoint_identity`: a hash of its
 weights and of its config.json, and the grid of heads its config says; or its revision), so a
-retrained or reconfigured checkpoint is rescored. Every file is written atomically, so an
+retrained or reconfigured checkpoint is rescored, and the versions of the libraries that compute
+them (`libraries`). Every file is written atomically, so an
 interrupted track leaves whole entries only and a rerun recomputes nothing already done.
 
 A cache entry proves itself or is recomputed: it must be a regular file (a FIFO, a device, a link or
@@ -22,6 +23,7 @@ failure: no state of the cache folder can make a run fail.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -62,7 +64,7 @@ class ResultCache:
         if path is None:
             return None
         cached = read_entry(path)
-        if not isinstance(cached, dict) or cached.get("identity") != identity:
+        if not isinstance(cached, dict) or cached.get("identity") != identity or cached.get("libraries") != libraries():
             return None
         result = cached.get("result")
         if not isinstance(result, dict) or cached.get("result_sha256") != result_hash(result):
@@ -80,7 +82,8 @@ class ResultCache:
     def write(self, name: str, identity: dict[str, Any], result: dict[str, Any]) -> None:
         path = self.path(name)
         if path is not None:
-            self._write(path, {"identity": identity, "result": result, "result_sha256": result_hash(result)})
+            self._write(path, {"identity": identity, "libraries": libraries(), "result": result,
+                               "result_sha256": result_hash(result)})
 
     @staticmethod
     def _write(path: Path, obj: dict[str, Any]) -> None:
@@ -138,6 +141,21 @@ def fits_grid(result: dict[str, Any], grid: list[int]) -> bool:
         return all(tuple(p) in cells for p in pairs)
     except (KeyError, TypeError):
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def libraries() -> dict[str, str | None]:
+    """The versions of the libraries a result's numbers depend on (the toolkit's own scoring code is
+    in the settings' code hash): an entry computed under others is recomputed."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "transformer-lens", "safetensors"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def result_hash(result: dict[str, Any]) -> str:
