@@ -137,6 +137,15 @@ def test_a_dead_address_fails_fast_in_one_line(capsys, run_copy):
     assert code == 2 and err.count("\n") == 1 and "no Ray cluster answers" in err
 
 
+def test_a_real_ray_head_passes_the_address_probe(runtime):
+    """The probe that refuses a web server (tests/test_reliability_io.py) accepts Ray's own GCS."""
+    import ray
+
+    from induction.jobs.executor import _check_address
+
+    _check_address(ray._private.worker.global_worker.node.gcs_address)
+
+
 def test_without_ray_the_option_says_how_to_install_it(monkeypatch, run_copy, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))

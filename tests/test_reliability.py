@@ -186,10 +186,14 @@ def test_every_file_of_a_run_gets_the_users_umask(tiny_run):
 
 
 def test_permission_denied_is_named(run_copy, capsys, monkeypatch):
-    def denied(*a, **k):
-        raise PermissionError(13, "Permission denied")
+    real_open = Path.open
 
-    monkeypatch.setattr("induction.loading.native.safe_open", denied)
+    def denied(self, *a, **k):  # as root, chmod 000 would not deny anything
+        if self.name == "model.safetensors":
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *a, **k)
+
+    monkeypatch.setattr(Path, "open", denied)
     code, _, err = cli(capsys, "scan", run_copy, "-q", "--device", "cpu")
     assert_one_line(code, err, "permission denied", "model.safetensors")
 

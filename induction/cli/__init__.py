@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import inspect
+import logging
 import os
 import re
 import sys
@@ -70,6 +72,7 @@ def _command_module(name: str):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status (tests call it in-process)."""
     args = None
+    _notes_to_stderr()
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
@@ -101,6 +104,30 @@ def as_flags(message: str, field: str | None, flags: Mapping[str, str]) -> str:
     return message
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests swap it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _notes_to_stderr() -> None:
+    """The library's notes (``induction.*`` loggers' warnings: a cache entry ignored and recomputed)
+    go to stderr as one line each, whatever logging setup the process has."""
+    logger = logging.getLogger("induction")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def _describe(exc: BaseException) -> str:
     import torch
 
@@ -116,11 +143,32 @@ def _describe(exc: BaseException) -> str:
         return "out of memory on this machine; use a smaller --batch-size, --prompts or --sequences"
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or message}"
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.filename} does not exist; check the path"
+    if isinstance(exc, OSError) and exc.errno in _OS_HINTS:
+        where = exc.filename or "a file"
+        return f"cannot use {where}: {exc.strerror or message}; {_OS_HINTS[exc.errno]}"
     if isinstance(exc, (ModelLoadError, ValueError, FileNotFoundError, RuntimeError)):
         for field_text, flag in FIELD_FLAGS.items():  # library errors name fields; the user typed flags
             message = message.replace(field_text, flag)
         return message
     return f"{type(exc).__name__}: {message}"
+
+
+_OS_HINTS = {
+    errno.EROFS: "the file system is read-only: choose a writable place (--out, the run or cache folder)",
+    errno.ENOSPC: "the disk is full: free some space or write somewhere else",
+    errno.EDQUOT: "the disk quota is used up: free some space or write somewhere else",
+    errno.EISDIR: "it is a directory: name a file, or move the directory away",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: fix the path",
+    errno.EEXIST: "something is already there: move it away or choose another path",
+    errno.ENOTEMPTY: "the directory is not empty: move it away or choose another path",
+    errno.ELOOP: "too many symbolic links: fix the link",
+    errno.ENAMETOOLONG: "the name is too long: choose a shorter path",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n)",
+    errno.EIO: "the device reported an I/O error: check the disk",
+}
+"""What to do about the OS errors a user can meet (one line each; PermissionError has its own)."""
 
 
 def _fail(message: str) -> int:
@@ -134,12 +182,13 @@ def _fail(message: str) -> int:
 # ---- helpers shared by subcommands -------------------------------------------------------------
 
 def emit(report: Any, args: argparse.Namespace) -> None:
-    """Print the report in args.format, or write it to args.out (atomically)."""
+    """Print the report in args.format, or write it to args.out (`induction.common.fileio.output_file`:
+    atomically to a regular file or a link's target, in place to -, /dev/stdout or a device)."""
     text = format_report(report, args.format)
     if args.out:
-        from induction.common.fileio import write_text_atomic
+        from induction.common.fileio import write_output
 
-        write_text_atomic(Path(args.out), text)
+        write_output(args.out, text)
         if not args.quiet:
             print(f"wrote {args.out}", file=sys.stderr)
     else:
@@ -184,7 +233,19 @@ def check_out_path(args: argparse.Namespace) -> None:
 
 def _unwritable(path: Path) -> str | None:
     """Why a report or figure could not be written to `path` (checked before any work), or None.
-    Both are written as a temporary file beside `path`, then renamed onto it."""
+    Both are written as a temporary file beside where `path` leads (through links), then renamed
+    onto it; a descriptor (-, /dev/stdout) or device is written in place."""
+    from induction.common.fileio import OutputError, output_target
+
+    try:
+        target = output_target(path)
+    except OutputError as exc:
+        return str(exc).removeprefix(f"{path} ")
+    if target.kind == "stream" and not os.access(target.path, os.W_OK):
+        return f"cannot write to {target.path} (permission denied)"
+    if target.kind != "file":
+        return None
+    path = target.path
     if not path.parent.is_dir():
         return f"directory {path.parent} does not exist"
     if path.is_dir():

@@ -191,17 +191,49 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
 
 
 def _check_address(address: str) -> None:
-    """Fail in one line, within seconds, when nothing listens at an explicit address (Ray itself
-    retries for minutes); `auto` is Ray's own lookup and fails fast by itself."""
+    """Fail in one line, within seconds, when no Ray head answers at an explicit address (Ray itself
+    retries for minutes, or hangs on a server that is not Ray's); `auto` is Ray's own lookup and
+    fails fast by itself.
+
+    A Ray head's GCS port (and a Ray Client server, ``ray://``) speaks gRPC, which is HTTP/2: sent
+    HTTP/2's client preface, it answers with a SETTINGS frame. A web server, a database or anything
+    else answers otherwise, or not at all within `PROBE_TIMEOUT_S`. With TLS (``RAY_USE_TLS``) the
+    preface cannot be sent in the clear, and only the connection is checked.
+    """
     if address == "auto":
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ExecutorError(f"--ray {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S)
     except OSError as exc:
         raise ExecutorError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        conn.close()
+        return
+    try:
+        with conn:
+            conn.settimeout(PROBE_TIMEOUT_S)
+            conn.sendall(H2_PREFACE + H2_EMPTY_SETTINGS)
+            reply = b""
+            while len(reply) < 9:
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        reply = b""
+    if len(reply) < 9 or reply[3] != H2_SETTINGS:
+        seen = reply[:16].split(b"\r\n")[0].decode("ascii", "replace") if reply else "no answer"
+        raise ExecutorError(f"--ray {address}: the server there is not a Ray head (it does not speak gRPC: "
+                            f"{seen!r}); give the Ray head's GCS address (ray start --head prints it)")
+
+
+PROBE_TIMEOUT_S = 5.0
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # length 0, type SETTINGS, no flags, stream 0
+H2_SETTINGS = 0x04
 
 
 Executor = Union[LocalExecutor, RayExecutor]

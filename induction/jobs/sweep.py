@@ -95,7 +95,7 @@ def read_targets(text: str | os.PathLike[str]) -> tuple[list[SweepTarget], str |
         for i, r in enumerate(runs, 1):
             _check_run_table(path, i, r)
         base = path.parent
-        targets = [SweepTarget(path=_relative_to(r["path"].strip(), base), label=r.get("label"),
+        targets = [SweepTarget(path=_relative_to(r["path"].strip(), base, path), label=r.get("label"),
                                revisions=_revisions(r.get("revisions"))) for r in runs]
         job = data.get("job")
         if job is not None:
@@ -105,6 +105,7 @@ def read_targets(text: str | os.PathLike[str]) -> tuple[list[SweepTarget], str |
         job = None
     if not targets:
         raise ValueError("give at least one model or run to sweep")
+    _check_distinct(targets)
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise ValueError(f"sweep targets repeated: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
@@ -133,10 +134,36 @@ def _check_run_table(path: Path, index: int, run: dict[str, Any]) -> None:
                          f"(revisions = [\"step1000\"]) or \"auto\", got {revisions!r}")
 
 
-def _relative_to(path: str, base: Path) -> str:
-    """A path in a sweep file is relative to the file; a hub name stays as it is."""
-    candidate = base / path
-    return str(candidate) if not Path(path).is_absolute() and candidate.exists() else path
+def _relative_to(path: str, base: Path, sweep_file: Path) -> str:
+    """A path in a sweep file is relative to the file (README), never to the working directory; a
+    name that is no path there and looks like none (``gpt2``, ``org/name``) is a hub name.
+
+    Raises:
+        ValueError: a local path (absolute, ``./x``, ``a/b/c``, or a name that exists only in the
+            working directory) that does not exist relative to the file, naming where it was looked for.
+    """
+    given = Path(path).expanduser()
+    resolved = given if given.is_absolute() else base / given
+    if resolved.exists():
+        return str(resolved)
+    if given.is_absolute() or looks_local(path) or given.exists():
+        raise ValueError(f"sweep file {sweep_file}: run path {path!r} is relative to the file, and "
+                         f"{os.path.normpath(os.path.abspath(resolved))} does not exist; fix the path")
+    return path
+
+
+def _check_distinct(targets: Sequence[SweepTarget]) -> None:
+    """Refuse two targets that are the same run (the same folder however written, with the same
+    revisions): its curves would be shown twice, as if two runs agreed, and every checkpoint scored twice."""
+    seen: dict[tuple[str, tuple[str, ...] | None], SweepTarget] = {}
+    for t in targets:
+        local = Path(t.path).expanduser()
+        key = (os.path.realpath(local) if local.exists() else t.path, t.revisions)
+        if key in seen:
+            first = seen[key]
+            raise ValueError(f"sweep target repeated: {first.name!r} and {t.name!r} are the same run ({key[0]}); "
+                             "list it once")
+        seen[key] = t
 
 
 def check_scan_targets(targets: Sequence[SweepTarget]) -> None:

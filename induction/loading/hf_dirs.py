@@ -22,12 +22,13 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from induction.common.fileio import file_sha256
-from induction.loading.native import CONFIG_FILE, ModelLoadError, read_json
+from induction.loading.native import CONFIG_FILE, ModelLoadError, one_line, read_json
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -175,6 +176,30 @@ def tokenizer_dir(*candidates: Path) -> Path | None:
     return None
 
 
+def hf_tokenizer(where: Path | None, directory: Path) -> Any:
+    """The tokenizer to hand the bridge: None where it is the model directory's own (the bridge loads
+    it as boot_transformers would), else the one in `where` (a Trainer's output directory). Either
+    way its JSON files are read first, so a broken one is named, not the checkpoint."""
+    if where is None:
+        return None
+    for name in TOKENIZER_FILES:
+        if name.endswith(".json") and (where / name).exists():
+            read_json(where / name, "tokenizer file")
+    if where == directory:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return AutoTokenizer.from_pretrained(str(where), add_bos_token=True)
+            except (TypeError, ValueError):  # tokenizers without a BOS setting
+                return AutoTokenizer.from_pretrained(str(where))
+    except Exception as exc:  # tokenizers raise many types; all mean "this tokenizer is unusable"
+        raise ModelLoadError(f"the tokenizer files in {where} cannot be read ({one_line(exc)}); fix or remove them") from None
+
+
 # ---- folders of checkpoints: Trainer outputs and folders of revisions ----------------------------
 
 @dataclass(frozen=True)
@@ -253,8 +278,10 @@ def folder_checkpoints(folder: Path) -> list[FolderCheckpoint]:
 def read_trainer_state(directory: Path) -> dict[str, Any] | None:
     """`directory`'s trainer_state.json (JSON, safe to read), or None when it has none."""
     path = directory / TRAINER_STATE_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
+    if not path.is_file():  # a directory, a FIFO, a dangling link: the step and progress would be guessed
+        raise ModelLoadError(f"{path} is not a regular file; remove it or replace it with the Trainer's JSON state")
     state = read_json(path, "Trainer state")
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path} must hold a JSON object")

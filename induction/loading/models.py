@@ -34,6 +34,7 @@ from induction.loading.devices import place, resolve_device, resolve_dtype
 from induction.loading.hf_dirs import (
     FolderCheckpoint,
     folder_checkpoints,
+    hf_tokenizer,
     is_checkpoint_folder,
     is_hf_model_dir,
     safetensors_files,
@@ -50,6 +51,7 @@ from induction.loading.native import (
 )
 from induction.loading.pickled import pickle_weight_files, pickled_as_safetensors
 from induction.loading.runs import MANIFEST_FILE, is_run_dir, read_manifest, run_checkpoints
+from induction.loading.verify import check_finite, check_load_report, file_of, verify_hf_directory
 
 
 @dataclass
@@ -237,10 +239,13 @@ def _quiet_transformers() -> Iterator[None]:
 
     enabled = hf_logging.is_progress_bar_enabled()
     hub_off = are_progress_bars_disabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # its multi-line load report too: what it says is checked and said in one line
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if enabled:
             hf_logging.enable_progress_bar()
         if hub_off:
@@ -266,11 +271,11 @@ def load_hf_directory(directory: str | os.PathLike[str], tokenizer_from: Sequenc
     Raises:
         ModelLoadError: one line naming the directory and the problem.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     directory = Path(directory).expanduser().resolve()
     try:
-        safetensors_files(directory)  # refuses pickled-only weights before transformers sees the directory
+        files = safetensors_files(directory)  # refuses pickled-only weights before transformers sees the directory
     except ModelLoadError:
         if not (allow_pickle and pickle_weight_files(directory)):
             raise
@@ -280,20 +285,23 @@ def load_hf_directory(directory: str | os.PathLike[str], tokenizer_from: Sequenc
                                          bos_token_id=model.induction_info.bos_token_id)
         return model
     where = tokenizer_dir(directory, *tokenizer_from)
+    config, headers = verify_hf_directory(directory, files)
     try:
         with warnings.catch_warnings(), _quiet_transformers():
             warnings.simplefilter("ignore")
-            config = AutoConfig.from_pretrained(str(directory))
-            hf_model = AutoModelForCausalLM.from_pretrained(
-                str(directory), config=config, use_safetensors=True, attn_implementation="eager", dtype=torch.float32
-            ).eval()
-            tokenizer = None  # the directory's own (or none): the bridge loads it as boot_transformers would
-            if where is not None and where != directory:
-                try:
-                    tokenizer = AutoTokenizer.from_pretrained(str(where), add_bos_token=True)
-                except (TypeError, ValueError):  # tokenizers without a BOS setting
-                    tokenizer = AutoTokenizer.from_pretrained(str(where))
-            model = TransformerBridge.boot_transformers(str(directory), hf_model=hf_model, tokenizer=tokenizer,
+            hf_model, report = AutoModelForCausalLM.from_pretrained(
+                str(directory), config=config, use_safetensors=True, attn_implementation="eager", dtype=torch.float32,
+                output_loading_info=True,
+            )
+    except Exception as exc:  # transformers raises many types; all mean "cannot load this"
+        raise ModelLoadError(f"cannot load Hugging Face model directory {directory}: {one_line(exc)}") from None
+    check_load_report(report, headers, files, directory / CONFIG_FILE)
+    check_finite(hf_model.state_dict().items(), file_of(headers, files[-1], hf_model.base_model_prefix))
+    tokenizer = hf_tokenizer(where, directory)
+    try:
+        with warnings.catch_warnings(), _quiet_transformers():
+            warnings.simplefilter("ignore")
+            model = TransformerBridge.boot_transformers(str(directory), hf_model=hf_model.eval(), tokenizer=tokenizer,
                                                         device="cpu", dtype=torch.float32)
     except Exception as exc:  # transformers raises many types; all mean "cannot load this"
         raise ModelLoadError(f"cannot load Hugging Face model directory {directory}: {one_line(exc)}") from None
@@ -367,7 +375,6 @@ def _attach_info(
     )
 
 
-
 def model_info(model: TransformerBridge) -> ModelInfo:
     """The model's `ModelInfo`; models built in memory get a default one (no BOS, no data)."""
     info = getattr(model, "induction_info", None)
@@ -375,8 +382,6 @@ def model_info(model: TransformerBridge) -> ModelInfo:
         return info
     tok = getattr(model, "tokenizer", None)
     return ModelInfo(spec="<in-memory>", kind="memory", bos_token_id=getattr(tok, "bos_token_id", None))
-
-
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
     <dir>/meta.json          optional: step, tokens_seen, loss, the training data, ...
 
 Written atomically (a temporary sibling directory, then rename); read without unpickling anything
-(safetensors only), with every weight checked against the config's shapes before loading.
+(safetensors only), with every weight checked against the config before loading
+(`induction.loading.verify`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.common.fileio import give_default_mode, write_json_atomic
+from induction.loading.errors import ModelLoadError, one_line
+from induction.loading.verify import check_finite, verify_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -41,10 +43,6 @@ _NATIVE_FIELDS = (
     "tokenizer_prepends_bos", "original_architecture", "model_name",
 )
 _REQUIRED_FIELDS = ("d_model", "d_head", "n_heads", "n_layers", "n_ctx", "d_vocab")
-
-
-class ModelLoadError(ValueError):
-    """A model spec that cannot be loaded; the message names the problem in one line."""
 
 
 def native_config(
@@ -160,46 +158,10 @@ def read_json(path: Path, what: str) -> Any:
         raise ModelLoadError(f"{what}: {path} is not valid JSON ({one_line(exc)})") from None
 
 
-def safetensors_shapes(path: Path, what: str) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape from a safetensors file's header, read without loading any weight."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
-    except PermissionError:
-        raise ModelLoadError(f"{what}: cannot read {path}: permission denied") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"{what}: {path} is corrupt ({one_line(exc)})") from None
-
-
-def _layers_in(shapes: dict[str, tuple[int, ...]]) -> int:
-    return 1 + max((int(m.group(1)) for k in shapes if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
-
-
-def check_config_against_weights(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], where: Path) -> None:
-    """Raise unless config.json describes exactly the tensors the weights file holds, before any
-    memory is allocated: a config that claims d_vocab 2e7 or 1e5 layers must not be built first.
-
-    The layer count is compared first (cheap, and what would take longest to build); then the model
-    is built on the meta device (no memory) and every shape compared with the header's.
-    """
-    layers = _layers_in(shapes)
-    if config["n_layers"] != layers:
-        raise ModelLoadError(f"checkpoint {where}: config.json says n_layers={config['n_layers']}, "
-                             f"{WEIGHTS_FILE} holds {layers} layer(s)")
+def native_expected(config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """The bridge's tensors for a config.json dict, name -> (shape, floating), built on the meta device."""
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in boot_native(config).state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {_short_list(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {_short_list(unexpected)}")
-        raise ModelLoadError(f"checkpoint {where}: weights do not match config.json ({'; '.join(parts)})")
-    for key, shape in shapes.items():
-        if shape != expected[key]:
-            raise ModelLoadError(f"checkpoint {where}: {key} has shape {shape}, config.json implies {expected[key]}")
+        return {k: (tuple(v.shape), v.is_floating_point()) for k, v in boot_native(config).state_dict().items()}
 
 
 def load_checkpoint(directory: str | os.PathLike[str]) -> TransformerBridge:
@@ -213,7 +175,9 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TransformerBridge:
         raise ModelLoadError(f"checkpoint {directory}: {WEIGHTS_FILE} is missing")
     config = dict(config, init_weights=False)
     validate_native_config(config)
-    check_config_against_weights(config, safetensors_shapes(weights, f"checkpoint {directory}"), directory)
+    # Layer count, then dtypes, byte lengths and every shape, before anything of the config's size is built.
+    verify_weights([weights], directory / CONFIG_FILE, config["n_layers"], "n_layers",
+                   lambda: native_expected(config), strict_names=True)
     model = boot_native(config)
     try:
         state = load_file(str(weights))
@@ -221,9 +185,7 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TransformerBridge:
         raise ModelLoadError(f"checkpoint {directory}: cannot read {WEIGHTS_FILE}: permission denied") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"checkpoint {directory}: {WEIGHTS_FILE} is corrupt ({one_line(exc)})") from None
-    for key, value in state.items():
-        if not torch.isfinite(value).all():
-            raise ModelLoadError(f"checkpoint {directory}: {key} contains NaN or inf")
+    check_finite(state.items(), lambda name: weights)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -234,12 +196,3 @@ def read_meta(ckpt_dir: Path) -> dict[str, Any]:
         return {}
     meta = read_json(ckpt_dir / META_FILE, "checkpoint meta")
     return meta if isinstance(meta, dict) else {}
-
-
-def _short_list(items: list[str], n: int = 4) -> str:
-    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

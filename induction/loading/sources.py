@@ -1,8 +1,9 @@
 """The checkpoints of a training run, as `induction track` walks them.
 
 A source is one checkpoint: its step, how to load it (`ModelRef`), what the run recorded about it
-(tokens seen, training loss), and an identity that changes when its weights change (so a cached
-result of a retrained checkpoint is not reused). Sources come from
+(tokens seen, training loss), and an identity that changes when its weights or its config.json
+change (`induction.loading.cache.checkpoint_identity`), so a cached result of a retrained or
+reconfigured checkpoint is not reused. Sources come from
 - a run directory written by `induction train` (`run_sources`),
 - a Hugging Face Trainer output directory (`trainer_sources`: its ``checkpoint-N/`` folders),
 - a folder holding one model directory per revision (`revision_dir_sources`: ``step1000/``, ...), or
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from induction.common.fileio import file_sha256
+from induction.loading.cache import checkpoint_identity
 from induction.loading.hf_dirs import (
     FolderCheckpoint,
     folder_checkpoints,
@@ -31,7 +33,7 @@ from induction.loading.hf_dirs import (
     weights_sha256,
 )
 from induction.loading.models import ModelRef
-from induction.loading.native import WEIGHTS_FILE, ModelLoadError
+from induction.loading.native import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError
 from induction.loading.revisions import (
     HubConfig,
     read_record,
@@ -75,7 +77,7 @@ def run_sources(run_dir: str | os.PathLike[str]) -> list[CheckpointSource]:
         entry = entries.get(step, {})
         out.append(CheckpointSource(
             step=step, ref=ModelRef(str(run_dir), checkpoint=step), name=step_name(step),
-            identity={"weights_sha256": file_sha256(ckpt_dir / WEIGHTS_FILE)},
+            identity=checkpoint_identity(file_sha256(ckpt_dir / WEIGHTS_FILE), ckpt_dir / CONFIG_FILE),
             tokens_seen=entry.get("tokens_seen"), loss=entry.get("loss"),
         ))
     return out
@@ -127,7 +129,7 @@ def _folder_source(folder: Path, ckpt: FolderCheckpoint) -> CheckpointSource:
     tokens_seen, loss = trainer_progress(ckpt.trainer_state, ckpt.step)
     return CheckpointSource(
         step=ckpt.step, ref=ModelRef(str(folder), checkpoint=ckpt.step), name=safe_name(ckpt.name),
-        identity={"weights_sha256": weights_sha256(ckpt.path)}, tokens_seen=tokens_seen, loss=loss,
+        identity=checkpoint_identity(weights_sha256(ckpt.path), ckpt.path / CONFIG_FILE), tokens_seen=tokens_seen, loss=loss,
     )
 
 

@@ -14,6 +14,7 @@ in-context copying can predict).
 
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -137,18 +138,12 @@ def text_tokens(
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         raise ICLDataError("this model has no tokenizer, so it cannot read a text file; omit --text to use synthetic tokens")
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ICLDataError(f"text file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ICLDataError(f"cannot read text file {path}: {exc}") from None
-    ids = tok(text, add_special_tokens=False)["input_ids"]
     seq_len = seq_len or min(model.cfg.n_ctx, 512)
     check_fits(model, seq_len)
+    path = Path(path)
     bos = model_info(model).bos_token_id
     body = seq_len - (bos is not None)
+    ids = read_text_tokens(tok, path, n_sequences * body)
     n_windows = min(n_sequences, len(ids) // body)
     if n_windows < 1:
         raise ICLDataError(f"text file {path} has {len(ids)} tokens; need at least {body} for one sequence")
@@ -156,6 +151,58 @@ def text_tokens(
     if bos is not None:
         windows = torch.cat([torch.full((n_windows, 1), bos, dtype=torch.long, device="cpu"), windows], dim=1)
     return windows, f"text file {path.name} ({n_windows} windows)"
+
+
+TEXT_CHUNK_BYTES = 1 << 16
+TEXT_TOKEN_MARGIN = 64  # tokens past the ones used: the tokenisation of a prefix is final this far from its cut
+TEXT_MAX_BYTES_PER_TOKEN = 1024  # a prefix this long per wanted token without enough tokens: give up
+
+
+def read_text_tokens(tok: Any, path: Path, needed: int) -> list[int]:
+    """The first `needed` tokens of a UTF-8 text file (all of them if it has fewer), reading only a
+    prefix of it: memory is bounded by what is used, whatever the file's size.
+
+    The prefix read doubles until its tokens reach `needed` plus `TEXT_TOKEN_MARGIN` (tokenisers
+    split text into words first, so tokens this far from the cut are those of the whole file) or
+    the file ends; a prefix of `TEXT_MAX_BYTES_PER_TOKEN` bytes per needed token that still has too
+    few tokens is refused rather than read on.
+
+    Raises:
+        ICLDataError: the file is missing, unreadable, not UTF-8, or has far too few tokens per byte.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pieces: list[str] = []
+    read = 0
+    want = max(TEXT_CHUNK_BYTES, 8 * needed)
+    cap = TEXT_MAX_BYTES_PER_TOKEN * needed + TEXT_CHUNK_BYTES
+    try:
+        with path.open("rb") as handle:
+            while True:
+                eof = False
+                while read < want:
+                    chunk = handle.read(TEXT_CHUNK_BYTES)
+                    if not chunk:
+                        pieces.append(decoder.decode(b"", final=True))
+                        eof = True
+                        break
+                    read += len(chunk)
+                    pieces.append(decoder.decode(chunk))
+                text = "".join(pieces)
+                pieces = [text]
+                ids = tok(text, add_special_tokens=False)["input_ids"]
+                if eof or len(ids) >= needed + TEXT_TOKEN_MARGIN:
+                    return ids[:needed]
+                if read >= cap:
+                    raise ICLDataError(f"text file {path}: its first {read} bytes hold only {len(ids)} tokens, "
+                                       f"{needed} are needed; give a text file with words in it")
+                want = min(2 * want, cap)
+    except FileNotFoundError:
+        raise ICLDataError(f"text file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ICLDataError(f"text file {path} is not UTF-8 text (byte {exc.start} of a chunk); "
+                           "convert it to UTF-8") from None
+    except OSError as exc:
+        raise ICLDataError(f"cannot read text file {path}: {exc.strerror or exc}") from None
 
 
 def icl_tokens(model: TransformerBridge, cfg: ICLConfig) -> tuple[Tensor, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from induction.common.fileio import atomic_path
+from induction.common.fileio import output_file
 
 STATIC_FORMATS = (".png", ".svg", ".pdf")
 
@@ -22,7 +22,9 @@ class PlotExportError(RuntimeError):
 def save_figure(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
     """Write `fig` to .html (always works) or .png/.svg/.pdf (needs kaleido + Chrome/Chromium).
 
-    Written to a temporary file and renamed, so a failed export leaves nothing behind.
+    Written to a temporary file and renamed (through a link, to its target), so a failed export
+    leaves nothing behind; a character device or /dev/stdout is written in place
+    (`induction.common.fileio.output_file`).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -30,7 +32,7 @@ def save_figure(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
         raise PlotExportError(f"cannot write a figure to {path.name}: use one of {', '.join(FIGURE_FORMATS)}")
     if not path.parent.exists():
         raise PlotExportError(f"cannot write {path}: directory {path.parent} does not exist")
-    with atomic_path(path, suffix=suffix) as tmp:
+    with output_file(path, suffix=suffix) as tmp:
         if suffix == ".html":
             fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
         else:
