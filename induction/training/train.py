@@ -76,6 +76,7 @@ from induction.loading.runs import (
     step_name,
     write_manifest,
 )
+from induction.training.interventions import HeadIntervention, TrainingInterventions, check_interventions
 
 # Defaults by model kind, for the fields left at None. GPT-2-style models (LayerNorm + MLP) need a
 # lower lr with warm-up (at 1e-2 their attention stayed uniform), and segments of at least 16 tokens:
@@ -246,6 +247,9 @@ class TrainConfig:
             (`ToyDataConfig(d_vocab, seq_len=n_ctx)`). Its d_vocab must equal the model's and its
             seq_len fit the context.
         seed: seeds the initial weights (TL-native init) and the data stream (0).
+        interventions: heads zeroed, mean-ablated or frozen at every training step of a window
+            (`induction.training.interventions.HeadIntervention`; empty: none). Dicts are read as
+            HeadIntervention fields.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -253,10 +257,12 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig | None = None
     seed: int = 0
+    interventions: list[HeadIntervention] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        self.interventions = check_interventions(self.interventions, self.model.n_layers, self.model.n_heads, self.steps)
         if self.data is None:
             # The shortest segment of the default data depends on the model kind (DEFAULT_MIN_SEGMENT),
             # within what the vocabulary and context allow.
@@ -335,6 +341,8 @@ class TrainConfig:
         out = asdict(self)
         out["optim"]["betas"] = list(self.optim.betas)
         out["data"] = self.data.to_dict()
+        if not self.interventions:  # runs without interventions keep the dict (and cache keys) they had
+            out.pop("interventions")
         return out
 
     @classmethod
@@ -348,7 +356,7 @@ class TrainConfig:
             raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
         parts = {name: part(**d[name]) for name, part in _PARTS.items() if name in d}
         data = data_config_from_dict(d["data"]) if isinstance(d.get("data"), dict) else d.get("data")
-        return cls(**parts, data=data, seed=d.get("seed", 0))
+        return cls(**parts, data=data, seed=d.get("seed", 0), interventions=d.get("interventions") or [])
 
 
 def train(
@@ -434,8 +442,11 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
     schedule = cfg.checkpoint_steps()
     begin = time.perf_counter()
     wall_before = float(manifest.get("train_seconds", 0.0))
+    interventions = TrainingInterventions(cfg.interventions, model, cfg.model_config())
     if not manifest["checkpoints"]:
-        _checkpoint(model, optimizer, generator, ema, 0, cfg, out_dir, manifest, initial_loss(model, cfg, generator))
+        with interventions.hooks(0):
+            loss0 = initial_loss(model, cfg, generator)
+        _checkpoint(model, optimizer, generator, ema, 0, cfg, out_dir, manifest, loss0)
     pending = [s for s in schedule if s > start]
     end = cfg.steps if stop_after is None else min(cfg.steps, max(start, stop_after))
     model.train()
@@ -446,13 +457,15 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
             tokens = sample_stream(cfg.data, cfg.batch_size, generator).to(device)
-            with autocast:
+            with autocast, interventions.hooks(step):
                 loss = model(tokens, return_type="loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            interventions.before_clip(step)
             if cfg.optim.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
+            interventions.after_step(step)
             ema.update(loss.item())
             bar.update(1)
             if bar.n % 10 == 0 or step + 1 == end:
