@@ -65,6 +65,7 @@ from induction.measures.effects import HeadSetEffect, icl_head_effects, icl_head
 from induction.measures.formation import CheckpointScores, induction_set_block, phase_change_of
 from induction.measures.icl import default_stream_config, icl_positions, icl_score, icl_tokens
 from induction.measures.losses import per_token_loss, sequences_per_forward
+from induction.measures.transience import transience_of
 from induction.reports.track import TrackReport
 
 TRACK_DIR = "track"
@@ -234,7 +235,8 @@ def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: 
     tokens = sample_stream(stream, held_out_count(cfg, stream), torch.Generator(device="cpu").manual_seed(held_out_seed))
     held_out = per_token_loss(model, tokens)[:, 1:].mean()
     out = {"heads": scores.to_records(), "icl_score": None if icl is None else icl.score,
-           "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out)}
+           "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out),
+           "icl_per_sequence": None if icl is None else icl.per_sequence}  # for `transience_of`
     if cfg.ablate is not None:
         icl_seqs, _ = icl_tokens(model, cfg.scan.icl)  # the sequences icl_score just read
         baseline, effects = icl_head_effects(model, icl_seqs, cfg.ablate, seed=cfg.scan.seed)
@@ -508,7 +510,10 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
         settings.update(induction_set_computed=len(set_computed or []), induction_set_cached=len(induction_set.cached))
     prov = provenance(plan.run, None, cfg.scan.seed, settings, time.perf_counter() - start, **plan.placement)
     prov.update(execution or {"executor": "local", "workers": 1})
-    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation)
+    icl = cfg.scan.icl
+    transience = None if icl is None else transience_of(results, phase, n_bootstrap=icl.n_bootstrap, seed=icl.seed)
+    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation,
+                       transience=transience)
 
 
 def ablation_summary(cfg: TrackConfig, heads: list[tuple[int, int]], sets: list[dict[str, Any]]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class CheckpointScores:
     icl: dict[str, Any] | None = None
     revision: str | None = None
     ablation: dict[str, Any] | None = None
+    icl_per_sequence: list[float] | None = None  # each ICL sequence's score: cached, not in the JSON
 
     def best_head(self) -> dict[str, Any]:
         """The head with the highest prefix-matching score."""
@@ -55,6 +56,7 @@ class CheckpointScores:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out.pop("icl_per_sequence")
         for optional in ("revision", "ablation"):
             if out[optional] is None:
                 out.pop(optional)

@@ -257,7 +257,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig | None = None
     seed: int = 0
-    interventions: list[HeadIntervention] = field(default_factory=list)
+    interventions: Sequence[HeadIntervention | dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
