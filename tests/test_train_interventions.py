@@ -233,3 +233,42 @@ def test_cli_bad_interventions_are_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+# ---- what knocking heads out does to formation (slow) ----------------------------------------------
+
+@pytest.mark.slow
+def test_knocking_out_layer_0_heads_during_training(tmp_path):
+    """The default recipe with layer-0 heads zeroed at every step (scripts/knockout_experiment.py).
+
+    With every layer-0 head zeroed no induction head can form, at any seed: a layer-1 head's key at
+    position j + 1 then holds only token j + 1 and the position, nothing about token j, so it cannot
+    match the query's token against the token before (no K-composition without an earlier head).
+    With the seed-0 default run's previous-token heads zeroed in a fresh run from the same seed,
+    induction heads still form (another layer-0 head takes the role), but later than with as many
+    other layer-0 heads zeroed: measured at seed 0 only (README, "Interventions during training"),
+    so that part is checked at seed 0.
+    """
+    from induction.jobs.scan import ScanConfig, scan
+    from induction.jobs.track import TrackConfig, track
+    from induction.loading.models import ModelRef
+    from induction.training.defaults import default_config, default_run, default_seed
+
+    base = default_config("2l")
+    blind = train(with_interventions(base, parse_interventions("L0H0=zero,L0H1=zero,L0H2=zero,L0H3=zero")),
+                  tmp_path / "all", progress=False)
+    report = track(blind, TrackConfig(cache=False))
+    threshold = report.provenance["settings"]["track"]["scan"]["detector"]["prefix_threshold"]
+    assert max(c.best_prefix_matching for c in report.checkpoints) < threshold / 2, report.summary()
+    assert report.phase_change is None and not report.checkpoints[-1].induction_heads
+    if default_seed() != 0:
+        return
+    heads = scan(ModelRef(str(default_run("2l")), device="cpu"), ScanConfig()).heads()
+    layer0 = {h["head"]: h["previous_token"] for h in heads if h["layer"] == 0}
+    prev = sorted(h for h, s in layer0.items() if s >= max(layer0.values()) / 2)
+    assert prev == [1, 2]
+    steps = {}
+    for name, knocked in (("previous-token", prev), ("control", [0, 3])):
+        cfg = with_interventions(base, [HeadIntervention(0, h, "zero") for h in knocked])
+        steps[name] = track(train(cfg, tmp_path / name, progress=False), TrackConfig(cache=False)).phase_change.step
+    assert steps["previous-token"] >= steps["control"] + 100, steps
