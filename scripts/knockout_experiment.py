@@ -103,8 +103,7 @@ def figure(reports: dict, title: str) -> go.Figure:
         pc = report.phase_change
         if pc is not None:
             fig.add_vline(x=pc.step, line=dict(color=colour, width=1, dash="dash"), row="all", col=1)
-    fig.update_xaxes(type="log")
-    fig.update_xaxes(title_text="training step (log scale)", row=3, col=1)
+    fig.update_xaxes(title_text="training step", row=3, col=1)  # linear: the arms differ between steps 400 and 800
     fig.update_yaxes(title_text="attention", range=[-0.02, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="nats", row=2, col=1)
     fig.update_yaxes(title_text="attention", range=[-0.02, 1.02], row=3, col=1)
