@@ -86,7 +86,7 @@ class ICLScore:
     n_sequences: int
     seq_len: int
     data: str
-    per_sequence: list[float] | None = field(default=None, repr=False)
+    per_sequence: list[float] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
