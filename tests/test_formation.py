@@ -58,7 +58,7 @@ def test_track_report_follows_the_contract_and_agrees_with_scan(tiny_run, tmp_pa
     cfg = quick_track_config(cache=False)
     report = track(tiny_run, cfg)
     data = json.loads(json.dumps(report.to_json()))
-    assert set(data) == {"run", "checkpoints", "phase_change", "provenance"}
+    assert set(data) == {"run", "checkpoints", "phase_change", "transience", "provenance"}
     manifest = read_manifest(tiny_run)
     assert [c["step"] for c in data["checkpoints"]] == [c["step"] for c in manifest["checkpoints"]] == [0, 1, 3, 10, 12]
     for entry, ckpt in zip(manifest["checkpoints"], data["checkpoints"]):
@@ -327,7 +327,7 @@ def test_cli_track_writes_the_contract_json_and_the_figure(tiny_run, tmp_path, c
             "--held-out-sequences", "8", "--format", "json", "--out", str(out), "--plot", str(plot)]
     assert main(argv) == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
-    assert set(report) == {"run", "checkpoints", "phase_change", "provenance"}
+    assert set(report) == {"run", "checkpoints", "phase_change", "transience", "provenance"}
     assert [c["step"] for c in report["checkpoints"]] == [0, 1, 3, 10, 12]
     assert report["provenance"]["seed"] == 0 and report["provenance"]["runtime_s"] > 0
     assert "transformer-lens" in report["provenance"]["versions"]

@@ -104,7 +104,7 @@ def test_mean_ablation_from_the_short_forward_equals_the_full_one(folder):
 
 def test_report_json_summary_table_and_figure(report):
     data = json.loads(json.dumps(report.to_json()))
-    assert set(data) == {"run", "checkpoints", "phase_change", "ablation", "provenance"}
+    assert set(data) == {"run", "checkpoints", "phase_change", "transience", "ablation", "provenance"}
     assert set(data["ablation"]) == {"method", "induction_heads", "n_draws", "control_heads", "control_unavailable"}
     assert data["ablation"]["control_unavailable"] is None
     for ckpt in data["checkpoints"]:

@@ -67,6 +67,15 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                         "context: `induction fewshot --task prior`) or tasks (several fixed functions over one "
                         "vocabulary, one per sequence: task inference, `--function-vectors`). prior and tasks change "
                         f"these defaults (options given still win): {recipes}")
+    g = p.add_argument_group("interventions during training (Singh et al. 2024)")
+    g.add_argument("--intervene", metavar="L0H2=zero,...",
+                   help="heads to intervene on at every training step: LAYERHHEAD=KIND, comma-separated; KIND: "
+                        "zero (the head's output hook_z set to 0), mean (hook_z set to its batch mean per position), "
+                        "frozen (its Q/K/V/O weights held at their initial values); recorded in the run")
+    g.add_argument("--intervene-steps", metavar="START:END",
+                   help="the updates intervened on: START <= step < END; either side may be left empty "
+                        "(default: every step)")
+    g = p.add_argument_group("resuming")
     g.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     add_device_arguments(p)
     p.set_defaults(func=run)
@@ -80,7 +89,40 @@ def _flat(cfg) -> dict:
 
 
 def config_from_args(args: argparse.Namespace, saved: dict | None = None):
-    """The TrainConfig the options ask for; with `saved` (a resumed run) unset options take its values."""
+    """The TrainConfig the options ask for, with the interventions of --intervene; with `saved` (a
+    resumed run) unset options take its values."""
+    from dataclasses import replace
+
+    cfg = _base_config(args, saved)
+    spec, window = getattr(args, "intervene", None), getattr(args, "intervene_steps", None)
+    if window and not spec:
+        raise CLIError("induction train: error: --intervene-steps needs --intervene (the heads to intervene on)")
+    if not spec:
+        return cfg
+    from induction.training.interventions import parse_interventions
+
+    try:
+        wanted = replace(cfg, interventions=parse_interventions(spec, window))
+    except ValueError as exc:
+        raise CLIError("induction train: error: " + _flag_message(str(exc))) from None
+    if saved is not None and wanted.interventions != cfg.interventions:
+        raise CLIError("induction: error: --resume: the run was trained with different interventions "
+                       "(leave --intervene out to use the run's own)")
+    return wanted
+
+
+def _flag_message(message: str) -> str:
+    """A TrainConfig.interventions error in terms of the options that set the field."""
+    import re
+
+    message = re.sub(r"^interventions(\[\d+\])?: the step window", "--intervene-steps", message)
+    message = re.sub(r"^interventions(\[\d+\])?: (start|end) ", r"--intervene-steps: \2 ", message)
+    message = message.replace("(steps = ", "(--steps ")
+    return re.sub(r"^interventions(\[\d+\])?", "--intervene", message)
+
+
+def _base_config(args: argparse.Namespace, saved: dict | None = None):
+    """The TrainConfig of every option but the interventions."""
     from induction.cli import given as given_options
     from induction.inputs.repeated import ToyDataConfig
     from induction.inputs.streams import data_config_from_dict, training_data

@@ -42,6 +42,7 @@ class CheckpointScores:
     icl: dict[str, Any] | None = None
     revision: str | None = None
     ablation: dict[str, Any] | None = None
+    icl_per_sequence: list[float] | None = None  # each ICL sequence's score: cached, not in the JSON
 
     def __post_init__(self) -> None:
         self.heads = HeadTable(self.heads)
@@ -61,6 +62,7 @@ class CheckpointScores:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["heads"] = list(self.heads)
+        out.pop("icl_per_sequence")
         for optional in ("revision", "ablation"):
             if out[optional] is None:
                 out.pop(optional)

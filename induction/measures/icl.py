@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import codecs
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,11 @@ class ICLConfig:
 
 @dataclass
 class ICLScore:
-    """Result of `icl_score`: the score, the two losses, where they were taken, and a bootstrap CI."""
+    """Result of `icl_score`: the score, the two losses, where they were taken, and a bootstrap CI.
+
+    `per_sequence` holds each sequence's ICL score (late minus early loss; `score` is their mean),
+    what a bootstrap over sequences needs (`induction.measures.transience`); `to_dict` leaves it out.
+    """
 
     score: float
     early_loss: float
@@ -83,9 +87,12 @@ class ICLScore:
     n_sequences: int
     seq_len: int
     data: str
+    per_sequence: list[float] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("per_sequence")
+        return out
 
 
 def icl_positions(seq_len: int) -> tuple[int, int]:
@@ -245,4 +252,5 @@ def icl_score(
     return ICLScore(
         score=float(diff.mean()), early_loss=float(losses[:, 0].mean()), late_loss=float(losses[:, 1].mean()),
         early_pos=early, late_pos=late, ci=ci, n_sequences=int(tokens.shape[0]), seq_len=int(tokens.shape[1]), data=data,
+        per_sequence=[float(x) for x in diff],
     )

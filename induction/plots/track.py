@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -15,7 +15,7 @@ from induction.plots.style import COLUMN_WIDTH_PX, PALETTE, SCORE_LABELS, SIGNED
 
 
 def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str,
-                   ablation: dict | None = None, x_axis: str = "step") -> go.Figure:
+                   ablation: dict | None = None, x_axis: str = "step", transience: Any | None = None) -> go.Figure:
     """Formation curves over training (Olsson et al. 2022, argument 1).
 
     Four panels on a shared log-step axis: each head's prefix-matching score, each head's copying
@@ -30,6 +30,8 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
 
     `x_axis`: ``step`` or ``tokens`` (tokens seen, `induction.plots.axis`), so suites of different
     batch sizes line up.
+    With `transience` (`induction.measures.transience.Transience`) the ICL panel marks the best ICL
+    score after the phase change and the last one (on the step axis), labelled with the fade and its interval.
     """
     points = plotted(checkpoints, x_axis)
     steps = [x_of(c, x_axis) for c in points]
@@ -59,6 +61,8 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
                                      line=dict(color=PALETTE[1], width=2)), row=4, col=1)
         fig.add_trace(go.Scatter(x=steps, y=[c.held_out_loss for c in points], mode="lines+markers", name="held-out loss",
                                  line=dict(color=PALETTE[0], width=2), marker=dict(size=4)), row=4, col=1)
+    if transience is not None:
+        _transience_marks(fig, transience, row=3, to_x=lambda step: step_to_x(step, checkpoints, x_axis))
     if ablation is not None:
         _ablation_panel(fig, points, ablation, row=5, x_axis=x_axis)
     pc = phase_change
@@ -76,6 +80,20 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
     window = "" if pc is None else f" — phase change at step {pc.step} ({pc.start_step}-{pc.end_step})"
     return paper_layout(fig, width=COLUMN_WIDTH_PX + 200, height=900 if n_rows == 4 else 1120,
                         title=f"Induction-head formation — {name}{window}")
+
+
+def _transience_marks(fig: go.Figure, t: Any, row: int, to_x: Any = lambda step: step) -> None:
+    """`plot_formation`'s marks of the ICL score's fade after the phase change (`track` transience)."""
+    colour = PALETTE[3] if t.transient else "#555"
+    ci = "" if t.fade_ci is None else f" [{t.fade_ci[0]:+.2f}, {t.fade_ci[1]:+.2f}]"
+    label = f"{'transient: ' if t.transient else ''}fade {t.fade:+.2f} nats{ci}"
+    fig.add_trace(go.Scatter(x=[to_x(t.peak_step), to_x(t.final_step)], y=[t.peak_icl, t.final_icl], mode="markers+lines",
+                             name="ICL peak after the phase change -> last", showlegend=False,
+                             line=dict(color=colour, width=1, dash="dot"),
+                             marker=dict(color=colour, size=9, symbol=["triangle-down", "circle-open"]),
+                             hovertemplate="step %{x}: %{y:.3f}<extra></extra>"), row=row, col=1)
+    fig.add_annotation(x=np.log10(max(to_x(t.final_step), 1)), y=t.final_icl, text=label, showarrow=False, xanchor="right",
+                       yanchor="bottom", font=dict(size=11, color=colour), row=row, col=1)
 
 
 def _ablation_panel(fig: go.Figure, points: Sequence[CheckpointScores], ablation: dict, row: int,

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from induction.measures.formation import CheckpointScores, PhaseChange
+from induction.measures.transience import Transience
 from induction.reports.base import _heads, display_name
 from induction.reports.scan import copying_method_line
+from induction.training.interventions import describe
 
 
 @dataclass
@@ -19,7 +21,10 @@ class TrackReport:
     "provenance"}``. With `--ablate` (README, "Ablation over training"): each HEAD has
     ``ablation_effect``, each checkpoint ``ablation`` = ``{"method", "baseline", "induction_set"}``
     (`induction.measures.formation.induction_set_block`), and the report ``ablation`` = ``{"method",
-    "induction_heads", "n_draws", "control_heads", "control_unavailable"}``.
+    "induction_heads", "n_draws", "control_heads", "control_unavailable"}``. ``transience``: the ICL
+    score's fade after the phase change, ``{"peak_step", "peak_icl", "final_step", "final_icl", "fade",
+    "fade_ci", "transient", "threshold", "n_sequences"}`` (`induction.measures.transience`), or null
+    (no phase change, or no ICL score).
     """
 
     run: str
@@ -27,6 +32,7 @@ class TrackReport:
     phase_change: PhaseChange | None
     provenance: dict[str, Any] = field(default_factory=dict)
     ablation: dict[str, Any] | None = None
+    transience: Transience | None = None
 
     title = "Induction-head formation"
     # --ablate: the final induction heads' joint effect, their summed single-head effects, the random
@@ -44,6 +50,7 @@ class TrackReport:
             "run": self.run,
             "checkpoints": [c.to_dict() for c in self.checkpoints],
             "phase_change": None if self.phase_change is None else self.phase_change.to_dict(),
+            "transience": None if self.transience is None else self.transience.to_dict(),
         }
         if self.ablation is not None:
             out["ablation"] = self.ablation
@@ -71,6 +78,9 @@ class TrackReport:
         pending = self.provenance.get("settings", {}).get("pending_checkpoint")
         if pending:
             lines.append(f"left out: {pending['name']}, still being written ({pending['reason']}); rerun to score it")
+        interventions = (self.provenance.get("settings", {}).get("train_config") or {}).get("interventions")
+        if interventions:
+            lines.append(f"trained with interventions at every step: {describe(interventions)}")
         if not self.checkpoints:
             return lines
         pc = self.phase_change
@@ -81,6 +91,8 @@ class TrackReport:
         first, last = self.checkpoints[0], self.checkpoints[-1]
         if first.icl_score is not None and last.icl_score is not None:
             lines.append(f"ICL score: {first.icl_score:.3f} at step {first.step} -> {last.icl_score:.3f} at step {last.step}")
+        if self.transience is not None:
+            lines.append(transience_line(self.transience))
         heads = ", ".join(f"L{layer}H{head}" for layer, head in last.induction_heads) or "none"
         lines.append(f"induction heads at step {last.step}: {heads}")
         shifted = [h for h in last.heads if h.get("is_shifted_induction")]
@@ -151,7 +163,16 @@ class TrackReport:
 
         if kind == "formation":
             return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
-                                        ablation=self.ablation, x_axis=x_axis)
+                                        ablation=self.ablation, x_axis=x_axis, transience=self.transience)
         if kind == "mosaic":
             return plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run))
         raise ValueError(f"unknown track plot {kind!r}; choose formation or mosaic")
+
+
+def transience_line(t: Transience) -> str:
+    """The summary's line on the ICL score's fade after the phase change (Singh et al. 2023)."""
+    ci = "" if t.fade_ci is None else f" [95% CI {t.fade_ci[0]:+.3f}, {t.fade_ci[1]:+.3f}]"
+    verdict = (f"TRANSIENT: the ICL score fades after the phase change (interval above {t.threshold} nats)" if t.transient
+               else f"not transient (flagged when the interval lies above {t.threshold} nats)")
+    return (f"transience: best ICL score after the phase change {t.peak_icl:.3f} at step {t.peak_step}, "
+            f"{t.final_icl:.3f} at step {t.final_step}: fade {t.fade:+.3f} nats{ci}; {verdict}")

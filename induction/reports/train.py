@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from induction.reports.base import to_dataframe
+from induction.training.interventions import describe
 
 
 @dataclass
@@ -43,6 +44,8 @@ class TrainReport:
                  f"model: {model.get('n_layers')}-layer {kind}, d_model {model.get('d_model')}, {model.get('n_heads')} heads; "
                  f"{schedule.get('steps')} steps of {(m.get('resolved') or optim).get('batch_size')} sequences, "
                  f"seed {cfg.get('seed')}"]
+        if cfg.get("interventions"):
+            lines.append(f"interventions at every training step: {describe(cfg['interventions'])}")
         if m["checkpoints"]:
             last = m["checkpoints"][-1]
             lines.append(f"{len(m['checkpoints'])} checkpoints; last: step {last['step']}, loss {last['loss']:.3f}; "

@@ -17,6 +17,7 @@ from induction.inputs.streams import DataConfig, data_config_from_dict, training
 from induction.loading.native import (
     native_config,
 )
+from induction.training.interventions import HeadIntervention, check_interventions
 
 # Defaults by model kind, for the fields left at None. GPT-2-style models (LayerNorm + MLP) need a
 # lower lr with warm-up (at 1e-2 their attention stayed uniform), and segments of at least 16 tokens:
@@ -189,6 +190,9 @@ class TrainConfig:
             (`ToyDataConfig(d_vocab, seq_len=n_ctx)`). Its d_vocab must equal the model's and its
             seq_len fit the context.
         seed: seeds the initial weights (TL-native init) and the data stream (0).
+        interventions: heads zeroed, mean-ablated or frozen at every training step of a window
+            (`induction.training.interventions.HeadIntervention`; empty: none). Dicts are read as
+            HeadIntervention fields.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -196,10 +200,12 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig | None = None
     seed: int = 0
+    interventions: Sequence[HeadIntervention | dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        self.interventions = check_interventions(self.interventions, self.model.n_layers, self.model.n_heads, self.steps)
         if self.data is None:
             # The shortest segment of the default data depends on the model kind (DEFAULT_MIN_SEGMENT),
             # within what the vocabulary and context allow.
@@ -278,6 +284,8 @@ class TrainConfig:
         out = asdict(self)
         out["optim"]["betas"] = list(self.optim.betas)
         out["data"] = self.data.to_dict()
+        if not self.interventions:  # runs without interventions keep the dict (and cache keys) they had
+            out.pop("interventions")
         return out
 
     @classmethod
@@ -291,4 +299,4 @@ class TrainConfig:
             raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
         parts = {name: part(**d[name]) for name, part in _PARTS.items() if name in d}
         data = data_config_from_dict(d["data"]) if isinstance(d.get("data"), dict) else d.get("data")
-        return cls(**parts, data=data, seed=d.get("seed", 0))
+        return cls(**parts, data=data, seed=d.get("seed", 0), interventions=d.get("interventions") or [])

@@ -55,7 +55,10 @@ def cache_dir() -> Path:
 
 
 def config_key(cfg: TrainConfig) -> str:
-    blob = json.dumps(asdict(cfg), sort_keys=True, default=str)
+    fields_ = asdict(cfg)
+    if not fields_.get("interventions"):  # the field came later: runs without interventions keep their key
+        fields_.pop("interventions", None)
+    blob = json.dumps(fields_, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

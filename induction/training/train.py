@@ -78,6 +78,7 @@ from induction.training.config import (  # the configs, importable from here as 
     ScheduleConfig,
     TrainConfig,
 )
+from induction.training.interventions import TrainingInterventions
 
 FORMAT_VERSION = 2  # 2: train_config in parts (model / optim / schedule / data); 1 was flat
 
@@ -171,8 +172,11 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
     schedule = cfg.checkpoint_steps()
     begin = time.perf_counter()
     wall_before = float(manifest.get("train_seconds", 0.0))
+    interventions = TrainingInterventions(cfg.interventions, model, cfg.model_config())
     if not manifest["checkpoints"]:
-        _checkpoint(model, optimizer, generator, ema, 0, cfg, out_dir, manifest, initial_loss(model, cfg, generator))
+        with interventions.hooks(0):
+            loss0 = initial_loss(model, cfg, generator)
+        _checkpoint(model, optimizer, generator, ema, 0, cfg, out_dir, manifest, loss0)
     pending = [s for s in schedule if s > start]
     end = cfg.steps if stop_after is None else min(cfg.steps, max(start, stop_after))
     model.train()
@@ -183,13 +187,15 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
             tokens = sample_stream(cfg.data, cfg.batch_size, generator).to(device)
-            with autocast:
+            with autocast, interventions.hooks(step):
                 loss = model(tokens, return_type="loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            interventions.before_clip(step)
             if cfg.optim.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
+            interventions.after_step(step)
             ema.update(loss.item())
             bar.update(1)
             if bar.n % 10 == 0 or step + 1 == end:

@@ -38,6 +38,7 @@ from induction.jobs.track.plan import InductionSetPlan, TrackPlan, plan_inductio
 from induction.jobs.track.tasks import induction_set_task, score_task
 from induction.measures.effects import HeadSetEffect
 from induction.measures.formation import CheckpointScores, induction_set_block, phase_change_of
+from induction.measures.transience import transience_of
 from induction.reports.track import TrackReport
 
 
@@ -70,7 +71,10 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
         settings.update(induction_set_computed=len(set_computed or []), induction_set_cached=len(induction_set.cached))
     prov = provenance(plan.run, None, cfg.scan.seed, settings, time.perf_counter() - start, **plan.placement)
     prov.update(execution or {"executor": "local", "workers": 1})
-    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation)
+    icl = cfg.scan.icl
+    transience = None if icl is None else transience_of(results, phase, n_bootstrap=icl.n_bootstrap, seed=icl.seed)
+    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation,
+                       transience=transience)
 
 
 def ablation_summary(cfg: TrackConfig, heads: list[tuple[int, int]], sets: list[dict[str, Any]]) -> dict[str, Any]:

@@ -42,7 +42,8 @@ def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: 
     tokens = sample_stream(stream, held_out_count(cfg.held_out_sequences, stream), torch.Generator(device="cpu").manual_seed(held_out_seed))
     held_out = per_token_loss(model, tokens)[:, 1:].mean()
     out = {"heads": scores.to_records(), "icl_score": None if icl is None else icl.score,
-           "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out)}
+           "icl": None if icl is None else icl.to_dict(), "held_out_loss": float(held_out),
+           "icl_per_sequence": None if icl is None else icl.per_sequence}  # for `transience_of`
     if cfg.ablate is not None:
         icl_seqs, _ = icl_tokens(model, cfg.scan.icl)  # the sequences icl_score just read
         baseline, effects = icl_head_effects(model, icl_seqs, cfg.ablate, seed=cfg.scan.seed)
