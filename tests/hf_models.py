@@ -36,7 +36,7 @@ FAMILIES = ("gpt2", "neox", "llama", "neo")
 SPECIALS = ("<|endoftext|>", "<unk>", "<pad>")
 BOS, UNK, PAD = 0, 1, 2
 INIT_RANGE = 0.2
-DATASETS = Path(__file__).resolve().parent.parent / "induction" / "datasets"
+DATASETS = Path(__file__).resolve().parent.parent / "induction" / "inputs" / "datasets"
 
 ENGLISH_TEXT = """\
 The old man walked along the river every morning. He liked the quiet water and the birds that sang in the

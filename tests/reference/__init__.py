@@ -1,0 +1,1 @@
+"""Slow, independent implementations that the fast tools are checked against (hooks only)."""
