@@ -49,6 +49,7 @@ from induction.inputs.prompts import read_token_freqs
 from induction.inputs.streams import data_config_from_dict, sample_stream
 from induction.jobs.executor import Executor, LocalExecutor
 from induction.jobs.scan import ScanConfig, check_scan_memory
+from induction.jobs.track_paths import run_paths, with_paths
 from induction.loading.cache import ResultCache
 from induction.loading.devices import check_device_name, check_job_memory, resolve_device, resolve_dtype
 from induction.loading.hf_dirs import is_checkpoint_folder
@@ -102,6 +103,9 @@ class TrackConfig:
             checkpoint, and the final induction heads ablated together; None: off. Part of the
             cache key only when set, so tracks without it share their cache (module docstring).
         ablate_draws: layer-matched random head sets of the joint ablation's control (10).
+        paths: also path-patch every earlier-layer head into the final induction heads' queries,
+            keys and values at every checkpoint (`induction.jobs.track_paths`); cached on its own,
+            so the checkpoint scores keep their cache key.
     """
 
     scan: ScanConfig = field(default_factory=ScanConfig)
@@ -116,6 +120,7 @@ class TrackConfig:
     dtype: str | None = None
     ablate: str | None = None
     ablate_draws: int = 10
+    paths: bool = False
 
     def __post_init__(self) -> None:
         if self.held_out_sequences is not None:
@@ -130,6 +135,8 @@ class TrackConfig:
             if self.scan.icl is None:
                 raise ValueError("ablation effects are on the ICL score: --ablate needs the ICL score")
         check_min("ablate_draws", self.ablate_draws, 1)
+        if self.paths and self.scan.icl is None:
+            raise ValueError("path effects are measured on the ICL score's sequences: paths needs the ICL score")
         check_device_name(self.device), resolve_dtype(self.dtype)  # fail before any work
 
     @property
@@ -166,7 +173,8 @@ class TrackConfig:
                 "held_out_seed": self.held_out_seed, "phase_threshold": self.phase_threshold,
                 "min_icl_range": self.min_icl_range, "revisions": None if self.revisions is None else list(self.revisions),
                 "cache": self.cache, "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
-                "device": self.device, "dtype": self.dtype, "ablate": self.ablate, "ablate_draws": self.ablate_draws}
+                "device": self.device, "dtype": self.dtype, "ablate": self.ablate, "ablate_draws": self.ablate_draws,
+                "paths": self.paths}
 
 
 def scoring_code_hash() -> str:
@@ -481,7 +489,7 @@ def induction_set_task(ref: ModelRef, cfg: TrackConfig, heads: list[tuple[int, i
 
 def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
                  execution: dict[str, Any] | None = None, induction_set: InductionSetPlan | None = None,
-                 set_computed: list[dict[str, Any]] | None = None) -> TrackReport:
+                 set_computed: list[dict[str, Any]] | None = None, paths_done: Any = None) -> TrackReport:
     """The TrackReport of a plan, given the results of its tasks (in task order), and with
     `cfg.ablate` those of its second pass (`plan_induction_set`)."""
     cfg = plan.cfg
@@ -496,6 +504,7 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
                       result["heads"], HeadSetEffect.from_dict(sets[i]) if i in sets else None)}}
                   for i, result in enumerate(scored)]
         ablation = ablation_summary(cfg, induction_set.heads, [sets[i] for i in sorted(sets)])
+    scored, paths = with_paths(plan, scored, paths_done)
     results = [CheckpointScores(step=s.step, tokens_seen=s.tokens_seen, loss=s.loss, revision=s.revision,
                                 **scored[i]) for i, s in enumerate(plan.sources)]
     phase = phase_change_of(results, cfg.resolved_phase_threshold, cfg.min_icl_range)
@@ -508,7 +517,8 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
         settings.update(induction_set_computed=len(set_computed or []), induction_set_cached=len(induction_set.cached))
     prov = provenance(plan.run, None, cfg.scan.seed, settings, time.perf_counter() - start, **plan.placement)
     prov.update(execution or {"executor": "local", "workers": 1})
-    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation)
+    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation,
+                       paths=paths)
 
 
 def ablation_summary(cfg: TrackConfig, heads: list[tuple[int, int]], sets: list[dict[str, Any]]) -> dict[str, Any]:
@@ -535,10 +545,11 @@ def run_plans(plans: Sequence[TrackPlan], executor: Executor, start: float, prog
     set_tasks = [t for s in sets for t in s.tasks]
     set_computed = executor.map(induction_set_task, set_tasks, progress=progress,
                                 desc="ablating the induction heads") if set_tasks else []
+    paths_done = run_paths(plans, [plan.results(mine) for plan, mine in zip(plans, per_plan)], executor, progress)
     reports = []
-    for plan, mine, induction_set in zip(plans, per_plan, sets):
+    for plan, mine, induction_set, done in zip(plans, per_plan, sets, paths_done):
         set_mine, set_computed = set_computed[: len(induction_set.tasks)], set_computed[len(induction_set.tasks):]
-        reports.append(finish_track(plan, mine, start, executor.describe(), induction_set, set_mine))
+        reports.append(finish_track(plan, mine, start, executor.describe(), induction_set, set_mine, done))
     return reports
 
 

@@ -40,6 +40,8 @@ class CheckpointScores:
     icl: dict[str, Any] | None = None
     revision: str | None = None
     ablation: dict[str, Any] | None = None
+    paths: list[dict[str, Any]] | None = None
+    path_inputs: dict[str, Any] | None = None
 
     def best_head(self) -> dict[str, Any]:
         """The head with the highest prefix-matching score."""
@@ -55,7 +57,7 @@ class CheckpointScores:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for optional in ("revision", "ablation"):
+        for optional in ("revision", "ablation", "paths", "path_inputs"):
             if out[optional] is None:
                 out.pop(optional)
         return out

@@ -14,7 +14,7 @@ from induction.plots.style import COLUMN_WIDTH_PX, PALETTE, SCORE_LABELS, SIGNED
 
 
 def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str,
-                   ablation: dict | None = None) -> go.Figure:
+                   ablation: dict | None = None, paths: dict | None = None) -> go.Figure:
     """Formation curves over training (Olsson et al. 2022, argument 1).
 
     Four panels on a shared log-step axis: each head's prefix-matching score, each head's copying
@@ -25,15 +25,19 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
     With `ablation` (the `track --ablate` report's block) a fifth panel: the change of the ICL score
     when the final induction heads are ablated together, the sum of their single-head effects, and
     the layer-matched random sets' mean (band: their range over draws), or a note saying why there
-    is no control.
+    is no control. With `paths` (`track --paths`) a last panel: the query, key and value paths into
+    the final induction heads over training (`induction.plots.paths.paths_panel`).
     """
     points = [c for c in checkpoints if c.step >= 1]
     steps = [c.step for c in points]
-    n_rows = 4 if ablation is None else 5
-    titles = ("prefix matching (per head)", "copying (per head)", "ICL score", "loss",
-              f"ICL score change, final induction heads {ablation.get('method', '')}-ablated" if ablation else "")
+    titles = ["prefix matching (per head)", "copying (per head)", "ICL score", "loss"]
+    if ablation is not None:
+        titles.append(f"ICL score change, final induction heads {ablation.get('method', '')}-ablated")
+    if paths is not None:
+        titles.append("ICL score change, paths into the final induction heads noised (by input)")
+    n_rows = len(titles)
     fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.035 if n_rows == 4 else 0.03,
-                        subplot_titles=titles[:n_rows])
+                        subplot_titles=titles)
     if points:
         final = {(h["layer"], h["head"]) for h in points[-1].heads if h["is_induction"]}
         heads = [(h["layer"], h["head"]) for h in points[0].heads]
@@ -56,6 +60,10 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
                                  line=dict(color=PALETTE[0], width=2), marker=dict(size=4)), row=4, col=1)
     if ablation is not None:
         _ablation_panel(fig, points, ablation, row=5)
+    if paths is not None:
+        from induction.plots.paths import paths_panel
+
+        paths_panel(fig, points, row=n_rows)
     pc = phase_change
     if pc is not None:
         fig.add_vrect(x0=pc.start_step, x1=pc.end_step, fillcolor="rgba(213,94,0,0.12)", line_width=0,
@@ -68,7 +76,7 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
     fig.update_yaxes(title_text="nats", row=3, col=1)
     fig.update_yaxes(title_text="nats/token", row=4, col=1)
     window = "" if pc is None else f" — phase change at step {pc.step} ({pc.start_step}-{pc.end_step})"
-    return paper_layout(fig, width=COLUMN_WIDTH_PX + 200, height=900 if n_rows == 4 else 1120,
+    return paper_layout(fig, width=COLUMN_WIDTH_PX + 200, height=900 + 220 * (n_rows - 4),
                         title=f"Induction-head formation — {name}{window}")
 
 
