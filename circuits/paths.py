@@ -15,10 +15,9 @@ receiver head `r = (l_r, h_r)` with `l_r > l_s` and an input `X` in q, k, v:
    downstream of the receiver is recomputed (other heads of `l_r` and lower layers are untouched).
    The value is `metric(logits)`; the effect is that minus `metric(corrupted run)`.
 
-With no layers between sender and receiver, patching the q, k and v paths together equals
-`patch_heads`' sender patch minus its direct and downstream-of-other-heads paths; the single-input
-numbers separate the K-composition (the previous-token head read through the induction head's
-keys) from Q- and V-composition.
+The single-input numbers separate K-composition (the previous-token head read through the
+induction head's keys) from Q- and V-composition, which whole-head patching and ablation mix.
+For the other direction (noising: which paths are necessary), swap the token arguments.
 
 How it runs. Step 2 calls block `l_r` directly on the corrupted residual plus `delta_s`, several
 senders stacked along the batch, with the two other inputs' hooks (`hook_q`, `hook_k`, `hook_v`)
@@ -27,7 +26,8 @@ cached `hook_attn_out` and resumes after the attention (`circuits.engine.run_fro
 several paths to a forward. Both need what the engine's `resume_check` verifies (plus that the
 block called directly reproduces its cached `hook_z`); where that fails, both steps are full
 forwards with hooks (step 2 adds `delta_s` at `hook_resid_pre`). `tests/reference/path_patching.py`
-holds the two-forward hook implementation the numbers are checked against.
+holds the hooks-only implementation (frozen run, then the receiver's input, then its z) the
+numbers are checked against.
 """
 
 from __future__ import annotations
