@@ -85,6 +85,7 @@ def atp_star(
     corrupted_tokens: Int[Tensor, "batch pos"],
     metric: Metric,
     *,
+    grad_drop: bool = True,
     runs_per_forward: int | None = None,
 ) -> AtPStar:
     """AtP* of every head's output, clean into corrupted (module docstring).
@@ -94,6 +95,9 @@ def atp_star(
         clean_tokens: Tokens of the clean run.
         corrupted_tokens: Tokens of the corrupted run, same shape.
         metric: Logits `[batch, pos, d_vocab]` to a 0-d tensor, differentiable.
+        grad_drop: Also compute GradDrop (`n_layers` more backwards; without it `grad_drop` is NaN).
+            The gradients of every attention pattern are held for each of the `n_layers + 1`
+            settings at once: `(n_layers + 1) * n_layers * batch * n_heads * pos^2` floats.
         runs_per_forward: Senders stacked into one call of a later block (default
             `circuits.engine.default_runs_per_forward`).
 
@@ -122,7 +126,7 @@ def atp_star(
             _, cache = model.run_with_cache(corrupted_tokens, names_filter=lambda n: n in wanted)
     direct = block_check(model, cache, inputs, layers[1:], min(chunk, 2)) if n_layers > 1 else True
 
-    grads = _gradients(model, corrupted_tokens, metric, n_layers)  # [setting] -> (dM/dz, dM/dA) per layer
+    grads = _gradients(model, corrupted_tokens, metric, n_layers, grad_drop)  # [setting] -> (dM/dz, dM/dA) per layer
     dz = {l: (clean[z_name(l)] - cache[z_name(l)]).float() for l in layers}
     estimates = torch.zeros(len(grads), n_layers, n_heads)
     linear = torch.zeros(n_layers, n_heads)
@@ -147,15 +151,16 @@ def atp_star(
                 for s, (_, g_a) in enumerate(grads):
                     if g_a[L] is not None:
                         estimates[s, l, senders] += torch.einsum("nbhqk,bhqk->n", moved, g_a[L].float()).cpu()
-    grad_drop = estimates[1:].abs().sum(0) / max(n_layers - 1, 1)
-    return AtPStar(estimate=estimates[0], grad_drop=grad_drop, linear=linear)
+    dropped = estimates[1:].abs().sum(0) / max(n_layers - 1, 1) if grad_drop else torch.full_like(linear, float("nan"))
+    return AtPStar(estimate=estimates[0], grad_drop=dropped, linear=linear)
 
 
 def _gradients(
-    model: TransformerBridge, tokens: Tensor, metric: Metric, n_layers: int
+    model: TransformerBridge, tokens: Tensor, metric: Metric, n_layers: int, grad_drop: bool = True
 ) -> list[tuple[list[Tensor | None], list[Tensor | None]]]:
     """dM/dz and dM/dA of every layer on `tokens` with every pattern a fixed leaf: first with the full
-    gradient, then once per layer with the gradient through that layer's residual contribution zeroed."""
+    gradient, then (`grad_drop`) once per layer with the gradient through that layer's residual
+    contribution zeroed."""
     z: dict[int, Tensor] = {}
     patterns: dict[int, Tensor] = {}
     dropped: list[int | None] = [None]
@@ -191,7 +196,7 @@ def _gradients(
     with torch.enable_grad(), model.hooks(fwd_hooks=fwd_hooks):
         value = check_metric_value(metric(model(tokens)))
         wrt = [z[l] for l in range(n_layers)] + [patterns[l] for l in range(n_layers)]
-        for setting in [None, *range(n_layers)]:
+        for setting in [None, *(range(n_layers) if grad_drop else ())]:
             dropped[0] = setting
             grads = torch.autograd.grad(value, wrt, retain_graph=True, allow_unused=True)
             out.append((list(grads[:n_layers]), list(grads[n_layers:])))

@@ -49,7 +49,7 @@ def attribute_heads(
     if method == "atp-star":
         from circuits.atp import atp_star
 
-        return atp_star(model, clean_tokens, corrupted_tokens, metric).estimate
+        return atp_star(model, clean_tokens, corrupted_tokens, metric, grad_drop=False).estimate
     require_eval(model)
     n_layers, _ = n_layers_heads(model)
     with torch.no_grad():
