@@ -102,3 +102,29 @@ def test_patch_atp_star_cli_reports_grad_drop(handbuilt_dir, tmp_path, capsys):
     # Restoring the previous-token head restores ICL (lowers the score); attribution cannot see it.
     assert heads[(0, 0)]["effect"] < -0.5 and heads[(0, 0)]["grad_drop"] > 0.5
     assert torch.isfinite(torch.tensor([h["value"] for h in data["heads"]])).all()
+
+
+@pytest.mark.slow
+def test_the_default_models_key_path_forms_with_the_phase_change(tmp_path):
+    """The trained default 2-layer run (minutes uncached): the key paths into the final induction heads
+    carry the effect at the end, the query and value paths far less, and the key paths are ~0 well
+    before the phase change and formed by its end."""
+    import shutil
+
+    from induction.training.defaults import default_run
+
+    run = tmp_path / "run"
+    source = default_run("2l", progress=False)
+    shutil.copytree(source / "checkpoints", run / "checkpoints")
+    shutil.copy(source / "manifest.json", run / "manifest.json")
+    report = track(run, TrackConfig(paths=True))
+    pc, formation = report.phase_change, report.path_formation()
+    assert pc is not None and formation is not None
+    k = formation["k"]
+    assert k["final_ci"][0] > 0
+    assert abs(formation["q"]["final_effect"]) + abs(formation["v"]["final_effect"]) < 0.25 * k["final_effect"]
+    points = [c for c in report.checkpoints if c.path_inputs]
+    peak = max(c.path_inputs["k"]["effect"] for c in points)
+    early = [c.path_inputs["k"]["effect"] for c in points if c.step <= pc.start_step / 2]
+    assert early and max(early) < 0.25 * peak
+    assert k["formed_step"] is not None and k["formed_step"] <= pc.end_step
