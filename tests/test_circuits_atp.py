@@ -37,6 +37,23 @@ def test_atp_star_is_exact_where_the_only_nonlinearity_is_the_receivers_softmax(
     assert exact[prev] < -1.0 and abs(float(plain[prev])) < 0.05 * abs(float(exact[prev]))
 
 
+@pytest.mark.parametrize("noising", [False, True])
+def test_atp_star_equals_exact_patching_on_a_bench_model_with_a_linear_metric(noising):
+    """`attn-v20-h8`: shifted and canonical induction heads whose queries, keys and values read
+    different layer-0 heads, BOS fallback, saturated softmaxes: with a logit metric every head's
+    AtP* is its exact patching effect, whichever run is patched."""
+    model = build_handbuilt(SUITE["attn-v20-h8"]())
+    setup = stream_metric_setup(model, "icl", n_sequences=8, seed=0)
+    source, patched = (setup.corrupted, setup.tokens) if noising else (setup.tokens, setup.corrupted)
+    metric = next_token_logit(setup.tokens)
+    with torch.no_grad():
+        baseline = float(metric(model(patched)))
+    exact = circuits.patch_heads(model, source, patched, metric) - baseline
+    star = circuits.attribute_heads(model, source, patched, metric, method="atp-star")
+    torch.testing.assert_close(star, exact, atol=1e-4, rtol=1e-4)
+    assert float(exact.abs().max()) > 1.0
+
+
 def test_atp_star_recovers_the_saturated_previous_token_head_on_the_bench_models():
     for name in ("attn-v20-h8", "lnmlp-v20-h8"):
         spec = SUITE[name]()
