@@ -55,6 +55,10 @@ def test_track_paths_finds_the_key_path_forming_and_caches_it(revision_folder):
     assert all(abs(p["effect"]) < 1e-4 for p in early["paths"])  # nothing to noise: L0H0 writes nothing
     formation = data["paths"]["formation"]
     assert formation["k"]["formed_step"] == 100 and formation["k"]["significant_step"] == 100
+    # Every resample of the sequences sees the key path form at the intact step.
+    assert formation["k"]["formed_step_ci"] == [100.0, 100.0] and formation["k"]["formed_share"] == 1.0
+    assert len(late["path_inputs"]["k"]["per_prompt"]) == 8
+    assert late["path_inputs"]["k"]["effect"] == pytest.approx(sum(p["effect"] for p in late["paths"] if p["input"] == "k"))
     assert formation["q"]["formed_step"] is None and formation["v"]["formed_step"] is None
     assert any("key paths: final" in line and "step 100" in line for line in report.summary())
     # One source for every number: the loaded checkpoint path-patched directly.

@@ -28,7 +28,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from circuits import Head
 from circuits.paths import INPUTS, HeadPath, all_paths, patch_paths
-from induction.common.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
+from induction.common.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci, percentile_interval
 from induction.loading.devices import model_device
 from induction.loading.models import model_info
 from induction.measures.formation import PhaseChange
@@ -145,14 +145,16 @@ def repeat_loss_path_effects(
 
 def input_totals(effects: PathEffects, n_bootstrap: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
     """Per input (q, k, v): the summed effect of its paths, with a bootstrap interval over prompts of
-    that sum (each prompt's summed difference, resampled)."""
+    that sum (each prompt's summed difference, resampled), and those per-prompt sums (`per_prompt`,
+    for the interval of the formation step, `key_path_formation`)."""
     out = {}
     diff = effects.values.double() - effects.clean.double()  # [path, batch]
     for which in INPUTS:
         rows = [i for i, p in enumerate(effects.paths) if p.input == which]
         per_prompt = diff[rows].sum(0).numpy() if rows else np.zeros(diff.shape[1])
         ci = bootstrap_mean_ci(per_prompt, n_bootstrap, seed=seed)
-        out[which] = {"effect": float(per_prompt.mean()), "ci": None if ci is None else list(ci), "n_paths": len(rows)}
+        out[which] = {"effect": float(per_prompt.mean()), "ci": None if ci is None else list(ci), "n_paths": len(rows),
+                      "per_prompt": [float(x) for x in per_prompt]}
     return out
 
 
@@ -169,11 +171,29 @@ def formation_step(steps: Sequence[int], effects: Sequence[float], fraction: flo
     return None
 
 
-def key_path_formation(steps: Sequence[int], path_inputs: Sequence[dict[str, Any]],
-                       phase: PhaseChange | None) -> dict[str, Any]:
-    """When the key paths form: the first step from which their summed effect stays >= half its final
-    value, the first step from which its bootstrap interval stays above 0, and both relative to the
-    phase change (`before`, `during` or `after` its 10%-90% window); the same for q and v."""
+def formation_steps(steps: Sequence[int], effects: np.ndarray, fraction: float = 0.5) -> np.ndarray:
+    """`formation_step` of every column of `effects` (`[checkpoint, sample]`) at once; NaN where none."""
+    effects = np.asarray(effects, dtype=float)
+    final = effects[-1]
+    above = effects >= fraction * final
+    stays = np.flip(np.logical_and.accumulate(np.flip(above, 0), axis=0), 0)  # above from here to the end
+    first = np.argmax(stays, axis=0)
+    out = np.asarray(steps, dtype=float)[first]
+    out[~(np.isfinite(final) & (final > 0) & stays.any(0))] = np.nan
+    return out
+
+
+def key_path_formation(steps: Sequence[int], path_inputs: Sequence[dict[str, Any]], phase: PhaseChange | None,
+                       n_bootstrap: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """When the key paths form, with intervals (and the same for q and v).
+
+    - `formed_step`: the first step from which their summed effect stays >= half its final value
+      (`formation_step`); `formed_step_ci`: its 95% percentile interval over bootstrap resamples of
+      the sequences (the same resampled sequences at every checkpoint, as every checkpoint is
+      measured on the same sequences), and `formed_share`: the share of resamples in which it forms;
+    - `significant_step`: the first step from which the effect's own 95% interval stays above 0;
+    - `relative_to_phase_change`: `formed_step` before, during or after the 10%-90% window.
+    """
     out: dict[str, Any] = {}
     for which in "qkv":
         effects = [b[which]["effect"] for b in path_inputs]
@@ -181,9 +201,23 @@ def key_path_formation(steps: Sequence[int], path_inputs: Sequence[dict[str, Any
         formed = formation_step(steps, effects, 0.5)
         significant = next((int(steps[i]) for i in range(len(lows))
                             if all(math.isfinite(lo) and lo > 0 for lo in lows[i:])), None)
-        out[which] = {"formed_step": formed, "significant_step": significant, "final_effect": effects[-1] if effects
-                      else None, "final_ci": path_inputs[-1][which].get("ci") if path_inputs else None,
+        out[which] = {"formed_step": formed, "formed_step_ci": None, "formed_share": None,
+                      "significant_step": significant, "final_effect": effects[-1] if effects else None,
+                      "final_ci": path_inputs[-1][which].get("ci") if path_inputs else None,
                       "relative_to_phase_change": _relative(formed, phase)}
+        per_prompt = [b[which].get("per_prompt") for b in path_inputs]
+        if n_bootstrap > 0 and per_prompt and all(per_prompt) and len({len(p) for p in per_prompt}) == 1 \
+                and len(per_prompt[0]) >= 2:
+            values = np.asarray(per_prompt, dtype=float)  # [checkpoint, sequence]
+            rng = np.random.default_rng(seed)
+            idx = rng.integers(0, values.shape[1], size=(n_bootstrap, values.shape[1]))
+            resampled = values[:, idx].mean(-1)  # [checkpoint, resample]
+            steps_b = formation_steps(steps, resampled)
+            formed_b = steps_b[np.isfinite(steps_b)]
+            out[which]["formed_share"] = float(len(formed_b) / n_bootstrap)
+            if len(formed_b):
+                lo, hi = percentile_interval(formed_b)
+                out[which]["formed_step_ci"] = [float(lo), float(hi)]
     return out
 
 

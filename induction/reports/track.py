@@ -24,7 +24,8 @@ class TrackReport:
     (`induction.jobs.track_paths`): each checkpoint has ``paths`` = ``[{"sender", "receiver", "input",
     "effect", "ci"}]`` and ``path_inputs`` = ``{"q"|"k"|"v": {"effect", "ci", "n_paths"}}``, and the
     report ``paths`` = ``{"receivers", "senders", "metric", "direction", "formation": {"q"|"k"|"v":
-    {"formed_step", "significant_step", "final_effect", "final_ci", "relative_to_phase_change"}}}``.
+    {"formed_step", "formed_step_ci", "formed_share", "significant_step", "final_effect", "final_ci",
+    "relative_to_phase_change"}}}`` (`induction.measures.paths.key_path_formation`).
     """
 
     run: str
@@ -172,6 +173,9 @@ class TrackReport:
                 f"formed (>= half its final value from then on) at step {f['formed_step']}"
             if f["relative_to_phase_change"]:
                 when += f", {f['relative_to_phase_change']} the phase change"
+            if f["formed_step_ci"]:
+                lo, hi = f["formed_step_ci"]
+                when += f" [95% CI steps {lo:.0f}-{hi:.0f}, formed in {f['formed_share']:.0%} of resamples]"
             sig = "" if f["significant_step"] is None else f"; interval above 0 from step {f['significant_step']}"
             lines.append(f"  {name} paths: final {f['final_effect']:+.3f}"
                          + ("" if not ci else f" [95% CI {ci[0]:+.3f}, {ci[1]:+.3f}]") + f"; {when}{sig}")
