@@ -52,10 +52,12 @@ def plot_paths(paths: Sequence[dict[str, Any]], metric: str, title: str) -> go.F
     return paper_layout(fig, width=width, height=max(280, 28 * len(senders) + 160), title=title)
 
 
-def paths_panel(fig: go.Figure, points: Sequence[CheckpointScores], row: int) -> None:
-    """`plot_formation`'s paths panel (`track --paths`): the summed effect on the ICL score of the
+def paths_panel(fig: go.Figure, points: Sequence[CheckpointScores], row: int,
+                formation: dict[str, Any] | None = None) -> None:
+    """`plot_formation`'s paths panel (`track --paths`): the summed effect on the repeat loss of the
     paths into the final induction heads through their queries, keys and values, each with its
-    bootstrap interval over sequences as a band."""
+    bootstrap interval over sequences as a band; with `formation` (`key_path_formation`), the key
+    paths' formation step dotted and its interval shaded."""
     fig.update_yaxes(title_text="Δ nats", row=row, col=1)
     fig.add_hline(y=0, line=dict(color="#999", width=1), row=row, col=1)
     with_paths = [c for c in points if c.path_inputs]
@@ -77,3 +79,10 @@ def paths_panel(fig: go.Figure, points: Sequence[CheckpointScores], row: int) ->
                                  name=f"{INPUT_NAMES[which]} paths into the final induction heads",
                                  line=dict(color=colour, width=2.5 if which == "k" else 1.8), marker=dict(size=4)),
                       row=row, col=1)
+    key = (formation or {}).get("k") or {}
+    if key.get("formed_step_ci"):
+        lo, hi = key["formed_step_ci"]
+        fig.add_vrect(x0=max(lo, 1), x1=max(hi, 1), fillcolor="rgba(0,0,0,0.08)", line_width=0, layer="below",
+                      row=row, col=1)
+    if key.get("formed_step"):
+        fig.add_vline(x=key["formed_step"], line=dict(color=INPUT_COLOURS["k"], width=1.5, dash="dot"), row=row, col=1)

@@ -63,7 +63,7 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
     if paths is not None:
         from induction.plots.paths import paths_panel
 
-        paths_panel(fig, points, row=n_rows)
+        paths_panel(fig, points, row=n_rows, formation=paths.get("formation"))
     pc = phase_change
     if pc is not None:
         fig.add_vrect(x0=pc.start_step, x1=pc.end_step, fillcolor="rgba(213,94,0,0.12)", line_width=0,

@@ -201,7 +201,9 @@ class TrackReport:
 
         if kind == "formation":
             return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
-                                        ablation=self.ablation, paths=self.paths)
+                                        ablation=self.ablation,
+                                        paths=None if self.paths is None else {**self.paths,
+                                                                               "formation": self.path_formation()})
         if kind == "mosaic":
             return plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run))
         raise ValueError(f"unknown track plot {kind!r}; choose formation or mosaic")
