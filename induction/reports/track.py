@@ -173,9 +173,11 @@ class TrackReport:
                 f"formed (>= half its final value from then on) at step {f['formed_step']}"
             if f["relative_to_phase_change"]:
                 when += f", {f['relative_to_phase_change']} the phase change"
-            if f["formed_step_ci"]:
+            if f["formed_step"] is not None and f["formed_step_ci"]:
                 lo, hi = f["formed_step_ci"]
                 when += f" [95% CI steps {lo:.0f}-{hi:.0f}, formed in {f['formed_share']:.0%} of resamples]"
+            elif f["formed_share"] is not None:
+                when += f" (in {f['formed_share']:.0%} of resamples of the sequences it does)"
             sig = "" if f["significant_step"] is None else f"; interval above 0 from step {f['significant_step']}"
             lines.append(f"  {name} paths: final {f['final_effect']:+.3f}"
                          + ("" if not ci else f" [95% CI {ci[0]:+.3f}, {ci[1]:+.3f}]") + f"; {when}{sig}")
