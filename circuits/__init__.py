@@ -4,12 +4,15 @@
   `layer_matched_random_heads`: ablation (zero, mean, resample, pattern-preserving; `METHODS`)
   and its random-set control.
 - `patch_heads`: exact activation patching of head outputs (TransformerLens' numbers, faster).
-- `attribute_heads`: attribution patching, its first-order estimate.
+- `attribute_heads`: attribution patching, its first-order estimate; `method="atp-star"`: AtP*
+  (Kramár et al. 2024: the QK fix and GradDrop, `circuits.atp`).
+- `patch_paths`, `all_paths`, `HeadPath`: path patching, a sender head's output into a receiver
+  head's query, key or value only (`circuits.paths`).
 - `composition_scores`, `composition_baseline`: Q/K/V composition between heads.
 - `direct_logit_attribution`, `through_final_norm`: each head's direct effect on a logit.
 
-Layout: `hooks` (hook names, head outputs, shared checks) -> `sweep` (the engine that runs many
-intervened forwards) -> `ablation`, `patching`; `attribution`, `composition` and
+Layout: `hooks` (hook names, head outputs, shared checks) -> `engine` (the engine that runs many
+intervened forwards) -> `ablation`, `patching`, `paths` -> `atp`; `attribution`, `composition` and
 `logit_attribution` read `hooks` only.
 """
 
@@ -27,9 +30,15 @@ from circuits.composition import composition_baseline, composition_scores
 from circuits.hooks import Head, Metric
 from circuits.logit_attribution import direct_logit_attribution, through_final_norm
 from circuits.patching import patch_heads
+from circuits.paths import INPUTS, HeadPath, PathPatchResult, all_paths, patch_paths
 
 __all__ = [
+    "INPUTS",
     "METHODS",
+    "HeadPath",
+    "PathPatchResult",
+    "all_paths",
+    "patch_paths",
     "Head",
     "Metric",
     "ablate_head_set",

@@ -9,14 +9,17 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from circuits.hooks import Metric, check_metric_value, n_layers_heads, require_eval, z_name
 
+ATTRIBUTION_METHODS = ("attribution", "atp-star")
+
 
 def attribute_heads(
     model: TransformerBridge,
     clean_tokens: Int[Tensor, "batch pos"],
     corrupted_tokens: Int[Tensor, "batch pos"],
     metric: Metric,
+    method: str = "attribution",
 ) -> Float[Tensor, "layer head_index"]:
-    """Attribution patching of each head's output (Nanda 2023; Syed et al. 2023).
+    """Attribution patching of each head's output (Nanda 2023; Syed et al. 2023), or AtP*.
 
     Entry `(l, h)` is
 
@@ -34,10 +37,19 @@ def attribute_heads(
         clean_tokens: Tokens of the clean run.
         corrupted_tokens: Tokens of the corrupted run, same shape.
         metric: Logits `[batch, pos, d_vocab]` to a 0-d tensor, differentiable.
+        method: ``attribution`` (the formula above) or ``atp-star`` (Kramár et al. 2024: the later
+            heads' attention patterns recomputed exactly rather than linearised, `circuits.atp`;
+            its GradDrop magnitudes come from `circuits.atp.atp_star`).
 
     Returns:
         `[layer, head_index]` tensor of estimated metric changes.
     """
+    if method not in ATTRIBUTION_METHODS:
+        raise ValueError(f"attribution method must be one of {', '.join(ATTRIBUTION_METHODS)}, got {method!r}")
+    if method == "atp-star":
+        from circuits.atp import atp_star
+
+        return atp_star(model, clean_tokens, corrupted_tokens, metric, grad_drop=False).estimate
     require_eval(model)
     n_layers, _ = n_layers_heads(model)
     with torch.no_grad():

@@ -113,6 +113,13 @@ def test_causal_methods_find_what_their_intervention_can_see(report, model):
     exact = method(report, model, "exact patching")
     assert set(exact.named) == layer1 and exact.precision == 1.0 and exact.recall == pytest.approx(2 / 5)
     assert set(method(report, model, "attribution patching").named) >= layer1
+    # Attribution reads ~0 for the previous-token head behind the induction heads' saturated softmax;
+    # AtP* recomputes that softmax and names it.
+    attribution, star = method(report, model, "attribution patching"), method(report, model, "atp-star patching")
+    assert abs(float(attribution.scores[prev])) < 0.01 and prev not in attribution.named
+    assert prev in star.named and float(star.scores[prev]) > 0.5
+    assert star.recall > attribution.recall and star.recall >= 0.8
+    assert exact.spearman_vs_exact == pytest.approx(1.0) and star.runtime_s > 0
     control = method(report, model, "random")
     assert control.precision < 0.5
 

@@ -161,6 +161,25 @@ class HandBuiltSpec:
                    if layer < rl and self.layers[layer][h].lag in self.layers[rl][rh].reads()}
         return sorted(set(readers) | feeders)
 
+    def paths(self) -> list[tuple[tuple[int, int], tuple[int, int], str]]:
+        """The planted (sender, receiver, input) paths: a head's output read by a later head's query,
+        key or value. Induction-type heads read the lag codes of the offset heads below through the
+        input their lag belongs to (query_lag: q, key_lag: k, value_lag: v); copy-suppression heads
+        read the `out` code of the heads below that write it through their query. Every other input
+        reads the embeddings only."""
+        writes_out = ("fixed_offset", *INDUCTION_ROLES, "copy_suppression", "self_copy")
+        planted = []
+        for layer, heads in enumerate(self.layers):
+            for h, r in enumerate(heads):
+                below = [(lb, hb, rb) for lb, hs in enumerate(self.layers[:layer]) for hb, rb in enumerate(hs)]
+                if r.role in INDUCTION_ROLES:
+                    for lag, which in ((r.query_lag, "q"), (r.key_lag, "k"), (r.value_lag, "v")):
+                        planted += [((lb, hb), (layer, h), which) for lb, hb, rb in below
+                                    if lag >= 1 and rb.role in OFFSET_ROLES and rb.lag == lag]
+                elif r.role == "copy_suppression":
+                    planted += [((lb, hb), (layer, h), "q") for lb, hb, rb in below if rb.role in writes_out]
+        return sorted(planted)
+
     def roles(self) -> dict[str, str]:
         """"L{layer}H{head}" -> the head's role label."""
         return {f"L{layer}H{h}": r.label() for layer, heads in enumerate(self.layers) for h, r in enumerate(heads)}

@@ -16,12 +16,15 @@ Methods, what each names, the truth it is scored against, and the order its rank
   min(prefix_matching - its threshold, copying - its threshold), >= 0 exactly for flagged heads.
 - `is_shifted_induction` (`induction.heads.offsets`): the flagged heads, against `shifted_induction`;
   ordered by `OffsetScores.shifted_margin` (the same margin at the best offset >= 2).
-- `zero`, `mean`, `resample`, `pattern` ablation and `exact`, `attribution` patching
+- `zero`, `mean`, `resample`, `pattern` ablation and `exact`, `attribution`, `atp-star` patching
   (`induction.measures.effects` on the ICL score of the model's stream, `induction.measures.metrics`), against
   `circuit`: each head's *support* for in-context learning is how much removing it raises the ICL
   score (ablation: effect) or restoring it from the clean run lowers it (patching: -effect). A
   method names the heads whose support is at least `name_fraction` of the largest support
-  (and > 0); it orders heads by support.
+  (and > 0); it orders heads by support. The patching methods also record their time and the
+  rank correlation of their support with exact patching's (`spearman_vs_exact`): attribution reads
+  ~0 for a previous-token head behind the induction heads' saturated softmax, AtP* recomputes
+  that softmax (`circuits.atp`).
 - `random` (a control): seeded uniform scores, named by the same fraction rule, against `circuit`.
 
 Scores: precision = named true heads / named heads (None when nothing is named); recall = named
@@ -48,6 +51,7 @@ from circuits.hooks import check_heads
 from induction.bench.handbuilt import HandBuiltSpec, build_handbuilt
 from induction.bench.handbuilt import HeadRole as R
 from induction.common.checks import check_choice, check_min
+from induction.common.stats import spearman
 from induction.heads.config import ScoreConfig
 from induction.heads.offsets import DEFAULT_OFFSETS
 from induction.heads.scores import build_prompts, score_heads
@@ -57,7 +61,7 @@ from induction.measures.effects import ablation_effects, patching_effects
 from induction.measures.metrics import STREAM_METRICS, stream_metric_setup
 
 ABLATIONS = ("zero", "mean", "resample", "pattern")
-PATCHINGS = ("exact", "attribution")
+PATCHINGS = ("exact", "attribution", "atp-star")
 METHODS = ("is_induction", "is_shifted_induction", *(f"{m} ablation" for m in ABLATIONS),
            *(f"{m} patching" for m in PATCHINGS), "random")
 TRUTHS = ("induction", "shifted_induction", "circuit")
@@ -150,6 +154,8 @@ class MethodScore:
         true_head_rank: the pessimistic rank of its lowest-ranked true head (None without true heads).
         true_head_ranks: each true head's rank, in the truth's order.
         scores: `[layer, head_index]` the score it orders heads by (JSON: None where not finite).
+        runtime_s: seconds the method took (the patching methods; None elsewhere).
+        spearman_vs_exact: rank correlation of its scores with exact patching's (the patching methods).
     """
 
     method: str
@@ -160,10 +166,15 @@ class MethodScore:
     true_head_rank: int | None
     true_head_ranks: list[int]
     scores: Tensor = field(repr=False)
+    runtime_s: float | None = None
+    spearman_vs_exact: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "truth": self.truth, "precision": self.precision, "recall": self.recall,
                 "true_head_rank": self.true_head_rank, "true_head_ranks": self.true_head_ranks,
+                "runtime_s": self.runtime_s,
+                "spearman_vs_exact": None if self.spearman_vs_exact is None or not math.isfinite(self.spearman_vs_exact)
+                else self.spearman_vs_exact,
                 "named": [list(h) for h in self.named],
                 "scores": [[float(v) if math.isfinite(v) else None for v in row] for row in self.scores.tolist()]}
 
@@ -326,11 +337,17 @@ def bench_model(
         support = (values - baseline).float().cpu()  # removing a head that carries ICL raises the ICL score
         results.append(score_method(f"{method} ablation", "circuit", truth.circuit, support,
                                     name_by_fraction(support, cfg.name_fraction)))
+    exact = None
     for method in PATCHINGS:
+        began = time.perf_counter()
         baseline, _, values = patching_effects(model, setup, method, progress=progress)
         support = (baseline - values).float().cpu()  # restoring a head that carries ICL lowers the ICL score
-        results.append(score_method(f"{method} patching", "circuit", truth.circuit, support,
-                                    name_by_fraction(support, cfg.name_fraction)))
+        scored = score_method(f"{method} patching", "circuit", truth.circuit, support,
+                              name_by_fraction(support, cfg.name_fraction))
+        scored.runtime_s = time.perf_counter() - began
+        exact = support if exact is None else exact  # PATCHINGS starts with exact
+        scored.spearman_vs_exact = spearman(exact, support)
+        results.append(scored)
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
     noise = torch.rand(model.cfg.n_layers, model.cfg.n_heads, generator=generator, device="cpu")
     results.append(score_method("random", "circuit", truth.circuit, noise, name_by_fraction(noise, cfg.name_fraction)))

@@ -11,6 +11,8 @@ track recomputes nothing already done.
 
 --ablate zero|mean adds each head's ablation effect on the ICL score at every checkpoint, and the
 final induction heads ablated together (with a layer-matched random control where one exists).
+--paths adds the path-patching effects of every earlier head into the final induction heads'
+queries, keys and values at every checkpoint, and when the key path forms (`induction.jobs.track.paths`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     add_options(p.add_argument_group("held-out loss and phase change"), TrackConfig, TRACK)
     add_ablate_options(p)
     add_hub_options(p)
+    p.add_argument("--paths", action="store_true",
+                   help="also path-patch every earlier head into the final induction heads' query, key and value at "
+                        "every checkpoint (repeat-loss change when noised, with 95%% intervals)")
     p.set_defaults(func=run)
 
 
@@ -108,7 +113,8 @@ def track_config_from_args(args: argparse.Namespace):
     if args.ablate_draws is not None and args.ablate is None:  # it would be silently ignored
         raise CLIError("induction: error: --ablate-draws needs --ablate zero|mean")
     return config_from(TrackConfig, args, {**TRACK, **ABLATE}, scan=scan_config_from_args(args), revisions=args.revisions,
-                       cache=not args.no_cache, device=args.device, dtype=args.dtype, hub=hub_config_from_args(args))
+                       cache=not args.no_cache, device=args.device, dtype=args.dtype, hub=hub_config_from_args(args),
+                       paths=bool(getattr(args, "paths", False)))
 
 
 def run(args: argparse.Namespace) -> int:

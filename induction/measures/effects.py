@@ -21,13 +21,14 @@ from transformer_lens.model_bridge import TransformerBridge
 
 import circuits
 from circuits import Head
+from circuits.atp import atp_star
 from induction.common.checks import check_choice, check_min
 from induction.common.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci, percentile_interval
 from induction.loading.devices import model_device
 from induction.measures.metrics import MetricSetup, PerPrompt, icl_forward
 
 ABLATION_METHODS = circuits.METHODS
-PATCH_METHODS = ("exact", "attribution")
+PATCH_METHODS = ("exact", "attribution", "atp-star")
 
 
 def ablation_effects(
@@ -42,12 +43,14 @@ def ablation_effects(
 
 
 def patching_effects(
-    model: TransformerBridge, setup: MetricSetup, method: str = "exact", progress: bool = False
+    model: TransformerBridge, setup: MetricSetup, method: str = "exact", progress: bool = False,
+    details: dict[str, Tensor] | None = None,
 ) -> tuple[float, float, Tensor]:
     """(corrupted baseline, clean value, values[layer, head]) of patching clean head outputs into the corrupted run.
 
-    For `attribution`, values are the corrupted baseline plus the attribution estimate, so `effect`
-    has the same meaning for both methods.
+    For `attribution` and `atp-star` (`circuits.atp`), values are the corrupted baseline plus the
+    estimate, so `effect` has the same meaning for every method. With `atp-star`, `details` (when
+    given) receives GradDrop's per-head magnitudes under ``grad_drop``.
     """
     check_choice("patching method", method, PATCH_METHODS)
     with torch.no_grad():
@@ -55,6 +58,11 @@ def patching_effects(
         clean = float(setup.metric(model(setup.tokens)))
     if method == "exact":
         values = circuits.patch_heads(model, setup.tokens, setup.corrupted, setup.metric, progress=progress)
+    elif method == "atp-star":
+        result = atp_star(model, setup.tokens, setup.corrupted, setup.metric)
+        values = baseline + result.estimate
+        if details is not None:
+            details["grad_drop"] = result.grad_drop
     else:
         values = baseline + circuits.attribute_heads(model, setup.tokens, setup.corrupted, setup.metric)
     return baseline, clean, values

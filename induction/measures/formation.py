@@ -43,6 +43,8 @@ class CheckpointScores:
     revision: str | None = None
     ablation: dict[str, Any] | None = None
     icl_per_sequence: list[float] | None = None  # each ICL sequence's score: cached, not in the JSON
+    paths: list[dict[str, Any]] | None = None
+    path_inputs: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.heads = HeadTable(self.heads)
@@ -63,7 +65,7 @@ class CheckpointScores:
         out = asdict(self)
         out["heads"] = list(self.heads)
         out.pop("icl_per_sequence")
-        for optional in ("revision", "ablation"):
+        for optional in ("revision", "ablation", "paths", "path_inputs"):
             if out[optional] is None:
                 out.pop(optional)
         return out

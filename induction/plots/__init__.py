@@ -23,6 +23,7 @@ from induction.plots.fewshot import (
     plot_head_attribution,
     plot_task_probs,
 )
+from induction.plots.paths import plot_paths
 from induction.plots.scan import plot_scan, prefix_copying_scatter
 from induction.plots.style import (
     COLUMN_WIDTH_PX,
@@ -58,6 +59,7 @@ __all__ = [
     "plot_mosaic",
     "plot_effects",
     "plot_patching_comparison",
+    "plot_paths",
     "plot_fewshot",
     "plot_fewshot_ablation",
     "plot_task_probs",

@@ -15,7 +15,8 @@ from induction.plots.style import COLUMN_WIDTH_PX, PALETTE, SCORE_LABELS, SIGNED
 
 
 def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str,
-                   ablation: dict | None = None, x_axis: str = "step", transience: Any | None = None) -> go.Figure:
+                   ablation: dict | None = None, x_axis: str = "step", transience: Any | None = None,
+                   paths: dict | None = None) -> go.Figure:
     """Formation curves over training (Olsson et al. 2022, argument 1).
 
     Four panels on a shared log-step axis: each head's prefix-matching score, each head's copying
@@ -26,20 +27,24 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
     With `ablation` (the `track --ablate` report's block) a fifth panel: the change of the ICL score
     when the final induction heads are ablated together, the sum of their single-head effects, and
     the layer-matched random sets' mean (band: their range over draws), or a note saying why there
-    is no control.
+    is no control. With `paths` (`track --paths`) a last panel: the query, key and value paths into
+    the final induction heads over training (`induction.plots.paths.paths_panel`).
 
     `x_axis`: ``step`` or ``tokens`` (tokens seen, `induction.plots.axis`), so suites of different
     batch sizes line up.
     With `transience` (`induction.measures.transience.Transience`) the ICL panel marks the best ICL
-    score after the phase change and the last one (on the step axis), labelled with the fade and its interval.
+    score after the phase change and the last one, labelled with the fade and its interval.
     """
     points = plotted(checkpoints, x_axis)
     steps = [x_of(c, x_axis) for c in points]
-    n_rows = 4 if ablation is None else 5
-    titles = ("prefix matching (per head)", "copying (per head)", "ICL score", "loss",
-              f"ICL score change, final induction heads {ablation.get('method', '')}-ablated" if ablation else "")
+    titles = ["prefix matching (per head)", "copying (per head)", "ICL score", "loss"]
+    if ablation is not None:
+        titles.append(f"ICL score change, final induction heads {ablation.get('method', '')}-ablated")
+    if paths is not None:
+        titles.append("ICL score change, paths into the final induction heads noised (by input)")
+    n_rows = len(titles)
     fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.035 if n_rows == 4 else 0.03,
-                        subplot_titles=titles[:n_rows])
+                        subplot_titles=titles)
     if points:
         final = set(points[-1].heads.induction_heads())
         heads = [(h["layer"], h["head"]) for h in points[0].heads]
@@ -65,6 +70,10 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
         _transience_marks(fig, transience, row=3, to_x=lambda step: step_to_x(step, checkpoints, x_axis))
     if ablation is not None:
         _ablation_panel(fig, points, ablation, row=5, x_axis=x_axis)
+    if paths is not None:
+        from induction.plots.paths import paths_panel
+
+        paths_panel(fig, points, row=n_rows, formation=paths.get("formation"))
     pc = phase_change
     if pc is not None:
         fig.add_vrect(x0=step_to_x(pc.start_step, checkpoints, x_axis), x1=step_to_x(pc.end_step, checkpoints, x_axis),
@@ -78,7 +87,7 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
     fig.update_yaxes(title_text="nats", row=3, col=1)
     fig.update_yaxes(title_text="nats/token", row=4, col=1)
     window = "" if pc is None else f" — phase change at step {pc.step} ({pc.start_step}-{pc.end_step})"
-    return paper_layout(fig, width=COLUMN_WIDTH_PX + 200, height=900 if n_rows == 4 else 1120,
+    return paper_layout(fig, width=COLUMN_WIDTH_PX + 200, height=900 + 220 * (n_rows - 4),
                         title=f"Induction-head formation — {name}{window}")
 
 

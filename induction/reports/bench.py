@@ -16,7 +16,8 @@ class BenchReport:
     JSON (CONTRACT): ``{"models": [{"name", "truth": {...}, "methods": [{"method", "precision",
     "recall", "true_head_rank"}]}], "provenance"}``; each model also has ``description``,
     ``baseline`` (its unablated metric) and ``runtime_s``, and each method ``truth`` (the truth it is scored against),
-    ``named``, ``true_head_ranks`` and ``scores`` (the per-head score it orders heads by).
+    ``named``, ``true_head_ranks`` and ``scores`` (the per-head score it orders heads by); the patching
+    methods also ``runtime_s`` and ``spearman_vs_exact`` (rank correlation with exact patching).
     """
 
     models: list[ModelBench]
@@ -25,7 +26,8 @@ class BenchReport:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     title = "Methods against hand-built models with known heads"
-    columns = ("model", "method", "truth", "n_true", "n_named", "precision", "recall", "true_head_rank")
+    columns = ("model", "method", "truth", "n_true", "n_named", "precision", "recall", "true_head_rank",
+               "spearman_vs_exact", "runtime_s")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,7 +42,8 @@ class BenchReport:
     def rows(self) -> list[dict[str, Any]]:
         return [{"model": m.name, "method": s.method, "truth": s.truth, "n_true": len(m.truth.heads(s.truth)),
                  "n_named": len(s.named), "precision": s.precision, "recall": s.recall,
-                 "true_head_rank": s.true_head_rank}
+                 "true_head_rank": s.true_head_rank, "spearman_vs_exact": s.spearman_vs_exact,
+                 "runtime_s": None if s.runtime_s is None else round(s.runtime_s, 3)}
                 for m in self.models for s in m.methods]
 
     def summary(self) -> list[str]:
@@ -55,6 +58,11 @@ class BenchReport:
         ]
         for m in self.models:
             lines.append(f"{m.name}: {m.description}; {self.metric} {m.baseline:.3f} unablated; {m.runtime_s:.1f} s")
+            patching = [s for s in m.methods if s.spearman_vs_exact is not None and s.method != "exact patching"]
+            if patching:
+                lines.append("  against exact patching: " + "; ".join(
+                    f"{s.method.removesuffix(' patching')} recall {s.recall:.2f}, rank correlation "
+                    f"{s.spearman_vs_exact:.2f}, {s.runtime_s:.2f} s" for s in patching))
         return lines
 
     def to_dataframe(self):

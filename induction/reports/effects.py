@@ -30,8 +30,13 @@ class HeadEffectReport:
     control: HeadSetAblation | None = None
     control_label: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    head_details: dict[str, Tensor] | None = None
+    """More per-head numbers, each `[layer, head_index]`, added to every head record under its name
+    (``grad_drop``: AtP*'s GradDrop magnitude)."""
 
-    columns = ("layer", "head", "value", "effect")
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("layer", "head", "value", "effect", *(self.head_details or {}))
 
     @property
     def title(self) -> str:
@@ -46,7 +51,10 @@ class HeadEffectReport:
         for layer in range(self.values.shape[0]):
             for head in range(self.values.shape[1]):
                 value = float(self.values[layer, head])
-                out.append({"layer": layer, "head": head, "value": value, "effect": value - self.baseline})
+                rec = {"layer": layer, "head": head, "value": value, "effect": value - self.baseline}
+                for name, per_head in (self.head_details or {}).items():
+                    rec[name] = float(per_head[layer, head])
+                out.append(rec)
         return out
 
     def to_json(self) -> dict[str, Any]:

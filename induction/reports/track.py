@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from induction.measures.formation import CheckpointScores, PhaseChange
+from induction.measures.paths import key_path_formation
 from induction.measures.transience import Transience
 from induction.reports.base import _heads, display_name
 from induction.reports.scan import copying_method_line
@@ -25,6 +26,12 @@ class TrackReport:
     score's fade after the phase change, ``{"peak_step", "peak_icl", "final_step", "final_icl", "fade",
     "fade_ci", "transient", "threshold", "n_sequences"}`` (`induction.measures.transience`), or null
     (no phase change, or no ICL score).
+    With `--paths`
+    (`induction.jobs.track.paths`): each checkpoint has ``paths`` = ``[{"sender", "receiver", "input",
+    "effect", "ci"}]`` and ``path_inputs`` = ``{"q"|"k"|"v": {"effect", "ci", "n_paths"}}``, and the
+    report ``paths`` = ``{"receivers", "senders", "metric", "direction", "formation": {"q"|"k"|"v":
+    {"formed_step", "formed_step_ci", "formed_share", "significant_step", "final_effect", "final_ci",
+    "relative_to_phase_change"}}}`` (`induction.measures.paths.key_path_formation`).
     """
 
     run: str
@@ -33,6 +40,7 @@ class TrackReport:
     provenance: dict[str, Any] = field(default_factory=dict)
     ablation: dict[str, Any] | None = None
     transience: Transience | None = None
+    paths: dict[str, Any] | None = None
 
     title = "Induction-head formation"
     # --ablate: the final induction heads' joint effect, their summed single-head effects, the random
@@ -43,7 +51,18 @@ class TrackReport:
     def columns(self) -> tuple[str, ...]:
         base = ("step", "tokens_seen", "loss", "held_out_loss", "icl_score", "best_head",
                 "best_prefix_matching", "best_copying", "n_induction_heads")
-        return base + (self.ABLATION_COLUMNS if self.ablation is not None else ())
+        return (base + (self.ABLATION_COLUMNS if self.ablation is not None else ())
+                + (self.PATH_COLUMNS if self.paths is not None else ()))
+
+    # --paths: the summed effect (nats of repeat loss) of the q, k and v paths into the final induction heads.
+    PATH_COLUMNS = ("q_paths", "k_paths", "v_paths")
+
+    def path_formation(self) -> dict[str, Any] | None:
+        """`--paths`: when the q, k and v paths formed (`induction.measures.paths.key_path_formation`)."""
+        points = [c for c in self.checkpoints if c.path_inputs]
+        if self.paths is None or not points:
+            return None
+        return key_path_formation([c.step for c in points], [c.path_inputs for c in points], self.phase_change)
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -54,6 +73,8 @@ class TrackReport:
         }
         if self.ablation is not None:
             out["ablation"] = self.ablation
+        if self.paths is not None:
+            out["paths"] = {**self.paths, "formation": self.path_formation()}
         return {**out, "provenance": self.provenance}
 
     def rows(self) -> list[dict[str, Any]]:
@@ -70,6 +91,8 @@ class TrackReport:
             if self.ablation is not None and block is not None:
                 row.update(joint_effect=block["joint_effect"], sum_single=block["summed_single_effects"],
                            control=block["control_mean_effect"], share=block["share"])
+            if self.paths is not None and c.path_inputs:
+                row.update({f"{x}_paths": c.path_inputs[x]["effect"] for x in "qkv"})
             out.append(row)
         return out
 
@@ -101,6 +124,8 @@ class TrackReport:
                 f"L{h['layer']}H{h['head']} (d={h['induction_offset']}, {h['offset_prefix_matching']:.2f})" for h in shifted))
         if self.ablation is not None:
             lines += self.ablation_summary()
+        if self.paths is not None:
+            lines += self.paths_summary()
         method = self.provenance.get("settings", {}).get("copying_estimate")
         if method:
             lines.append(copying_method_line(method))
@@ -143,6 +168,34 @@ class TrackReport:
             lines.append(f"ablation control: none ({abl.get('control_unavailable')})")
         return lines
 
+    def paths_summary(self) -> list[str]:
+        """`--paths`: the final paths by input, and when each formed relative to the phase change."""
+        block = self.paths or {}
+        if block.get("unavailable"):
+            return [f"paths: {block['unavailable']}"]
+        formation = self.path_formation()
+        if formation is None:
+            return ["paths: none computed"]
+        lines = [f"paths from {len(block.get('senders', []))} earlier heads into the final induction heads "
+                 f"{_heads([tuple(h) for h in block.get('receivers', [])])} ({block.get('metric')} change when "
+                 f"noised, {block.get('direction')}):"]
+        for which, name in (("k", "key"), ("q", "query"), ("v", "value")):
+            f = formation[which]
+            ci = f["final_ci"]
+            when = "never reaches half its final value and stays" if f["formed_step"] is None else \
+                f"formed (>= half its final value from then on) at step {f['formed_step']}"
+            if f["relative_to_phase_change"]:
+                when += f", {f['relative_to_phase_change']} the phase change"
+            if f["formed_step"] is not None and f["formed_step_ci"]:
+                lo, hi = f["formed_step_ci"]
+                when += f" [95% CI steps {lo:.0f}-{hi:.0f}, formed in {f['formed_share']:.0%} of resamples]"
+            elif f["formed_share"] is not None:
+                when += f" (in {f['formed_share']:.0%} of resamples of the sequences it does)"
+            sig = "" if f["significant_step"] is None else f"; interval above 0 from step {f['significant_step']}"
+            lines.append(f"  {name} paths: final {f['final_effect']:+.3f}"
+                         + ("" if not ci else f" [95% CI {ci[0]:+.3f}, {ci[1]:+.3f}]") + f"; {when}{sig}")
+        return lines
+
     def to_dataframe(self, per_head: bool = False):
         """One row per checkpoint (`rows()`), or with per_head=True one row per (checkpoint, head)."""
         import pandas as pd
@@ -163,7 +216,9 @@ class TrackReport:
 
         if kind == "formation":
             return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
-                                        ablation=self.ablation, x_axis=x_axis, transience=self.transience)
+                                        ablation=self.ablation, x_axis=x_axis, transience=self.transience,
+                                        paths=None if self.paths is None else {**self.paths,
+                                                                               "formation": self.path_formation()})
         if kind == "mosaic":
             return plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run))
         raise ValueError(f"unknown track plot {kind!r}; choose formation or mosaic")

@@ -60,6 +60,9 @@ class TrackConfig:
             checkpoint, and the final induction heads ablated together; None: off. Part of the
             cache key only when set, so tracks without it share their cache (module docstring).
         ablate_draws: layer-matched random head sets of the joint ablation's control (10).
+        paths: also path-patch every earlier-layer head into the final induction heads' queries,
+            keys and values at every checkpoint (`induction.jobs.track.paths`); cached on its own,
+            so the checkpoint scores keep their cache key.
     """
 
     scan: ScanConfig = field(default_factory=ScanConfig)
@@ -74,6 +77,7 @@ class TrackConfig:
     dtype: str | None = None
     ablate: str | None = None
     ablate_draws: int = 10
+    paths: bool = False
     hub: HubConfig = field(default_factory=HubConfig)
 
     def __post_init__(self) -> None:
@@ -90,6 +94,9 @@ class TrackConfig:
                 raise ConfigError(f"ablation effects are on the ICL score: ablate = {self.ablate} needs the ICL score "
                                   "(scan.icl is None)", "ablate")
         check_min("ablate_draws", self.ablate_draws, 1)
+        if self.paths and self.scan.icl is None:
+            raise ConfigError("path effects are measured on the ICL score's sequences: paths needs the ICL score "
+                              "(scan.icl is None)", "paths")
         check_device_name(self.device), resolve_dtype(self.dtype)  # fail before any work
 
     @property
@@ -127,6 +134,7 @@ class TrackConfig:
                 "min_icl_range": self.min_icl_range, "revisions": None if self.revisions is None else list(self.revisions),
                 "cache": self.cache, "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
                 "device": self.device, "dtype": self.dtype, "ablate": self.ablate, "ablate_draws": self.ablate_draws,
+                "paths": self.paths,
                 "hub": self.hub.to_dict()}
 
 

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 from induction.common.provenance import provenance
 from induction.jobs.executor import Executor, LocalExecutor
 from induction.jobs.track.config import TrackConfig
+from induction.jobs.track.paths import run_paths, with_paths
 from induction.jobs.track.plan import InductionSetPlan, TrackPlan, plan_induction_set, plan_track
 from induction.jobs.track.tasks import induction_set_task, score_task
 from induction.measures.effects import HeadSetEffect
@@ -44,7 +45,7 @@ from induction.reports.track import TrackReport
 
 def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
                  execution: dict[str, Any] | None = None, induction_set: InductionSetPlan | None = None,
-                 set_computed: list[dict[str, Any]] | None = None) -> TrackReport:
+                 set_computed: list[dict[str, Any]] | None = None, paths_done: Any = None) -> TrackReport:
     """The TrackReport of a plan, given the results of its tasks (in task order), and with
     `cfg.ablate` those of its second pass (`plan_induction_set`)."""
     cfg = plan.cfg
@@ -59,6 +60,7 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
                       result["heads"], HeadSetEffect.from_dict(sets[i]) if i in sets else None)}}
                   for i, result in enumerate(scored)]
         ablation = ablation_summary(cfg, induction_set.heads, [sets[i] for i in sorted(sets)])
+    scored, paths = with_paths(plan, scored, paths_done)
     results = [CheckpointScores(step=s.step, tokens_seen=s.tokens_seen, loss=s.loss, revision=s.revision,
                                 **scored[i]) for i, s in enumerate(plan.sources)]
     phase = phase_change_of(results, cfg.resolved_phase_threshold, cfg.min_icl_range)
@@ -74,7 +76,7 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
     icl = cfg.scan.icl
     transience = None if icl is None else transience_of(results, phase, n_bootstrap=icl.n_bootstrap, seed=icl.seed)
     return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation,
-                       transience=transience)
+                       transience=transience, paths=paths)
 
 
 def ablation_summary(cfg: TrackConfig, heads: list[tuple[int, int]], sets: list[dict[str, Any]]) -> dict[str, Any]:
@@ -101,10 +103,11 @@ def run_plans(plans: Sequence[TrackPlan], executor: Executor, start: float, prog
     set_tasks = [t for s in sets for t in s.tasks]
     set_computed = executor.map(induction_set_task, set_tasks, progress=progress,
                                 desc="ablating the induction heads") if set_tasks else []
+    paths_done = run_paths(plans, [plan.results(mine) for plan, mine in zip(plans, per_plan)], executor, progress)
     reports = []
-    for plan, mine, induction_set in zip(plans, per_plan, sets):
+    for plan, mine, induction_set, done in zip(plans, per_plan, sets, paths_done):
         set_mine, set_computed = set_computed[: len(induction_set.tasks)], set_computed[len(induction_set.tasks):]
-        reports.append(finish_track(plan, mine, start, executor.describe(), induction_set, set_mine))
+        reports.append(finish_track(plan, mine, start, executor.describe(), induction_set, set_mine, done))
     return reports
 
 
