@@ -47,7 +47,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from circuits.engine import check_pattern_edits, default_runs_per_forward, record_block_inputs
+from circuits.engine import check_pattern_edits, default_runs_per_forward
 from circuits.hooks import (
     Metric,
     attn_out_name,
@@ -61,6 +61,7 @@ from circuits.hooks import (
     z_name,
 )
 from circuits.paths import INPUTS, block_check, input_name, patched_layer
+from circuits.resume import record_block_inputs
 
 
 @dataclass

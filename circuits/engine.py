@@ -53,7 +53,7 @@ from circuits.hooks import (
 )
 from circuits.resume import (
     BlockInputs,
-    _cached_mlp_out,
+    cached_mlp_out,
     record_block_inputs,
     resume_cache_names,
     resume_check,
@@ -328,7 +328,7 @@ def _resumed_forward(
             edited[:, where] += delta[:, where, edit.head]
         stacked.append(edited)
     copies = len(group)
-    mlp_out = _cached_mlp_out(model, cache, layer)
+    mlp_out = cached_mlp_out(model, cache, layer)
     later = [l for l in patterns if l > layer]
     with torch.no_grad(), model.hooks(fwd_hooks=_freeze_pattern_hooks(patterns, later, copies)):
         return run_from_attn_out(

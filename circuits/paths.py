@@ -42,16 +42,7 @@ from tqdm.auto import tqdm
 from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 
-from circuits.engine import (
-    BlockInputs,
-    _cached_mlp_out,
-    default_runs_per_forward,
-    record_block_inputs,
-    resume_cache_names,
-    resume_check,
-    resume_tolerance,
-    run_from_attn_out,
-)
+from circuits.engine import default_runs_per_forward
 from circuits.hooks import (
     Head,
     Metric,
@@ -64,6 +55,15 @@ from circuits.hooks import (
     require_eval,
     resid_pre_name,
     z_name,
+)
+from circuits.resume import (
+    BlockInputs,
+    cached_mlp_out,
+    record_block_inputs,
+    resume_cache_names,
+    resume_check,
+    resume_tolerance,
+    run_from_attn_out,
 )
 
 INPUTS = ("q", "k", "v")
@@ -316,7 +316,7 @@ def _forward(
         attn = cache[attn_out_name(layer)]
         edited = [attn + head_outputs((z - z_old)[:, :, h:h + 1], model.W_O[layer][h:h + 1])[:, :, 0]
                   for h, z in receiver_z]
-        mlp_out = _cached_mlp_out(model, cache, layer)
+        mlp_out = cached_mlp_out(model, cache, layer)
         with torch.no_grad():
             return run_from_attn_out(model, layer, cache[resid_pre_name(layer)].repeat(copies, 1, 1),
                                      torch.cat(edited), None if mlp_out is None else mlp_out.repeat(copies, 1, 1),

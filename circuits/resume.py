@@ -212,7 +212,7 @@ def resume_cache_names(model: TransformerBridge, layers: Sequence[int]) -> list[
     return sorted(names)
 
 
-def _cached_mlp_out(model: TransformerBridge, cache: ActivationCache, layer: int) -> Tensor | None:
+def cached_mlp_out(model: TransformerBridge, cache: ActivationCache, layer: int) -> Tensor | None:
     """The cached MLP output where `finish_block` uses it (parallel blocks), else None."""
     name = mlp_out_name(layer)
     return cache[name] if is_parallel(model, layer) and name in cache else None
@@ -270,12 +270,12 @@ def resume_check(
                     cache[resid_pre_name(layer + 1)] if layer + 1 < n_layers else cache[FINAL_RESID]
                 )
                 after = finish_block(
-                    model, layer, cache[resid_pre_name(layer)], attn_out, _cached_mlp_out(model, cache, layer)
+                    model, layer, cache[resid_pre_name(layer)], attn_out, cached_mlp_out(model, cache, layer)
                 )
                 if not allclose(after, following, rtol):
                     return False
             lowest = min(layers)
-            mlp_out = _cached_mlp_out(model, cache, lowest)
+            mlp_out = cached_mlp_out(model, cache, lowest)
             resumed = run_from_attn_out(
                 model,
                 lowest,
