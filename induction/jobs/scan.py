@@ -13,6 +13,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from circuits import composition_scores
 from induction.common.provenance import provenance
 from induction.heads.offsets import ImpliedCircuit, implied_circuit
+from induction.heads.patterns import PatternConfig, head_label, head_patterns
 from induction.heads.scores import HeadScores, ScoreConfig, build_prompts, score_heads
 from induction.inputs.prompts import RepeatedTokens, read_token_freqs
 from induction.loading.devices import check_job_memory, model_device, placement
@@ -31,19 +32,28 @@ class ScanConfig:
         icl: the ICL score's settings (`induction.measures.icl.ICLConfig`); None skips the ICL score.
         freqs: a token frequency table (JSON list, one count per token id) for the prompts'
             `exclude_top` / `exclude_bottom`; None: no table.
+        patterns: heads ((layer, head) or "LxHy") whose attention patterns on the detector's prompts
+            the report keeps (`induction.heads.patterns`); empty: none.
+        pattern_view: how many prompts and how to pool them (`induction.heads.patterns.PatternConfig`).
     """
 
     detector: ScoreConfig = field(default_factory=ScoreConfig)
     icl: ICLConfig | None = field(default_factory=ICLConfig)
     freqs: str | os.PathLike[str] | None = None
+    patterns: tuple[tuple[int, int] | str, ...] = ()
+    pattern_view: PatternConfig = field(default_factory=PatternConfig)
 
     @property
     def seed(self) -> int:
         return self.detector.prompts.seed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"detector": self.detector.to_dict(), "icl": None if self.icl is None else self.icl.to_dict(),
-                "freqs": None if self.freqs is None else str(self.freqs)}
+        out = {"detector": self.detector.to_dict(), "icl": None if self.icl is None else self.icl.to_dict(),
+               "freqs": None if self.freqs is None else str(self.freqs)}
+        if self.patterns:
+            out["patterns"] = {"heads": [h if isinstance(h, str) else head_label(h) for h in self.patterns],
+                               **asdict(self.pattern_view)}
+        return out
 
 
 def check_scan_memory(model: TransformerBridge, cfg: ScanConfig) -> None:
@@ -79,6 +89,7 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     torch.manual_seed(cfg.seed)
     prompts = build_prompts(model, cfg.detector.prompts, freqs)
     scores = score_heads(model, cfg.detector, prompts=prompts, progress=progress)
+    patterns = head_patterns(model, cfg.patterns, prompts, cfg.pattern_view) if cfg.patterns else None
     circuits = implied_circuits(model, scores, prompts)
     scores = scores_on_cpu(scores)
     icl = icl_score(model, cfg.icl, progress=progress) if cfg.icl is not None else None
@@ -88,7 +99,7 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     settings = {**cfg.to_dict(), "icl_measured": measured, "copying_estimate": scores.copying_method}
     prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start, **placement(model))
     return ScanReport(model=info.spec, checkpoint=info.checkpoint, scores=scores, icl=icl, provenance=prov,
-                      circuits=circuits)
+                      circuits=circuits, patterns=patterns)
 
 
 def implied_circuits(model: TransformerBridge, scores: HeadScores, prompts: RepeatedTokens) -> list[ImpliedCircuit]:
