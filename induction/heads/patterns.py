@@ -113,7 +113,7 @@ class HeadPatterns:
                 "periods": [int(p) for p in self.periods]}
 
 
-def check_heads(heads: Sequence[tuple[int, int]], n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+def check_heads(heads: Sequence[tuple[int, int] | str], n_layers: int, n_heads: int) -> list[tuple[int, int]]:
     """The heads as (layer, head) ints, or ValueError naming the field and the model's range."""
     out = []
     for item in heads:
