@@ -14,12 +14,15 @@ import plotly.graph_objects as go
 
 
 def figure_div(fig: go.Figure, div_id: str, include_plotlyjs: bool = False) -> str:
-    """`fig` as an HTML fragment that fills its container's width (its own height kept), redrawn on
-    resize, so no figure runs off the right edge of a narrow window; the figure object is not changed."""
+    """`fig` as an HTML fragment that fills its container's width up to the width it was drawn for (its
+    height kept), redrawn on resize, so no figure runs off the right edge of a narrow window; the
+    figure object is not changed."""
     fig = copy.deepcopy(fig)
+    designed = fig.layout.width
     fig.update_layout(width=None, autosize=True)
-    return fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, div_id=div_id, default_width="100%",
-                       default_height=f"{fig.layout.height or 450}px", config={"responsive": True, "displaylogo": False})
+    div = fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, div_id=div_id, default_width="100%",
+                      default_height=f"{fig.layout.height or 450}px", config={"responsive": True, "displaylogo": False})
+    return f"<div style='max-width:{int(designed)}px'>{div}</div>" if designed else div
 
 
 def heatmap_link_script(figure_id: str, view_id: str, note: str = "") -> str:

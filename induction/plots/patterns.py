@@ -48,7 +48,8 @@ def decode(text: str, encoding: str, cells: int) -> np.ndarray:
     return values.astype(np.float32).reshape(cells, cells)
 
 
-def viewer_data(frames: Sequence[tuple[str, HeadPatterns]], title: str = "", encoding: str = "float32") -> dict[str, Any]:
+def viewer_data(frames: Sequence[tuple[str, HeadPatterns]], title: str = "", encoding: str = "float32",
+                initial: tuple[int, int] | None = None) -> dict[str, Any]:
     """The JSON the viewer embeds: prompts (tokens, periods), heads, and per frame the patterns of
     every head on every prompt (`encode`) with their stripe attention."""
     if not frames:
@@ -60,6 +61,7 @@ def viewer_data(frames: Sequence[tuple[str, HeadPatterns]], title: str = "", enc
     cells = int(first.patterns.shape[-1])
     return {
         "title": title, "encoding": encoding, "heads": [head_label(h) for h in first.heads],
+        "initial": first.heads.index(tuple(initial)) if initial is not None else 0,
         "seq_len": first.seq_len, "block": first.block, "cells": cells, "first": first.first_content_pos,
         "prompts": [{"labels": labels, "period": int(period)} for labels, period in zip(first.token_labels, first.periods)],
         "frames": [{"label": label,
@@ -71,7 +73,8 @@ def viewer_data(frames: Sequence[tuple[str, HeadPatterns]], title: str = "", enc
 
 
 def pattern_view_html(frames: HeadPatterns | Sequence[tuple[str, HeadPatterns]], title: str = "",
-                      encoding: str = "float32", view_id: str | None = None) -> str:
+                      encoding: str = "float32", view_id: str | None = None,
+                      initial: tuple[int, int] | None = None) -> str:
     """The viewer as an HTML fragment (a div with its data, style and script), for a page or a notebook.
 
     Args:
@@ -80,11 +83,12 @@ def pattern_view_html(frames: HeadPatterns | Sequence[tuple[str, HeadPatterns]],
         title: a heading shown above the viewer.
         encoding: ``float32`` (exact) or ``uint8`` (smaller; module docstring).
         view_id: the element id (scripts select heads through it); default: a fresh one.
+        initial: the head shown first (default: the first).
     """
     if isinstance(frames, HeadPatterns):
         frames = [("", frames)]
     view_id = view_id or f"patterns-{uuid.uuid4().hex[:8]}"
-    data = json.dumps(viewer_data(frames, title, encoding), separators=(",", ":")).replace("</", "<\\/")
+    data = json.dumps(viewer_data(frames, title, encoding, initial), separators=(",", ":")).replace("</", "<\\/")
     return (f"<div class='ip-view' id='{html.escape(view_id)}'><style>{_CSS}</style>"
             f"<script type='application/json' class='ip-data'>{data}</script>"
             f"<script>{_JS}\nInductionPatterns.mount({json.dumps(view_id)});</script></div>")
@@ -180,7 +184,7 @@ if (!window.InductionPatterns) { window.InductionPatterns = (function () {
   }
   function mount(id) {
     var root = document.getElementById(id), data = JSON.parse(root.querySelector(".ip-data").textContent);
-    var st = {head: 0, prompt: 0, frame: data.frames.length - 1, sqrt: false, guide: false}, cache = {};
+    var st = {head: data.initial || 0, prompt: 0, frame: data.frames.length - 1, sqrt: false, guide: false}, cache = {};
     if (data.title) el("div", {className: "ip-title", textContent: data.title}, root);
     var bar = el("div", {className: "ip-controls"}, root);
     function menu(label, options, key) {
