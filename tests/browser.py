@@ -1,10 +1,11 @@
-"""A page rendered by headless Chromium, measured by a script injected into a copy of it.
+"""Reading the toolkit's HTML pages: the pattern viewers' embedded data (`embedded`), and the page as
+headless Chromium renders it, measured by a script injected into a copy of it (`render`).
 
 `render(page, width)` loads the page at that window width with every host name unresolvable and a
 proxy that points nowhere (a request for anything not inlined fails), waits for its scripts, and
 returns what the probe saw: the document's scroll width against the window's, each plotly figure's
 box and whether it drew (`.main-svg`), each pattern viewer's canvas box and how many of its pixels
-are inked, the order of the page's top-level sections, and every resource the page requested.
+are strongly blue (heatmap cells of weight above ~0.2, not text or lines), the order of the page's top-level sections, and every resource the page requested.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ window.addEventListener('load', function () { setTimeout(function () {
       var b = box(d); b.id = d.id; b.drawn = !!d.querySelector('.main-svg'); return b; }),
     views: Array.prototype.map.call(document.querySelectorAll('.ip-view'), function (v) {
       var c = v.querySelector('canvas'), b = box(c), px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, ink = 0;
-      for (var i = 0; i < px.length; i += 4) if (px[i + 3] > 0 && (px[i] < 200 || px[i + 2] < 200)) ink++;
+      for (var i = 0; i < px.length; i += 4) if (px[i + 3] > 0 && px[i + 2] - px[i] > 60) ink++;
       b.id = v.id; b.drawn = v.getAttribute('data-drawn'); b.ink = ink; return b; }),
     sections: Array.prototype.map.call(document.querySelectorAll('body > section, body > h1, body > details'),
       function (e) { return e.id || e.tagName.toLowerCase(); }),
@@ -39,6 +40,20 @@ window.addEventListener('load', function () { setTimeout(function () {
 }, 300); });
 </script>
 """
+
+
+def embedded(html: str) -> dict:
+    """The JSON the viewer carries, parsed back out of its HTML."""
+    match = re.search(r"<script type='application/json' class='ip-data'>(.*?)</script>", html, re.S)
+    assert match, "no viewer data in the page"
+    return json.loads(match.group(1).replace("<\\/", "</"))
+
+
+def embedded_all(html: str) -> dict[str, dict]:
+    """Every viewer's JSON in a page, by the viewer's element id."""
+    found = re.findall(r"<div class='ip-view' id='([^']+)'>.*?<script type='application/json' class='ip-data'>(.*?)</script>",
+                       html, re.S)
+    return {view_id: json.loads(data.replace("<\\/", "</")) for view_id, data in found}
 
 
 def chromium() -> str | None:

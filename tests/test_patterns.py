@@ -4,11 +4,11 @@ pooling keeps row sums, the default model's layer-1 heads draw the stripe and th
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
 import torch
+from browser import embedded
 from helpers import ROLES, assert_close, build_induction_model
 
 from induction.heads.patterns import (
@@ -23,13 +23,6 @@ from induction.inputs.prompts import RepeatedTokensConfig, prefix_mask
 from induction.plots.patterns import decode, pattern_view_html, viewer_data
 
 PROMPTS = RepeatedTokensConfig(n_prompts=4, seq_len=40, min_period=5, max_period=12, seed=3)
-
-
-def embedded(html: str) -> dict:
-    """The JSON the viewer carries, parsed back out of its HTML."""
-    match = re.search(r"<script type='application/json' class='ip-data'>(.*?)</script>", html, re.S)
-    assert match, "no viewer data in the page"
-    return json.loads(match.group(1).replace("<\\/", "</"))
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +152,36 @@ def test_scan_cli_keeps_patterns_in_json_and_writes_the_linked_viewer(handbuilt_
         assert main(["scan", str(handbuilt_dir), "--no-icl", "-q", *bad]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_probe_sees_overflow_and_network_requests(tmp_path):
+    """The browser check can fail: a too-wide element and a remote image are both reported."""
+    import browser
+
+    if browser.chromium() is None:
+        pytest.skip("no chromium binary (apt-get install chromium)")
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><div id='w' style='width:1500px'>x</div><img src='http://example.com/x.png'></body></html>")
+    seen = browser.render(page, 1000)
+    assert seen["scrollWidth"] > seen["innerWidth"] and any("#w." in w for w in seen["wide"])
+    assert seen["resources"] == ["http://example.com/x.png"]
+
+
+def test_scan_viewer_page_in_headless_chromium(hand, tmp_path):
+    import browser
+
+    from induction.heads.scores import ScoreConfig
+    from induction.jobs import ScanConfig, scan
+    from induction.plots.patterns import save_pattern_view
+
+    if browser.chromium() is None:
+        pytest.skip("no chromium binary (apt-get install chromium)")
+    report = scan(hand, ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8)), icl=None,
+                                   patterns=("L1H0", "L0H0")))
+    page = save_pattern_view(report.patterns, tmp_path / "p.html", heatmap=report.plot("heatmap"))
+    seen = browser.render(page, 1000)
+    assert seen["scrollWidth"] <= seen["innerWidth"] and not seen["wide"], seen["wide"]
+    assert [f["drawn"] for f in seen["figures"]] == [True] and seen["figures"][0]["right"] <= 1000
+    (view,) = seen["views"]
+    assert view["drawn"] == "L1H0/0/0" and view["ink"] > 200 and view["right"] <= 1000
+    assert seen["resources"] == []
