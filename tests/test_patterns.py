@@ -185,3 +185,40 @@ def test_scan_viewer_page_in_headless_chromium(hand, tmp_path):
     (view,) = seen["views"]
     assert view["drawn"] == "L1H0/0/0" and view["ink"] > 200 and view["right"] <= 1000
     assert seen["resources"] == []
+
+
+def test_track_cli_draws_the_stripe_appearing_across_checkpoints(tmp_path, capsys):
+    """A folder of two revisions: layer 1 inert at step 1, induction heads at step 100; the slider's
+    frames are each checkpoint's own patterns, and the stripe appears between them."""
+    from helpers import build_redundant_induction_model
+
+    from induction.bench.handbuilt import HandBuiltSpec, build_handbuilt
+    from induction.bench.handbuilt import HeadRole as R
+    from induction.cli import main
+    from induction.heads.scores import build_prompts
+    from induction.jobs.patterns import TRACK_VIEW
+    from induction.loading.native import save_checkpoint
+
+    run = tmp_path / "run"
+    inert = build_handbuilt(HandBuiltSpec(layers=((R("previous_token"),) + (R("inert"),) * 3, (R("inert"),) * 4),
+                                          d_vocab=24, n_ctx=48, bos_fallback=False))
+    trained = build_redundant_induction_model()
+    save_checkpoint(inert, run / "step1", {"bos_token_id": 0})
+    save_checkpoint(trained, run / "step100", {"bos_token_id": 0})
+    page = tmp_path / "track.html"
+    argv = ["track", str(run), "-q", "--prompts", "8", "--bootstrap", "0", "--icl-sequences", "8",
+            "--held-out-sequences", "8", "--no-cache", "--patterns", "L1H0", "--plot", str(page)]
+    assert main([*argv, "--format", "json", "--out", str(tmp_path / "t.json")]) == 0
+    data = embedded(page.read_text())
+    assert [f["label"].split(" (")[0] for f in data["frames"]] == ["step 1", "step 100"]
+    prompts = build_prompts(trained, RepeatedTokensConfig(n_prompts=8, seed=0))
+    for frame, model in zip(data["frames"], (inert, trained)):
+        expected = head_patterns(model, ["L1H0"], prompts, TRACK_VIEW)
+        assert np.abs(decode(frame["patterns"][0][0], "uint8", data["cells"]) - expected.patterns[0, 0].numpy()).max() <= 0.5 / 255 + 1e-6
+    assert data["frames"][0]["stripe"][0][0] < 0.2 < 0.9 < data["frames"][1]["stripe"][0][0]
+    for bad, message in ((["--patterns", "L1H0", "--plot", str(tmp_path / "x.svg")], "name a .html file"),
+                         (["--patterns", "L7H0", "--plot", str(page)], "--patterns L7H0 is not in this model")):
+        capsys.readouterr()
+        assert main(["track", str(run), "-q", "--no-cache", *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -254,7 +254,7 @@ def pattern_views(reports: dict[str, Any], models: dict[str, Any], runs: dict[st
     its heatmap), and the 2-layer model's induction heads over its checkpoints (a slider)."""
     from induction.heads.patterns import PatternConfig, head_patterns
     from induction.heads.scores import build_prompts
-    from induction.jobs.patterns import run_patterns
+    from induction.jobs.patterns import mark_window, run_patterns
     from induction.plots.patterns import pattern_view_html
 
     views = {}
@@ -273,8 +273,7 @@ def pattern_views(reports: dict[str, Any], models: dict[str, Any], runs: dict[st
         frames = run_patterns(runs["2l"], induction, scan_cfg.detector.prompts, device=cfg.device, dtype=cfg.dtype)
         pc = reports["track_2l"].phase_change
         if pc is not None:
-            frames = [(label + (" (phase change)" if pc.start_step <= int(label.split()[-1]) <= pc.end_step else ""), p)
-                      for label, p in frames]
+            frames = mark_window(frames, pc.start_step, pc.end_step)
         views["patterns_track_2l"] = pattern_view_html(
             frames, "The induction heads over training: move the slider across the phase change", "uint8",
             view_id="patterns_track_2l")

@@ -71,3 +71,9 @@ def run_patterns(
         frames.append((f"step {src.step}", head_patterns(model, heads, tokens, cfg)))
         del model
     return frames
+
+
+def mark_window(frames: list[tuple[str, HeadPatterns]], start_step: int, end_step: int,
+                note: str = " (phase change)") -> list[tuple[str, HeadPatterns]]:
+    """The frames with `note` added to the labels of the steps inside [start_step, end_step] (labels "step N")."""
+    return [(label + (note if start_step <= int(label.split()[-1]) <= end_step else ""), p) for label, p in frames]

@@ -103,9 +103,10 @@ def pattern_page(body: str, title: str = "attention patterns") -> str:
 
 
 def save_pattern_view(frames: HeadPatterns | Sequence[tuple[str, HeadPatterns]], path: str | os.PathLike[str],
-                      title: str = "attention patterns", encoding: str = "float32", heatmap=None, note: str = "") -> Path:
+                      title: str = "attention patterns", encoding: str = "float32", heatmap=None, note: str = "",
+                      before: str = "") -> Path:
     """Write the viewer as a self-contained page; with `heatmap` (a layer x head figure), the heatmap
-    above it, linked (`heatmap_with_patterns`)."""
+    above it, linked (`heatmap_with_patterns`); `before`: other HTML above it (e.g. a `figure_div`)."""
     from induction.common.fileio import write_text_atomic
 
     path = Path(path)
@@ -113,7 +114,7 @@ def save_pattern_view(frames: HeadPatterns | Sequence[tuple[str, HeadPatterns]],
         raise ValueError(f"the pattern viewer is HTML: name a .html file, not {path.name}")
     body = (pattern_view_html(frames, title, encoding, view_id="patterns") if heatmap is None
             else heatmap_with_patterns(heatmap, frames, title, encoding, note))
-    write_text_atomic(path, pattern_page(body, title))
+    write_text_atomic(path, pattern_page(before + body, title))
     return path
 
 
