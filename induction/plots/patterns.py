@@ -138,6 +138,11 @@ class PatternView:
         self.frames, self.title, self.encoding = frames, title, encoding
         self.html = pattern_view_html(frames, title, encoding)
 
+    @property
+    def head_patterns(self) -> HeadPatterns:
+        """The patterns shown (the last frame's, when there are several)."""
+        return self.frames if isinstance(self.frames, HeadPatterns) else self.frames[-1][1]
+
     def _repr_html_(self) -> str:
         return self.html
 
