@@ -94,8 +94,12 @@ def test_demo_track_viewer_shows_the_stripe_forming(demo_dir):
     assert sorted(track["heads"]) == sorted(f"L{h['layer']}H{h['head']}" for h in scan2["heads"] if h["is_induction"])
     stripe = [max(sum(p) / len(p) for p in frame["stripe"]) for frame in track["frames"]]
     assert stripe[0] < 0.2 and stripe[-1] > 0.6, stripe  # no stripe at initialisation, a clear one at the end
-    assert track["frames"][-1]["label"].startswith("step 1000") and any("(phase change)" in f["label"] for f in track["frames"])
-    assert track["cells"] == 64 and track["block"] == 2 and 2 <= len(track["frames"]) <= 24
+    assert track["frames"][-1]["label"].startswith("step 1000")
+    track2 = json.loads((demo_dir / "track_2l.json").read_text())
+    pc = track2["phase_change"]
+    window = [f"step {c['step']} (phase change)" for c in track2["checkpoints"] if pc["start_step"] <= c["step"] <= pc["end_step"]]
+    assert [f["label"] for f in track["frames"] if "(phase change)" in f["label"]] == window  # every one of them shown
+    assert track["cells"] == 64 and track["block"] == 2 and len(track["frames"]) <= 24 + len(window)
     # every head of each model in the viewers its heatmap links to, starting on the strongest
     assert len(views["patterns_2l"]["heads"]) == 8 and views["patterns_2l"]["heads"][views["patterns_2l"]["initial"]] == "L1H1"
 

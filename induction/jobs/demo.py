@@ -270,8 +270,10 @@ def pattern_views(reports: dict[str, Any], models: dict[str, Any], runs: dict[st
         views[f"patterns_{name}"] = pattern_view_html(patterns, titles[name], "uint8", view_id=f"patterns_{name}",
                                                       initial=divmod(best, model.cfg.n_heads))
     if induction:
-        frames = run_patterns(runs["2l"], induction, scan_cfg.detector.prompts, device=cfg.device, dtype=cfg.dtype)
         pc = reports["track_2l"].phase_change
+        window = [] if pc is None else [c.step for c in reports["track_2l"].checkpoints if pc.start_step <= c.step <= pc.end_step]
+        frames = run_patterns(runs["2l"], induction, scan_cfg.detector.prompts, device=cfg.device, dtype=cfg.dtype,
+                              include=window)
         if pc is not None:
             frames = mark_window(frames, pc.start_step, pc.end_step)
         views["patterns_track_2l"] = pattern_view_html(

@@ -49,6 +49,7 @@ def run_patterns(
     max_frames: int = 24,
     device: str | None = None,
     dtype: str | None = None,
+    include: Sequence[int] = (),
 ) -> list[tuple[str, HeadPatterns]]:
     """("step N", the heads' patterns at checkpoint N) for up to `max_frames` checkpoints of `run`.
 
@@ -59,9 +60,11 @@ def run_patterns(
         cfg: prompts shown and pooling (module docstring).
         max_frames: most checkpoints shown (module docstring).
         device, dtype: where and in what precision the checkpoints run (`induction.loading.devices`).
+        include: steps shown in any case, beyond `max_frames` (e.g. every checkpoint of the phase change).
     """
     sources = checkpoint_sources(run)
-    chosen = [sources[i] for i in spread(len(sources), max_frames)]
+    keep = set(spread(len(sources), max_frames)) | {i for i, s in enumerate(sources) if s.step in set(include)}
+    chosen = [sources[i] for i in sorted(keep)]
     frames: list[tuple[str, HeadPatterns]] = []
     tokens = None
     for src in chosen:

@@ -275,7 +275,7 @@ if (!window.InductionPatterns) { window.InductionPatterns = (function () {
       var fr = data.frames[st.frame], stripe = fr.stripe[st.head][st.prompt];
       caption.textContent = data.heads[st.head] + (fr.label ? ", " + fr.label : "") + ", prompt " + (st.prompt + 1) +
         ": " + (stripe * 100).toFixed(1) + "% of the attention of repeated tokens is on the induction stripe " +
-        "(the token after an earlier occurrence, " + (p.period - 1) + " back)";
+        "(the tokens after earlier occurrences: " + (p.period - 1) + ", " + (2 * p.period - 1) + ", \u2026 positions back)";
       if (shown) shown.textContent = " " + fr.label;
       root.setAttribute("data-drawn", data.heads[st.head] + "/" + st.prompt + "/" + st.frame);
     }
