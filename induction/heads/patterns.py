@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -94,7 +94,6 @@ class HeadPatterns:
     patterns: Float[Tensor, "head_index batch query_pos key_pos"]
     block: int
     stripe: Float[Tensor, "head_index batch"]
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seq_len(self) -> int:
