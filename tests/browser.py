@@ -21,7 +21,10 @@ PROBE = r"""
 <script>
 window.addEventListener('load', function () { setTimeout(function () {
   function box(e) { var b = e.getBoundingClientRect(); return {left: b.left, right: b.right, width: b.width, height: b.height}; }
+  var actions = null;
+  try { actions = (function () { %ACTIONS% })(); } catch (e) { actions = 'error: ' + e; }
   var r = {
+    actions: actions,
     scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
     resources: performance.getEntriesByType('resource').map(function (e) { return e.name; }),
     figures: Array.prototype.map.call(document.querySelectorAll('.plotly-graph-div'), function (d) {
@@ -63,12 +66,17 @@ def chromium() -> str | None:
     return None
 
 
-def render(page: Path, width: int, height: int = 1200, timeout: float = 120) -> dict:
-    """Load a copy of `page` (with the probe) at `width` x `height` pixels; return the probe's findings."""
+def render(page: Path, width: int, height: int = 1200, timeout: float = 120, actions: str = "") -> dict:
+    """Load a copy of `page` (with the probe) at `width` x `height` pixels; return the probe's findings.
+
+    `actions`: the body of a JavaScript function run first (events to dispatch, say); what it returns
+    is the findings' ``actions``.
+    """
     binary = chromium()
     assert binary, "no chromium binary"
     text = page.read_text()
-    probed = text.replace("</body>", PROBE + "</body>") if "</body>" in text else text + PROBE
+    probe = PROBE.replace("%ACTIONS%", actions)
+    probed = text.replace("</body>", probe + "</body>") if "</body>" in text else text + probe
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / page.name
         copy.write_text(probed)

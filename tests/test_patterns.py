@@ -179,11 +179,26 @@ def test_scan_viewer_page_in_headless_chromium(hand, tmp_path):
     report = scan(hand, ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8)), icl=None,
                                    patterns=("L1H0", "L0H0")))
     page = save_pattern_view(report.patterns, tmp_path / "p.html", heatmap=report.plot("heatmap"))
-    seen = browser.render(page, 1000)
+    data = embedded(page.read_text())
+    period = data["prompts"][0]["period"]
+    q, k = period + 5, 6  # a query in the first repeat, on the induction stripe (k = q - period + 1)
+    # hover that cell, then click heatmap cell L0H0: the tooltip names both tokens and the weight, the viewer switches
+    hover = f"""var v = InductionPatterns.views['patterns'], g = v.geometry(), c = v.root.querySelector('canvas'),
+        b = c.getBoundingClientRect();
+      c.dispatchEvent(new MouseEvent('mousemove', {{clientX: b.left + g.L + {k + 0.5} * g.cell,
+                                                   clientY: b.top + g.T + {q + 0.5} * g.cell, bubbles: true}}));
+      var tip = v.root.querySelector('.ip-tip').textContent;
+      document.getElementById('heatmap').emit('plotly_click', {{points: [{{x: 0, y: 0}}]}});
+      return {{tip: tip, after_click: v.root.getAttribute('data-drawn')}};"""
+    seen = browser.render(page, 1000, actions=hover)
+    weight = decode(data["frames"][0]["patterns"][0][0], "float32", data["cells"])[q, k]
+    labels = data["prompts"][0]["labels"]
+    assert weight > 0.9 and seen["actions"]["tip"] == f"query {q} \u201c{labels[q]}\u201d \u2192 key {k} \u201c{labels[k]}\u201d: {weight:.4f}"
+    assert seen["actions"]["after_click"] == "L0H0/0/0"
     assert seen["scrollWidth"] <= seen["innerWidth"] and not seen["wide"], seen["wide"]
     assert [f["drawn"] for f in seen["figures"]] == [True] and seen["figures"][0]["right"] <= 1000
     (view,) = seen["views"]
-    assert view["drawn"] == "L1H0/0/0" and view["ink"] > 200 and view["right"] <= 1000
+    assert view["drawn"] == "L0H0/0/0" and view["ink"] > 200 and view["right"] <= 1000  # after the click
     assert seen["resources"] == []
 
 

@@ -292,7 +292,7 @@ if (!window.InductionPatterns) { window.InductionPatterns = (function () {
       tip.style.left = Math.min(ev.clientX - rb.left + 12, rb.width - 240) + "px"; tip.style.top = (ev.clientY - rb.top + 12) + "px";
     };
     canvas.onmouseleave = function () { tip.style.display = "none"; };
-    var view = {root: root, data: data, draw: draw, select: function (label) {
+    var view = {root: root, data: data, draw: draw, geometry: function () { return geo; }, select: function (label) {
       var i = data.heads.indexOf(label); if (i < 0) return false;
       st.head = i; headSel.value = i; draw(); return true; }};
     InductionPatterns.views[id] = view;
