@@ -237,3 +237,23 @@ def test_track_cli_draws_the_stripe_appearing_across_checkpoints(tmp_path, capsy
         assert main(["track", str(run), "-q", "--no-cache", *bad]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_hugging_face_model_patterns_match_transformers_and_label_tokens(tmp_path):
+    """On a tiny GPT-2 directory: the patterns equal transformers' own attention probabilities (an
+    independent implementation), and the axes carry the tokenizer's pieces."""
+    from helpers import save_tiny_hf_gpt2
+    from transformers import GPT2LMHeadModel
+
+    from induction.loading.models import load_model
+
+    save_tiny_hf_gpt2(tmp_path / "gpt2")
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2", attn_implementation="eager").eval()
+    model = load_model(tmp_path / "gpt2")
+    patterns = head_patterns(model, ["L1H2", "L0H1"], RepeatedTokensConfig(n_prompts=2, seq_len=40, seed=1))
+    with torch.no_grad():
+        attentions = hf(patterns.tokens, output_attentions=True).attentions  # per layer [batch, head_index, query_pos, key_pos]
+    assert_close(patterns.patterns[0], attentions[1][:, 2], atol=1e-5)
+    assert_close(patterns.patterns[1], attentions[0][:, 1], atol=1e-5)
+    pieces = model.tokenizer.convert_ids_to_tokens(patterns.tokens[1].tolist())
+    assert patterns.token_labels[1] == ["BOS"] + pieces[1:] and pieces[1].startswith("w")
