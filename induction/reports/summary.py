@@ -101,10 +101,13 @@ def phase_change(track: dict, control: dict | None) -> Finding:
                    "window of training." + tail, tuple(sources))
 
 
-def causal_effect(ablate: dict) -> Finding | None:
+def causal_effect(ablate: dict, scan: dict | None = None) -> Finding | None:
     c = ablate.get("control")
     if not c:
         return None
+    induction = {(h["layer"], h["head"]) for h in scan["heads"] if h["is_induction"]} if scan else set()
+    random_heads = sorted({tuple(h) for s in c.get("random_sets", []) for h in s})
+    also = [h for h in random_heads if h in induction]
     n = c.get("distinct_random_sets", 0)
     interval = (f"layer-matched random heads: {c['random_effect']:+.2f}; "
                 + (f"{_ci(c.get('random_effect_ci'))}, {n} distinct sets" if n > 1 else
@@ -112,7 +115,9 @@ def causal_effect(ablate: dict) -> Finding | None:
     top = max(ablate["heads"], key=lambda h: abs(h["effect"]))
     sentence = (f"{ablate['method'].capitalize()}-ablating {c['heads_label']} ({_heads(c['heads'])}) together raises the "
                 f"ICL score by {c['effect']:.2f} nats (worse in-context learning); ablating as many other heads of the "
-                f"same layers moves it by {c['random_effect']:+.2f}. The largest single-head effect is "
+                f"same layers moves it by {c['random_effect']:+.2f}"
+                + (f" (those, {_heads(also)}, are induction heads too)" if also else "")
+                + ". The largest single-head effect is "
                 f"L{top['layer']}H{top['head']}'s ({top['effect']:+.2f}).")
     return Finding("causal_effect", "Ablating the induction heads", f"{c['effect']:+.2f} nats on the ICL score",
                    interval, sentence, (f"ablate_{ablate['method']}.json",))
@@ -148,7 +153,7 @@ def demo_findings(reports: dict[str, dict]) -> list[Finding]:
         out.append(icl_score(reports["scan_2l"], reports.get("scan_1l")))
     out.append(phase_change(reports["track_2l"], reports.get("track_1l")))
     for name in ("ablate_zero", "ablate_mean"):
-        if name in reports and (found := causal_effect(reports[name])):
+        if name in reports and (found := causal_effect(reports[name], reports["scan_2l"])):
             out.append(found)
             break
     if "fewshot" in reports and (found := fewshot(reports["fewshot"])):
