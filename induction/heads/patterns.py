@@ -28,6 +28,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuits.hooks import pattern_name
+from induction.heads.scores import build_prompts
 from induction.inputs.prompts import RepeatedTokens, RepeatedTokensConfig, prefix_mask
 from induction.loading.devices import model_device
 
@@ -188,8 +189,6 @@ def head_patterns(
             None: the scan's default prompts.
         cfg: how many prompts and how to pool (`PatternConfig`).
     """
-    from induction.heads.scores import build_prompts
-
     cfg = cfg or PatternConfig()
     chosen = check_heads(heads, int(model.cfg.n_layers), int(model.cfg.n_heads))
     if not isinstance(prompts, RepeatedTokens):
@@ -199,6 +198,10 @@ def head_patterns(
     layers = sorted({layer for layer, _ in chosen})
     names = {pattern_name(layer) for layer in layers}
     _, cache = model.run_with_cache(tokens.to(model_device(model)), names_filter=lambda n: n in names)
+    missing = sorted(names - set(cache.keys()))
+    if missing:
+        raise RuntimeError(f"the attention pattern hooks did not fire on this model ({', '.join(missing)}); "
+                           "its attention does not expose hook_pattern")
     full = torch.stack([cache[pattern_name(layer)][:, h].float().cpu() for layer, h in chosen])  # [head_index, batch, query_pos, key_pos]
     del cache
     first = prompts.first_content_pos
