@@ -202,24 +202,31 @@ def test_scan_viewer_page_in_headless_chromium(hand, tmp_path):
     assert seen["resources"] == []
 
 
-def test_track_cli_draws_the_stripe_appearing_across_checkpoints(tmp_path, capsys):
-    """A folder of two revisions: layer 1 inert at step 1, induction heads at step 100; the slider's
-    frames are each checkpoint's own patterns, and the stripe appears between them."""
+@pytest.fixture(scope="module")
+def two_revisions(tmp_path_factory):
+    """A folder of two revisions: layer 1 inert at step 1, induction heads (L1H0, L1H1) at step 100."""
     from helpers import build_redundant_induction_model
 
     from induction.bench.handbuilt import HandBuiltSpec, build_handbuilt
     from induction.bench.handbuilt import HeadRole as R
-    from induction.cli import main
-    from induction.heads.scores import build_prompts
-    from induction.jobs.patterns import TRACK_VIEW
     from induction.loading.native import save_checkpoint
 
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("revisions") / "run"
     inert = build_handbuilt(HandBuiltSpec(layers=((R("previous_token"),) + (R("inert"),) * 3, (R("inert"),) * 4),
                                           d_vocab=24, n_ctx=48, bos_fallback=False))
     trained = build_redundant_induction_model()
     save_checkpoint(inert, run / "step1", {"bos_token_id": 0})
     save_checkpoint(trained, run / "step100", {"bos_token_id": 0})
+    return run, inert, trained
+
+
+def test_track_cli_draws_the_stripe_appearing_across_checkpoints(two_revisions, tmp_path, capsys):
+    """The slider's frames are each checkpoint's own patterns, and the stripe appears between them."""
+    from induction.cli import main
+    from induction.heads.scores import build_prompts
+    from induction.jobs.patterns import TRACK_VIEW
+
+    run, inert, trained = two_revisions
     page = tmp_path / "track.html"
     argv = ["track", str(run), "-q", "--prompts", "8", "--bootstrap", "0", "--icl-sequences", "8",
             "--held-out-sequences", "8", "--no-cache", "--patterns", "L1H0", "--plot", str(page)]
@@ -257,3 +264,28 @@ def test_hugging_face_model_patterns_match_transformers_and_label_tokens(tmp_pat
     assert_close(patterns.patterns[1], attentions[0][:, 1], atol=1e-5)
     pieces = model.tokenizer.convert_ids_to_tokens(patterns.tokens[1].tolist())
     assert patterns.token_labels[1] == ["BOS"] + pieces[1:] and pieces[1].startswith("w")
+
+
+def test_slider_moves_the_viewer_across_checkpoints_in_chromium(two_revisions, tmp_path):
+    import browser
+
+    from induction.jobs.patterns import run_patterns
+    from induction.plots.patterns import save_pattern_view
+
+    if browser.chromium() is None:
+        pytest.skip("no chromium binary (apt-get install chromium)")
+    run, _, _ = two_revisions
+    frames = run_patterns(run, ["L1H0"], RepeatedTokensConfig(n_prompts=2), max_frames=2)
+    page = save_pattern_view(frames, tmp_path / "slider.html", encoding="uint8")
+    slide = """var v = InductionPatterns.views['patterns'], s = v.root.querySelector('input[type=range]'),
+        cap = v.root.querySelector('.ip-caption'), seen = [[v.root.getAttribute('data-drawn'), cap.textContent]];
+      s.value = 0; s.dispatchEvent(new Event('input'));
+      seen.push([v.root.getAttribute('data-drawn'), cap.textContent]);
+      return seen;"""
+    seen = browser.render(page, 1000, actions=slide)
+    (last, last_caption), (first, first_caption) = seen["actions"]
+    assert (last, first) == ("L1H0/0/1", "L1H0/0/0")  # starts at the last checkpoint; the slider goes back
+    for caption, (label, p) in ((last_caption, frames[1]), (first_caption, frames[0])):
+        assert caption.startswith(f"L1H0, {label}, prompt 1: {float(p.stripe[0, 0]) * 100:.1f}% of the attention"), caption
+    assert float(frames[0][1].stripe[0, 0]) < 0.2 < 0.9 < float(frames[1][1].stripe[0, 0])
+    assert seen["resources"] == [] and seen["scrollWidth"] <= seen["innerWidth"]
