@@ -78,6 +78,9 @@ def test_demo_pages_open_with_the_summary_read_from_the_reports(demo_dir):
     assert f"**Few-shot accuracy (lookup): {gold8['accuracy']:.3f}** (95% CI {gold8['accuracy_ci'][0]:.3f}" in summary
     control = json.loads((demo_dir / "ablate_zero.json").read_text())["control"]
     assert f"**Ablating the induction heads: {control['effect']:+.2f} nats on the ICL score**" in summary
+    found = json.loads((demo_dir / "demo.json").read_text())["summary"]  # the same findings, machine-readable
+    assert [f["key"] for f in found] == ["induction_heads", "icl_score", "phase_change", "causal_effect", "fewshot"]
+    assert all(f"**{f['title']}: {f['value']}** ({f['interval']}). {f['sentence']}" in summary for f in found)
     page = (demo_dir / "index.html").read_text()
     # the summary before any figure; the raw numbers only inside the disclosure at the end
     assert page.index("id='summary'") < page.index("<figure") < page.index("<details id='raw'>") < page.index("<pre>")

@@ -180,7 +180,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     result.key_numbers = key_numbers(reports)
     result.runtime_s = time.perf_counter() - start
     write_json_atomic(cfg.out_dir / "demo.json", {
-        "key_numbers": result.key_numbers, "runs": {k: str(v) for k, v in runs.items()},
+        "key_numbers": result.key_numbers, "summary": [f.to_dict() for f in demo_page.findings(reports)],
+        "runs": {k: str(v) for k, v in runs.items()},
         "static_figures": "ok" if not result.static_problems else next(iter(result.static_problems.values())),
         "provenance": provenance("embedded defaults", None, cfg.seed, {"draws": cfg.draws, "fewshot": cfg.fewshot},
                                  result.runtime_s, **placement(models["2l"])),

@@ -46,7 +46,8 @@ def json_for(figure: str) -> str:
     return FIGURE_DATA.get(figure, figure) + ".json"
 
 
-def _findings(reports: dict[str, Any]):
+def findings(reports: dict[str, Any]):
+    """The summary's findings (`induction.reports.summary.demo_findings`) of the demo's reports."""
     from induction.reports.summary import demo_findings
 
     return demo_findings({name: report.to_json() for name, report in reports.items()})
@@ -84,7 +85,7 @@ def index_html(figures: dict[str, Any], reports: dict[str, Any], result: Any,
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>induction demo</title>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              f"<style>{_CSS}</style></head><body><h1>induction demo</h1>",
-             summary_html(_findings(reports)),
+             summary_html(findings(reports)),
              "<section id='patterns'><h2>Attention patterns</h2><p>Each head's attention on the scan's own "
              "prompts (repeated random tokens): queries are rows, keys columns; an induction head draws a "
              "stripe P&nbsp;-&nbsp;1 positions behind the diagonal once the segment repeats (orange lines).</p>"]
@@ -118,7 +119,7 @@ def report_md(reports: dict[str, Any], figures: dict[str, Any], result: Any,
               format_report: Callable[[Any, str], str]) -> str:
     """report.md: the summary first, then the key numbers in full, the figures and every table."""
     k = result.key_numbers
-    lines = ["# induction demo", "", *summary_md(_findings(reports)),
+    lines = ["# induction demo", "", *summary_md(findings(reports)),
              "Every number is read from the JSON report named beside it; the interactive figures and the "
              "attention-pattern viewer are in `index.html`.", "", "## Key numbers", ""]
     for name in ("2l", "1l"):
