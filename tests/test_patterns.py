@@ -289,3 +289,20 @@ def test_slider_moves_the_viewer_across_checkpoints_in_chromium(two_revisions, t
         assert caption.startswith(f"L1H0, {label}, prompt 1: {float(p.stripe[0, 0]) * 100:.1f}% of the attention"), caption
     assert float(frames[0][1].stripe[0, 0]) < 0.2 < 0.9 < float(frames[1][1].stripe[0, 0])
     assert seen["resources"] == [] and seen["scrollWidth"] <= seen["innerWidth"]
+
+
+def test_scan_patterns_of_named_head_sets(handbuilt_dir, tmp_path, capsys):
+    """--patterns induction: the detected induction heads (here L1H0 only: L1H1 prefix-matches but
+    does not copy); --patterns all: every head; a set name among heads is refused."""
+    from induction.cli import main
+
+    for name, expected in (("induction", [[1, 0]]), ("all", [[layer, h] for layer in range(2) for h in range(4)])):
+        out = tmp_path / f"{name}.json"
+        assert main(["scan", str(handbuilt_dir), "--patterns", name, "--prompts", "8", "--no-icl", "--format", "json",
+                     "--out", str(out), "-q"]) == 0
+        report = json.loads(out.read_text())
+        assert [[h["layer"], h["head"]] for h in report["patterns"]["heads"]] == expected
+        assert report["provenance"]["settings"]["patterns"]["heads"] == [name]
+    capsys.readouterr()
+    assert main(["scan", str(handbuilt_dir), "--patterns", "L1H0,induction", "--no-icl", "-q"]) == 2
+    assert "--patterns 'induction' is not a head; write LxHy, e.g. L1H0; or one of induction, all" in capsys.readouterr().err

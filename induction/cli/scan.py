@@ -43,8 +43,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                    help="heatmap (default), scatter, or a score name (prefix_matching, copying, ...)")
     g = p.add_argument_group("attention patterns")
     g.add_argument("--patterns", metavar="L1H0,...", type=comma_list("head", item=str),
-                   help="keep these heads' attention patterns on the detector's prompts: their attention on the "
-                        "induction stripe in the report, and with --plot FILE.html the heatmap linked to a pattern viewer")
+                   help="keep these heads' attention patterns on the detector's prompts (or 'induction': the detected "
+                        "induction heads; 'all': every head): their attention on the induction stripe in the report, "
+                        "and with --plot FILE.html the heatmap linked to a pattern viewer")
     add_options(g, PatternConfig, PATTERNS)
     p.set_defaults(func=run)
 
@@ -94,12 +95,15 @@ def run_with_patterns(args: argparse.Namespace, cfg) -> int:
 
     from induction.heads.patterns import PatternConfig, parse_head
     from induction.jobs import scan
+    from induction.jobs.scan import PATTERN_SETS
     from induction.plots.patterns import save_pattern_view
 
+    named_set = len(args.patterns) == 1 and args.patterns[0] in PATTERN_SETS
     try:
-        heads = tuple(parse_head(h) for h in args.patterns)
+        heads = args.patterns if named_set else tuple(parse_head(h) for h in args.patterns)
     except ValueError as exc:
-        raise CLIError(f"induction: error: --patterns {str(exc).removeprefix('heads: ')}") from None
+        raise CLIError(f"induction: error: --patterns {str(exc).removeprefix('heads: ')}; or one of "
+                       f"{', '.join(PATTERN_SETS)}") from None
     view = config_from(PatternConfig, args, PATTERNS)
     if args.plot and Path(args.plot).suffix.lower() != ".html":
         raise CLIError(f"induction: error: --plot {args.plot}: with --patterns the figure is the pattern viewer; "
@@ -108,7 +112,7 @@ def run_with_patterns(args: argparse.Namespace, cfg) -> int:
     check_plot_path(args)
     model = model_ref(args).load()
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    bad = [f"L{layer}H{h}" for layer, h in heads if not (layer < n_layers and h < n_heads)]
+    bad = [] if named_set else [f"L{layer}H{h}" for layer, h in heads if not (layer < n_layers and h < n_heads)]
     if bad:
         raise CLIError(f"induction: error: --patterns {', '.join(bad)}: this model has layers 0-{n_layers - 1} "
                        f"and heads 0-{n_heads - 1}")

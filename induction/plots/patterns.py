@@ -198,7 +198,10 @@ if (!window.InductionPatterns) { window.InductionPatterns = (function () {
       options.forEach(function (o, i) { el("option", {value: i, textContent: o}, sel); });
       sel.value = st[key]; sel.onchange = function () { st[key] = +sel.value; draw(); }; return sel;
     }
-    var headSel = menu("head", data.heads, "head");
+    var last = data.frames[data.frames.length - 1];  // each head's stripe mass (last frame, mean over prompts) in its menu entry
+    var headSel = menu("head", data.heads.map(function (h, i) {
+      var s = last.stripe[i], m = s.reduce(function (a, b) { return a + b; }, 0) / s.length;
+      return h + " (stripe " + m.toFixed(2) + ")"; }), "head");
     menu("prompt", data.prompts.map(function (p, i) { return (i + 1) + " (period " + p.period + ")"; }), "prompt");
     if (data.frames.length > 1) {
       var lab = el("label", {textContent: "checkpoint "}, bar);
