@@ -13,8 +13,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   quiet $PIP install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi
 quiet $PIP install -q -e '.[dev,ray]'
-# Static export (.png/.svg/.pdf) needs a Chrome binary for kaleido 1.x. Best effort: without it HTML
-# figures still work and the toolkit says how to enable static ones.
+# Static export (.png/.svg/.pdf) needs a Chrome binary for kaleido 1.x, and the page tests render the
+# demo page and the pattern viewer in it headless (tests/browser.py). Best effort: without it HTML
+# figures still work, the toolkit says how to enable static ones, and the page tests skip.
 if ! command -v chromium >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ -z "${INDUCTION_NO_CHROMIUM:-}" ]; then
     echo "installing Debian's chromium for static figure export (set INDUCTION_NO_CHROMIUM=1 to skip)"

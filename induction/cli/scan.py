@@ -4,8 +4,20 @@ and its induction offset (shifted induction)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from induction.cli import add_model_arguments, add_options, config_from, model_ref, run_job
+from induction.cli import (
+    CLIError,
+    add_model_arguments,
+    add_options,
+    check_out_path,
+    check_plot_path,
+    comma_list,
+    config_from,
+    emit,
+    model_ref,
+    run_job,
+)
 
 PROMPTS = {"n_prompts": "--prompts", "seq_len": "--seq-len", "min_period": "--min-period",
            "max_period": "--max-period", "exclude_top": "--exclude-top", "exclude_bottom": "--exclude-bottom"}
@@ -13,10 +25,13 @@ DETECTOR = {"batch_size": "--batch-size", "prefix_threshold": "--prefix-threshol
             "copying_threshold": "--copying-threshold", "copying_sources": "--copying-sources",
             "n_bootstrap": "--bootstrap", "min_offset": "--min-offset", "max_offset": "--max-offset",
             "offset_support": "--offset-support"}
+PATTERNS = {"n_prompts": "--pattern-prompts", "max_positions": "--pattern-positions"}
 ICL = {"n_sequences": "--icl-sequences", "text": ("--text", {"metavar": "FILE"})}
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    from induction.heads.patterns import PatternConfig
+
     p = sub.add_parser("scan", parents=[common], help="per-head induction scores of a model",
                        description="Score every attention head for prefix-matching, copying, previous-token "
                                    "and duplicate-token behaviour on repeated random tokens, and name the induction heads "
@@ -26,6 +41,12 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE", help="write the layer x head heatmap (.html, .png, .svg, .pdf)")
     p.add_argument("--plot-kind", default="heatmap",
                    help="heatmap (default), scatter, or a score name (prefix_matching, copying, ...)")
+    g = p.add_argument_group("attention patterns")
+    g.add_argument("--patterns", metavar="L1H0,...", type=comma_list("head", item=str),
+                   help="keep these heads' attention patterns on the detector's prompts (or 'induction': the detected "
+                        "induction heads; 'all': every head): their attention on the induction stripe in the report, "
+                        "and with --plot FILE.html the heatmap linked to a pattern viewer")
+    add_options(g, PatternConfig, PATTERNS)
     p.set_defaults(func=run)
 
 
@@ -60,4 +81,46 @@ def scan_config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from induction.jobs import scan
 
-    return run_job(args, scan, model_ref(args), scan_config_from_args(args), lambda report: report.plot(args.plot_kind))
+    cfg = scan_config_from_args(args)
+    if not getattr(args, "patterns", None):
+        return run_job(args, scan, model_ref(args), cfg, lambda report: report.plot(args.plot_kind))
+    return run_with_patterns(args, cfg)
+
+
+def run_with_patterns(args: argparse.Namespace, cfg) -> int:
+    """`--patterns`: the heads are checked against the model before scoring; --plot is the heatmap
+    linked to the pattern viewer, an .html page."""
+    import sys
+    from dataclasses import replace
+
+    from induction.heads.patterns import PatternConfig, parse_head
+    from induction.jobs import scan
+    from induction.jobs.scan import PATTERN_SETS
+    from induction.plots.patterns import save_pattern_view
+
+    named_set = len(args.patterns) == 1 and args.patterns[0] in PATTERN_SETS
+    try:
+        heads = args.patterns if named_set else tuple(parse_head(h) for h in args.patterns)
+    except ValueError as exc:
+        raise CLIError(f"induction: error: --patterns {str(exc).removeprefix('heads: ')}; or one of "
+                       f"{', '.join(PATTERN_SETS)}") from None
+    view = config_from(PatternConfig, args, PATTERNS)
+    if args.plot and Path(args.plot).suffix.lower() != ".html":
+        raise CLIError(f"induction: error: --plot {args.plot}: with --patterns the figure is the pattern viewer; "
+                       "name a .html file")
+    check_out_path(args)
+    check_plot_path(args)
+    model = model_ref(args).load()
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    bad = [] if named_set else [f"L{layer}H{h}" for layer, h in heads if not (layer < n_layers and h < n_heads)]
+    if bad:
+        raise CLIError(f"induction: error: --patterns {', '.join(bad)}: this model has layers 0-{n_layers - 1} "
+                       f"and heads 0-{n_heads - 1}")
+    report = scan(model, replace(cfg, patterns=heads, pattern_view=view), progress=not args.quiet)
+    emit(report, args)
+    if args.plot:
+        save_pattern_view(report.patterns, args.plot, title=f"Attention patterns — {report.model}",
+                          heatmap=report.plot("heatmap"), note="add it to --patterns")
+        if not args.quiet:
+            print(f"wrote {args.plot}", file=sys.stderr)
+    return 0

@@ -104,6 +104,12 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--paths", action="store_true",
                    help="also path-patch every earlier head into the final induction heads' query, key and value at "
                         "every checkpoint (repeat-loss change when noised, with 95%% intervals)")
+    g = p.add_argument_group("attention patterns over training")
+    g.add_argument("--patterns", metavar="L1H0,...", type=comma_list("head", item=str),
+                   help="with --plot FILE.html: these heads' attention patterns at each checkpoint on a slider, "
+                        "below the formation curves (a local RUN only)")
+    g.add_argument("--pattern-frames", type=int, default=24, metavar="N",
+                   help="most checkpoints the pattern slider shows, evenly spaced (default: 24)")
     p.set_defaults(func=run)
 
 
@@ -122,6 +128,49 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = track_config_from_args(args)
     quiet_downloads(args)
+    if args.patterns:
+        return run_with_patterns(args, cfg)
     with executor_from_args(args, cfg.device) as executor:
         return run_job(args, partial(track, executor=executor), args.run, cfg,
                        lambda report: report.plot(x_axis=args.x_axis))
+
+
+def run_with_patterns(args: argparse.Namespace, cfg) -> int:
+    """`--patterns`: the heads' patterns at each checkpoint (computed first: a bad head fails before the
+    track), then the track; --plot is the formation curves above the pattern slider, an .html page."""
+    import sys
+    from pathlib import Path
+
+    from induction.cli import check_out_path, check_plot_path, emit
+    from induction.heads.patterns import parse_head
+    from induction.jobs import track
+    from induction.jobs.patterns import mark_window, run_patterns
+    from induction.plots.page import figure_div
+    from induction.plots.patterns import save_pattern_view
+
+    if args.revisions:
+        raise CLIError("induction: error: --patterns needs a local RUN, not --revisions")
+    if not args.plot or Path(args.plot).suffix.lower() != ".html":
+        raise CLIError("induction: error: --patterns draws the pattern slider into --plot FILE.html; name a .html file")
+    if args.pattern_frames < 2:
+        raise CLIError(f"induction: error: --pattern-frames must be >= 2, got {args.pattern_frames}")
+    try:
+        heads = tuple(parse_head(h) for h in args.patterns)
+        check_out_path(args)
+        check_plot_path(args)
+        frames = run_patterns(args.run, heads, cfg.scan.detector.prompts, max_frames=args.pattern_frames,
+                              device=args.device, dtype=args.dtype)
+    except ValueError as exc:
+        if not str(exc).startswith("heads: "):
+            raise
+        raise CLIError(f"induction: error: --patterns {str(exc).removeprefix('heads: ')}") from None
+    with executor_from_args(args, cfg.device) as executor:
+        report = track(args.run, cfg, executor=executor, progress=not args.quiet)
+    emit(report, args)
+    if report.phase_change is not None:
+        frames = mark_window(frames, report.phase_change.start_step, report.phase_change.end_step)
+    save_pattern_view(frames, args.plot, title=f"Attention patterns over training — {args.run}", encoding="uint8",
+                      before=figure_div(report.plot(), "formation", include_plotlyjs=True))
+    if not args.quiet:
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0

@@ -122,6 +122,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from induction.common.provenance import provenance
     from induction.heads.config import ScoreConfig
     from induction.inputs.prompts import RepeatedTokensConfig
+    from induction.jobs import demo_page
     from induction.loading.devices import placement
     from induction.loading.models import load_model
     from induction.measures.effects import controllable
@@ -179,13 +180,15 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     result.key_numbers = key_numbers(reports)
     result.runtime_s = time.perf_counter() - start
     write_json_atomic(cfg.out_dir / "demo.json", {
-        "key_numbers": result.key_numbers, "runs": {k: str(v) for k, v in runs.items()},
+        "key_numbers": result.key_numbers, "summary": [f.to_dict() for f in demo_page.findings(reports)],
+        "runs": {k: str(v) for k, v in runs.items()},
         "static_figures": "ok" if not result.static_problems else next(iter(result.static_problems.values())),
         "provenance": provenance("embedded defaults", None, cfg.seed, {"draws": cfg.draws, "fewshot": cfg.fewshot},
                                  result.runtime_s, **placement(models["2l"])),
     })
-    write_text_atomic(cfg.out_dir / "index.html", _index_html(figures, result))
-    write_text_atomic(cfg.out_dir / "report.md", _report_md(reports, figures, result, format_report))
+    views = pattern_views(reports, models, runs, scan_cfg, cfg)
+    write_text_atomic(cfg.out_dir / "index.html", demo_page.index_html(figures, reports, result, views))
+    write_text_atomic(cfg.out_dir / "report.md", demo_page.report_md(reports, figures, result, format_report))
     progress(6, f"done: {cfg.out_dir}/index.html, report.md")
     return result
 
@@ -246,87 +249,35 @@ def key_numbers(reports: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_CAPTIONS = {
-    "scan_2l": "Head scores of the default 2-layer model; induction heads outlined.",
-    "scatter_2l": "Prefix matching vs copying per head (Olsson et al. 2022); the shaded corner is the detector's induction region.",
-    "scan_1l": "Head scores of the 1-layer control: no head can prefix-match without an earlier previous-token head.",
-    "formation_2l": "Formation over training (log steps): per-head scores, ICL score and loss; the phase change is shaded.",
-    "formation_1l": "The 1-layer control over training: no phase change.",
-    "mosaic_2l": "Prefix matching of every head at log-spaced checkpoints.",
-    "ablate_zero": "Change in the ICL score when each head is zero-ablated (positive: worse in-context learning).",
-    "ablate_mean": "The same with mean ablation.",
-    "patch_exact": "Activation patching: each head's clean output patched into a run without repeats.",
-    "patch_vs_attribution": "Attribution patching against exact patching, one point per head.",
-    "fewshot": "Few-shot lookup accuracy vs number of demonstrations, per label manipulation.",
-    "fewshot_ablation": "Lookup accuracy with the detected induction heads ablated vs layer-matched random heads.",
-}
+def pattern_views(reports: dict[str, Any], models: dict[str, Any], runs: dict[str, Path], scan_cfg: Any,
+                  cfg: DemoConfig) -> dict[str, str]:
+    """The page's pattern viewers: every head of each model on the scan's first prompts (linked from
+    its heatmap), and the 2-layer model's induction heads over its checkpoints (a slider)."""
+    from induction.heads.patterns import PatternConfig, head_patterns
+    from induction.heads.scores import build_prompts
+    from induction.jobs.patterns import mark_window, run_patterns
+    from induction.plots.patterns import pattern_view_html
 
-
-def _index_html(figures: dict[str, Any], result: DemoResult) -> str:
-    import html
-    import json
-
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>induction demo</title>",
-             "<style>body{font-family:Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "figure{margin:2em 0}figcaption{color:#555;font-size:0.95em}pre{background:#f6f6f6;padding:1em}</style>",
-             "</head><body><h1>induction demo</h1>",
-             f"<p>Embedded default models, all numbers from the JSON reports beside this page. Runtime {result.runtime_s:.0f}s.</p>",
-             f"<pre>{html.escape(json.dumps(result.key_numbers, indent=2))}</pre>"]
-    for i, (name, fig) in enumerate(figures.items()):
-        div = fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{name}")
-        parts.append(f"<figure id='{name}'>{div}<figcaption>{html.escape(_CAPTIONS.get(name, name))} "
-                     f"(<a href='{_json_for(name)}'>data</a>)</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-_FIGURE_DATA = {"scatter_2l": "scan_2l", "mosaic_2l": "track_2l", "formation_2l": "track_2l",
-                "formation_1l": "track_1l", "patch_vs_attribution": "patch_attribution", "fewshot_ablation": "fewshot"}
-
-
-def _json_for(figure: str) -> str:
-    """The report file a figure is drawn from."""
-    return _FIGURE_DATA.get(figure, figure) + ".json"
-
-
-def _report_md(reports: dict[str, Any], figures: dict[str, Any], result: DemoResult, format_report) -> str:
-    k = result.key_numbers
-    lines = ["# induction demo", "",
-             f"Embedded default models (trained by the toolkit, cached). Runtime {result.runtime_s:.0f} s. "
-             "Every number below is read from the JSON report named beside it.", "", "## Key numbers", ""]
-    for name in ("2l", "1l"):
-        pc = k[f"{name}_phase_change"]
-        pc_text = "none" if pc is None else f"step {pc['step']} (window {pc['start_step']}-{pc['end_step']})"
-        lines.append(f"- **{name}**: induction heads {', '.join(k[f'{name}_induction_heads']) or 'none'}; best prefix-matching "
-                     f"{k[f'{name}_best_prefix_matching']:.3f}; ICL score {k[f'{name}_icl_score']:.3f}; phase change {pc_text} "
-                     f"(`scan_{name}.json`, `track_{name}.json`)")
-    for method in ("zero", "mean"):
-        top = k[f"ablate_{method}_top"]
-        line = f"- {method} ablation: largest effect {top['head']} ({top['effect']:+.3f} nats on the ICL score)"
-        ctrl = k.get(f"ablate_{method}_induction_vs_random")
-        if ctrl:
-            line += (f"; {ctrl['heads']} together {ctrl['induction_effect']:+.3f} vs layer-matched random heads "
-                     f"{ctrl['random_effect']:+.3f} [95% CI {ctrl['random_effect_ci'][0]:+.3f}, {ctrl['random_effect_ci'][1]:+.3f}; "
-                     f"{ctrl['distinct_random_sets']} distinct set(s)]")
-        lines.append(line + f" (`ablate_{method}.json`)")
-    lines.append(f"- attribution vs exact patching: Spearman {k['patch_rank_correlation']:.3f} over heads "
-                 "(`patch_exact.json`, `patch_attribution.json`)")
-    if "fewshot_lookup_accuracy" in k:
-        acc = k["fewshot_lookup_accuracy"]
-        lines.append("- few-shot lookup accuracy: " + ", ".join(f"{key} {v:.2f}" for key, v in acc.items()) + " (`fewshot.json`)")
-    if "fewshot_ablation" in k:
-        a = k["fewshot_ablation"]
-        lines.append(f"- ablating {', '.join(a['top'])}: lookup accuracy {a['baseline']:.2f} -> {a['top_heads']:.2f}; "
-                     f"layer-matched random heads -> {a['random_heads']:.2f} (`fewshot.json`)")
-    lines += ["", "## Figures", ""]
-    if result.static_problems:
-        lines += [f"Static figures were not written: {next(iter(result.static_problems.values()))}. "
-                  "The interactive figures are in `index.html`.", ""]
-    for name in figures:
-        lines += [f"### {_CAPTIONS.get(name, name)}", ""]
-        if name not in result.static_problems:
-            lines += [f"![{name}](figures/{name}.svg)", ""]
-    lines += ["## Tables", ""]
-    for name, report in reports.items():
-        lines += [format_report(report, "markdown").replace("## ", f"### {name}: ", 1), ""]
-    return "\n".join(lines)
+    views = {}
+    scores = reports["scan_2l"].scores
+    induction = sorted(scores.induction_heads(), key=lambda lh: -float(scores.prefix_matching[lh]))
+    titles = {"2l": "Default 2-layer model: every head on the scan's prompts",
+              "1l": "1-layer control: every head on the scan's prompts"}
+    for name, model in models.items():
+        heads = [(layer, h) for layer in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
+        prompts = build_prompts(model, scan_cfg.detector.prompts)
+        patterns = head_patterns(model, heads, prompts, PatternConfig(n_prompts=2))
+        best = reports[f"scan_{name}"].scores.prefix_matching.flatten().argmax().item()
+        views[f"patterns_{name}"] = pattern_view_html(patterns, titles[name], "uint8", view_id=f"patterns_{name}",
+                                                      initial=divmod(best, model.cfg.n_heads))
+    if induction:
+        pc = reports["track_2l"].phase_change
+        window = [] if pc is None else [c.step for c in reports["track_2l"].checkpoints if pc.start_step <= c.step <= pc.end_step]
+        frames = run_patterns(runs["2l"], induction, scan_cfg.detector.prompts, device=cfg.device, dtype=cfg.dtype,
+                              include=window)
+        if pc is not None:
+            frames = mark_window(frames, pc.start_step, pc.end_step)
+        views["patterns_track_2l"] = pattern_view_html(
+            frames, "The induction heads over training: move the slider across the phase change", "uint8",
+            view_id="patterns_track_2l")
+    return views

@@ -14,6 +14,7 @@ from circuits import composition_scores
 from induction.common.provenance import provenance
 from induction.heads.config import ScoreConfig
 from induction.heads.implied import ImpliedCircuit, implied_circuit
+from induction.heads.patterns import PatternConfig, head_label, head_patterns
 from induction.heads.records import HeadScores
 from induction.heads.scores import build_prompts, score_heads
 from induction.inputs.prompts import RepeatedTokens, read_token_freqs
@@ -33,19 +34,30 @@ class ScanConfig:
         icl: the ICL score's settings (`induction.measures.icl.ICLConfig`); None skips the ICL score.
         freqs: a token frequency table (JSON list, one count per token id) for the prompts'
             `exclude_top` / `exclude_bottom`; None: no table.
+        patterns: heads ((layer, head) or "LxHy") whose attention patterns on the detector's prompts
+            the report keeps (`induction.heads.patterns`), or ("induction",): the detected induction
+            heads (the strongest prefix-matching head when there are none), or ("all",): every head;
+            empty: none.
+        pattern_view: how many prompts and how to pool them (`induction.heads.patterns.PatternConfig`).
     """
 
     detector: ScoreConfig = field(default_factory=ScoreConfig)
     icl: ICLConfig | None = field(default_factory=ICLConfig)
     freqs: str | os.PathLike[str] | None = None
+    patterns: tuple[tuple[int, int] | str, ...] = ()
+    pattern_view: PatternConfig = field(default_factory=PatternConfig)
 
     @property
     def seed(self) -> int:
         return self.detector.prompts.seed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"detector": self.detector.to_dict(), "icl": None if self.icl is None else self.icl.to_dict(),
-                "freqs": None if self.freqs is None else str(self.freqs)}
+        out = {"detector": self.detector.to_dict(), "icl": None if self.icl is None else self.icl.to_dict(),
+               "freqs": None if self.freqs is None else str(self.freqs)}
+        if self.patterns:
+            out["patterns"] = {"heads": [h if isinstance(h, str) else head_label(h) for h in self.patterns],
+                               **asdict(self.pattern_view)}
+        return out
 
 
 def check_scan_memory(model: TransformerBridge, cfg: ScanConfig) -> None:
@@ -81,6 +93,7 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     torch.manual_seed(cfg.seed)
     prompts = build_prompts(model, cfg.detector.prompts, freqs)
     scores = score_heads(model, cfg.detector, prompts=prompts, progress=progress)
+    patterns = head_patterns(model, pattern_heads(cfg.patterns, scores), prompts, cfg.pattern_view) if cfg.patterns else None
     circuits = implied_circuits(model, scores, prompts)
     scores = scores_on_cpu(scores)
     icl = icl_score(model, cfg.icl, progress=progress) if cfg.icl is not None else None
@@ -92,7 +105,24 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
         settings["hub"] = {k: info.meta[k] for k in ("repo", "revision", "commit")}
     prov = provenance(info.spec, info.checkpoint, cfg.seed, settings, time.perf_counter() - start, **placement(model))
     return ScanReport(model=info.spec, checkpoint=info.checkpoint, scores=scores, icl=icl, provenance=prov,
-                      circuits=circuits)
+                      circuits=circuits, patterns=patterns)
+
+
+PATTERN_SETS = ("induction", "all")
+"""Names `ScanConfig.patterns` may give instead of heads."""
+
+
+def pattern_heads(requested: tuple, scores: HeadScores) -> list:
+    """The heads `ScanConfig.patterns` names: as given, or the set one of `PATTERN_SETS` names."""
+    if len(requested) == 1 and requested[0] in PATTERN_SETS:
+        if requested[0] == "all":
+            return [(layer, h) for layer in range(scores.n_layers) for h in range(scores.n_heads)]
+        best = divmod(int(scores.prefix_matching.flatten().argmax()), scores.n_heads)
+        return sorted(scores.induction_heads(), key=lambda lh: -float(scores.prefix_matching[lh])) or [best]
+    bad = [h for h in requested if isinstance(h, str) and h in PATTERN_SETS]
+    if bad:
+        raise ValueError(f"patterns: {bad[0]!r} names a set of heads; give it alone, not among heads")
+    return list(requested)
 
 
 def implied_circuits(model: TransformerBridge, scores: HeadScores, prompts: RepeatedTokens) -> list[ImpliedCircuit]:

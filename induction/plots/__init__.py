@@ -24,6 +24,7 @@ from induction.plots.fewshot import (
     plot_task_probs,
 )
 from induction.plots.paths import plot_paths
+from induction.plots.patterns import PatternView, pattern_view_html, save_pattern_view, show_patterns
 from induction.plots.scan import plot_scan, prefix_copying_scatter
 from induction.plots.style import (
     COLUMN_WIDTH_PX,
@@ -68,4 +69,8 @@ __all__ = [
     "plot_bench",
     "plot_sweep_tracks",
     "plot_sweep_scans",
+    "show_patterns",
+    "PatternView",
+    "pattern_view_html",
+    "save_pattern_view",
 ]

@@ -7,6 +7,7 @@ from typing import Any
 
 from induction.heads.implied import ImpliedCircuit
 from induction.heads.offsets import MIN_SHIFT
+from induction.heads.patterns import HeadPatterns
 from induction.heads.records import SCORE_NAMES, HeadScores, HeadTable
 from induction.measures.icl import ICLScore
 from induction.reports.base import _flat, display_name, head_sort_key, to_dataframe
@@ -17,7 +18,8 @@ class ScanReport:
     """`induction scan`: every head's scores and the model's ICL score.
 
     `circuits`: for each shifted induction head with a layer below it, the layer-below heads its
-    offset implies (`induction.heads.offsets.implied_circuit`).
+    offset implies (`induction.heads.offsets.implied_circuit`). `patterns`: the attention patterns
+    of the heads `ScanConfig.patterns` names, on the detector's first prompts (None: none asked for).
     """
 
     model: str
@@ -26,6 +28,7 @@ class ScanReport:
     icl: ICLScore | None
     provenance: dict[str, Any] = field(default_factory=dict)
     circuits: list[ImpliedCircuit] = field(default_factory=list)
+    patterns: HeadPatterns | None = None
 
     title = "Head scores"
     columns = ("layer", "head", *SCORE_NAMES, "is_induction", "induction_offset", "offset_prefix_matching",
@@ -52,6 +55,7 @@ class ScanReport:
             },
             "copying_estimate": self.scores.copying_method,
             "heads": self.heads(),
+            **({"patterns": self.patterns.to_dict()} if self.patterns is not None else {}),
             "provenance": self.provenance,
         }
 
@@ -68,6 +72,8 @@ class ScanReport:
         )
         lines += self.shifted_lines()
         lines.append(copying_method_line(self.scores.copying_method, float(self.scores.copying_se.max())))
+        if self.patterns is not None:
+            lines.append(patterns_line(self.patterns))
         if self.icl is not None:
             ci = f" [95% CI {self.icl.ci[0]:.3f}, {self.icl.ci[1]:.3f}]" if self.icl.ci else ""
             lines.append(
@@ -101,6 +107,15 @@ class ScanReport:
     def to_dataframe(self):
         return to_dataframe(self)
 
+    def show_patterns(self, title: str | None = None):
+        """The attention-pattern viewer of the heads `ScanConfig.patterns` named (Jupyter displays it;
+        `.save(path)` writes a page). For other heads: `induction.plots.show_patterns(model, heads)`."""
+        from induction.plots.patterns import PatternView
+
+        if self.patterns is None:
+            raise ValueError("patterns: this scan kept no attention patterns; name heads in ScanConfig.patterns")
+        return PatternView(self.patterns, title if title is not None else f"Attention patterns — {display_name(self.model)}")
+
     def plot(self, kind: str = "heatmap"):
         """``heatmap`` (prefix-matching and copying), ``scatter`` (Olsson et al.), or one score's name."""
         from induction import plots
@@ -127,6 +142,13 @@ def circuit_text(c: ImpliedCircuit) -> str:
             f"{by_lag(c.value_by_lag, 'the token itself')} (by attention lag: c_K - c_Q = {c.offset}, c_V = "
             f"{c.offset - 1}); by composition K {comp(c.key_by_composition)}, Q {comp(c.query_by_composition)}, "
             f"V {comp(c.value_by_composition)}")
+
+
+def patterns_line(p: HeadPatterns) -> str:
+    """One line: each chosen head's attention on the induction stripe of the shown prompts."""
+    heads = ", ".join(f"L{layer}H{h} {float(p.stripe[i].mean()):.3f}" for i, (layer, h) in enumerate(p.heads))
+    return (f"attention on the induction stripe (prompts 1-{p.tokens.shape[0]}, queries with an earlier "
+            f"occurrence): {heads}")
 
 
 def copying_method_line(method: dict[str, Any], max_se: float | None = None) -> str:
