@@ -128,3 +128,39 @@ def test_the_graph_sees_function_level_imports():
     """The check is only as good as its parser: a lazy import inside a function counts."""
     graph = import_graph()
     assert "induction.jobs.scan" in graph["induction.cli.scan"]  # imported inside `run`
+
+
+def test_library_messages_name_config_fields_not_flags():
+    """Only `induction/cli` knows flag names: a string in library code (docstrings aside) that names
+    one of the CLI's own flags would tell a notebook user about an option they never typed. Reports'
+    summaries and suggested shell commands of other tools are the exceptions listed here."""
+    import re
+
+    from induction.cli import build_parser
+
+    flags = {opt for action in _all_actions(build_parser()) for opt in action.option_strings if opt.startswith("--")}
+    allowed = {"induction/reports", "induction/loading/hub.py", "induction/inputs/tasks.py"}  # summaries; `hf download` hints
+    found = []
+    for path in (ROOT / "induction").rglob("*.py"):
+        rel = str(path.relative_to(ROOT))
+        if rel.startswith("induction/cli") or any(rel.startswith(a) for a in allowed):
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                found += [f"{rel}:{node.lineno} {m}" for m in re.findall(r"(?<![\w-])--[a-z][a-z-]*", node.value)
+                          if m in flags]
+    assert not found, "library strings that name CLI flags: " + "; ".join(found)
+
+
+def _all_actions(parser):
+    import argparse
+
+    for action in parser._actions:
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_actions(sub)

@@ -107,5 +107,5 @@ def test_scan_sweep_checks_every_target_before_scanning_any(runs, tmp_path, monk
     cfg = SweepConfig(job="scan", track=CFG)
     with pytest.raises(ValueError, match="does not exist"):
         sweep([SweepTarget(str(runs[0])), SweepTarget(str(tmp_path / "missing"))], cfg)
-    with pytest.raises(ValueError, match="lists 2 revisions; use --job track"):
+    with pytest.raises(ValueError, match="lists 2 revisions; use job = track"):
         sweep([SweepTarget(str(runs[0])), SweepTarget("org/model", ("step1", "step2"))], cfg)

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 COMMON_FLAGS = {"device": "--device", "dtype": "--dtype", "checkpoint": "--checkpoint", "revision": "--revision",
-                "revisions": "--revisions", "freqs": "--freqs", "text": "--text"}
+                "revisions": "--revisions", "freqs": "--freqs", "text": "--text", "ray": "--ray", "job": "--job",
+                "resume": "--resume"}
 """Fields that the options outside `add_options` set (the model and hardware arguments)."""
 
 
@@ -98,7 +99,10 @@ def as_flags(message: str, field: str | None, flags: Mapping[str, str]) -> str:
     flag sets each field (`flags`: field -> flag, gathered by `add_options`)."""
     flags = {**COMMON_FLAGS, **flags}
     for name, flag in flags.items():
-        message = re.sub(rf"(?<![\w.-]){re.escape(name)} = ", f"{flag} ", message)
+        field_ = re.escape(name)
+        message = re.sub(rf"\bleave {field_} = None\b", f"omit {flag}", message)  # an option not to give
+        message = re.sub(rf"(?<![\w.-]){field_} = True\b", flag, message)  # a switch
+        message = re.sub(rf"(?<![\w.-]){field_} = ", f"{flag} ", message)
     if field in flags:
         message = re.sub(rf"^{re.escape(field)}\b", flags[field], message)
     return message

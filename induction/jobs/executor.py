@@ -72,7 +72,7 @@ class RayExecutor:
     def __init__(self, address: str | None = None, num_cpus: int | None = None, gpus_per_task: int | float = 0,
                  max_retries: int = 3) -> None:
         if importlib.util.find_spec("ray") is None:
-            raise ExecutorError(f"--ray needs Ray, which is not installed: {RAY_INSTALL}")
+            raise ExecutorError(f"the Ray executor needs Ray, which is not installed: {RAY_INSTALL}")
         self.address = None if address in (None, "", "local") else str(address)
         self.num_cpus = num_cpus
         self.gpus_per_task = gpus_per_task
@@ -103,7 +103,7 @@ class RayExecutor:
             if gpus < self.gpus_per_task:
                 # A task that asks for a GPU the cluster lacks is never scheduled and never fails.
                 where = "this machine's Ray runtime" if self.address is None else f"the Ray cluster at {self.address}"
-                raise ExecutorError(f"--device cuda: {where} has {gpus:g} GPU(s); use --device cpu")
+                raise ExecutorError(f"device = cuda: {where} has {gpus:g} GPU(s); use device = cpu")
 
     def describe(self) -> dict[str, Any]:
         import ray
@@ -164,7 +164,7 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
         if "RAY_AUTH_MODE" not in os.environ and token:
             os.environ["RAY_AUTH_MODE"] = "token"  # Ray 2.60 sends the token to explicit addresses only then
         if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
-            raise ExecutorError("--ray ray://...: Ray Client needs grpcio: pip install 'ray[client]'")
+            raise ExecutorError("ray = ray://...: Ray Client needs grpcio: pip install 'ray[client]'")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
@@ -204,11 +204,11 @@ def _check_address(address: str) -> None:
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        raise ExecutorError(f"--ray {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+        raise ExecutorError(f"ray = {address}: expected auto, HOST:PORT or ray://HOST:PORT")
     try:
         conn = socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S)
     except OSError as exc:
-        raise ExecutorError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+        raise ExecutorError(f"ray = {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
     if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
         conn.close()
         return
@@ -226,7 +226,7 @@ def _check_address(address: str) -> None:
         reply = b""
     if len(reply) < 9 or reply[3] != H2_SETTINGS:
         seen = reply[:16].split(b"\r\n")[0].decode("ascii", "replace") if reply else "no answer"
-        raise ExecutorError(f"--ray {address}: the server there is not a Ray head (it does not speak gRPC: "
+        raise ExecutorError(f"ray = {address}: the server there is not a Ray head (it does not speak gRPC: "
                             f"{seen!r}); give the Ray head's GCS address (ray start --head prints it)")
 
 

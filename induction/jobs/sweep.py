@@ -173,8 +173,8 @@ def check_scan_targets(targets: Sequence[SweepTarget]) -> None:
         if not Path(t.path).expanduser().exists() and looks_local(t.path):
             raise ValueError(f"sweep target {t.path} does not exist")
         if t.revisions is not None and (len(t.revisions) > 1 or t.revisions == (AUTO,)):
-            raise ValueError(f"sweep target {t.name}: --job scan scans one model per target, but it lists "
-                             f"{len(t.revisions)} revisions; use --job track, or one [[runs]] table per revision")
+            raise ValueError(f"sweep target {t.name}: job = scan scans one model per target, but it lists "
+                             f"{len(t.revisions)} revisions; use job = track, or one [[runs]] table per revision")
 
 
 def scan_target(ref: ModelRef, cfg: ScanConfig, threads: int) -> ScanReport:

@@ -136,8 +136,8 @@ def load_spec(
     path = Path(spec_str).expanduser()
     if path.is_dir() and is_run_dir(path):
         if revision is not None:
-            raise ModelLoadError(f"{path} is a run directory, which has no revisions (--revision {revision}); "
-                                 "name a step with --checkpoint")
+            raise ModelLoadError(f"{path} is a run directory, which has no revisions (revision = {revision}); "
+                                 "name a step with checkpoint = STEP")
         ckpts = run_checkpoints(path)
         if not ckpts:
             raise ModelLoadError(f"run {path} has no checkpoints yet")
@@ -147,7 +147,7 @@ def load_spec(
             try:
                 wanted = int(checkpoint)
             except ValueError:
-                raise ModelLoadError(f"--checkpoint for a run directory must be a step number, got {checkpoint!r}") from None
+                raise ModelLoadError(f"checkpoint = {checkpoint}: a run directory's checkpoint must be a step number") from None
             matches = [c for c in ckpts if c[0] == wanted]
             if not matches:
                 steps = ", ".join(str(s) for s, _ in ckpts)
@@ -169,7 +169,7 @@ def load_spec(
             _attach_hf_info(model, spec_str, None)
             return model
         if checkpoint is not None:
-            raise ModelLoadError(f"{path} is a single checkpoint; --checkpoint applies to run directories")
+            raise ModelLoadError(f"{path} is a single checkpoint; checkpoint = STEP applies to run directories")
         model = load_checkpoint(path)
         _attach_info(model, spec_str, "checkpoint", None, path)
         return model
@@ -342,8 +342,8 @@ def _choose(folder: Path, ckpts: list[FolderCheckpoint], checkpoint: int | str |
         named = [c for c in ckpts if c.name == str(checkpoint)]
         if named:
             return named[0]
-        raise ModelLoadError(f"--checkpoint for {folder} must be a step number or a folder name, "
-                             f"got {checkpoint!r}") from None
+        raise ModelLoadError(f"checkpoint = {checkpoint}: a checkpoint of {folder} must be a step number "
+                             "or a folder name") from None
     matches = [c for c in ckpts if c.step == wanted]
     if not matches:
         raise ModelLoadError(f"{folder} has no checkpoint at step {wanted} (steps: "

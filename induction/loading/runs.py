@@ -108,7 +108,7 @@ def check_empty(out_dir: Path, resume: bool) -> None:
         raise RunExistsError(f"{out_dir} is a file; the run directory must be a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if is_run_dir(out_dir) and not resume and not _never_checkpointed(out_dir):
-            raise RunExistsError(f"{out_dir} already holds a run; resume it (--resume) or choose another directory")
+            raise RunExistsError(f"{out_dir} already holds a run; resume it (resume = True) or choose another directory")
         if not is_run_dir(out_dir):
             raise RunExistsError(f"{out_dir} is not empty and holds no run; choose an empty or new directory")
 

@@ -144,7 +144,7 @@ def text_tokens(
     """Non-overlapping windows of a tokenised text file (BOS first where the model uses one)."""
     tok = getattr(model, "tokenizer", None)
     if tok is None:
-        raise ICLDataError("this model has no tokenizer, so it cannot read a text file; omit --text to use synthetic tokens")
+        raise ICLDataError("this model has no tokenizer, so it cannot read a text file; leave text = None to use synthetic tokens")
     seq_len = seq_len or min(model.cfg.n_ctx, 512)
     check_fits(model, seq_len)
     path = Path(path)
