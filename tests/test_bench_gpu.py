@@ -42,7 +42,8 @@ def test_bench_measurements_on_a_tiny_gpt2(tmp_path, device):
     assert clean.device.type == device and result["pos"] == clean.shape[1] == 31  # BOS + 2 x 15
     torch.testing.assert_close(patched, circuits.patch_heads(model, clean, corrupted, metric).float().cpu())
     # The baseline is the corrupted run's metric, so patched - baseline is each head's effect.
-    assert result["baseline"] == pytest.approx(float(metric(model(corrupted))), abs=1e-5)
+    with torch.no_grad():
+        assert result["baseline"] == pytest.approx(float(metric(model(corrupted))), abs=1e-5)
     # The scan measurement is `induction scan` at default settings on the loaded model.
     scan = bench.measure_scan(str(spec), device, "float32", repeats=1)
     report = jobs.scan(load_model(spec, device=device), jobs.ScanConfig())
