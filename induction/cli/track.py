@@ -29,7 +29,8 @@ from induction.cli import (
 )
 from induction.cli.scan import add_scan_arguments, scan_config_from_args
 
-TRACK = {"held_out_sequences": "--held-out-sequences", "phase_threshold": "--phase-threshold"}
+TRACK = {"held_out_sequences": "--held-out-sequences", "phase_threshold": "--phase-threshold",
+         "audit_tolerance": "--audit-tolerance"}
 ABLATE_CHOICES = ("zero", "mean")  # = induction.jobs.track.TRACK_ABLATIONS (not imported: the CLI loads lazily)
 ABLATE = {"ablate": ("--ablate", {"type": one_of("ablation method", ABLATE_CHOICES), "metavar": "zero|mean"}),
           "ablate_draws": ("--ablate-draws", {"metavar": "N"})}
@@ -39,6 +40,13 @@ def add_ablate_options(parser: argparse.ArgumentParser) -> None:
     from induction.jobs import TrackConfig
 
     add_options(parser.add_argument_group("ablation over training"), TrackConfig, ABLATE)
+
+
+def add_keep_suspect(parser: argparse.ArgumentParser) -> None:
+    """--keep-suspect (`TrackConfig.keep_suspect`), for track and sweep."""
+    parser.add_argument("--keep-suspect", action="store_true",
+                        help="keep the checkpoints the audit finds suspect (identical weights, distance from the "
+                             "first going backwards) in the phase-change fit (default: left out)")
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -58,6 +66,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                         "for a folder of revision directories, the folders to score")
     p.add_argument("--plot", metavar="FILE", help="write the formation curves (.html, .png, .svg, .pdf)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write RUN/track/")
+    add_keep_suspect(p)
     add_scan_arguments(p)  # the detector and ICL options of `induction scan`, with the same defaults
     add_device_arguments(p)
     add_ray_argument(p)
@@ -72,7 +81,8 @@ def track_config_from_args(args: argparse.Namespace):
     if args.ablate_draws is not None and args.ablate is None:  # it would be silently ignored
         raise CLIError("induction: error: --ablate-draws needs --ablate zero|mean")
     return config_from(TrackConfig, args, {**TRACK, **ABLATE}, scan=scan_config_from_args(args), revisions=args.revisions,
-                       cache=not args.no_cache, device=args.device, dtype=args.dtype)
+                       cache=not args.no_cache, device=args.device, dtype=args.dtype,
+                       keep_suspect=args.keep_suspect)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,6 +61,7 @@ from induction.loading.sources import (
     revision_sources,
     run_sources,
 )
+from induction.measures.audit import DEFAULT_TOLERANCE, audit_of, checkpoint_audit_data, fit_mask
 from induction.measures.effects import HeadSetEffect, icl_head_effects, icl_head_set_effect
 from induction.measures.formation import CheckpointScores, induction_set_block, phase_change_of
 from induction.measures.icl import default_stream_config, icl_positions, icl_score, icl_tokens
@@ -102,6 +103,10 @@ class TrackConfig:
             checkpoint, and the final induction heads ablated together; None: off. Part of the
             cache key only when set, so tracks without it share their cache (module docstring).
         ablate_draws: layer-matched random head sets of the joint ablation's control (10).
+        keep_suspect: keep the checkpoints the audit finds suspect in the phase-change fit (False:
+            left out; `induction.measures.audit`).
+        audit_tolerance: the relative fall of a checkpoint's distance from the first one that makes it
+            suspect (0.05).
     """
 
     scan: ScanConfig = field(default_factory=ScanConfig)
@@ -116,6 +121,8 @@ class TrackConfig:
     dtype: str | None = None
     ablate: str | None = None
     ablate_draws: int = 10
+    keep_suspect: bool = False
+    audit_tolerance: float = DEFAULT_TOLERANCE
 
     def __post_init__(self) -> None:
         if self.held_out_sequences is not None:
@@ -130,6 +137,7 @@ class TrackConfig:
             if self.scan.icl is None:
                 raise ValueError("ablation effects are on the ICL score: --ablate needs the ICL score")
         check_min("ablate_draws", self.ablate_draws, 1)
+        check_range("audit_tolerance", self.audit_tolerance, 0, 1)
         check_device_name(self.device), resolve_dtype(self.dtype)  # fail before any work
 
     @property
@@ -166,7 +174,8 @@ class TrackConfig:
                 "held_out_seed": self.held_out_seed, "phase_threshold": self.phase_threshold,
                 "min_icl_range": self.min_icl_range, "revisions": None if self.revisions is None else list(self.revisions),
                 "cache": self.cache, "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
-                "device": self.device, "dtype": self.dtype, "ablate": self.ablate, "ablate_draws": self.ablate_draws}
+                "device": self.device, "dtype": self.dtype, "ablate": self.ablate, "ablate_draws": self.ablate_draws,
+                "keep_suspect": self.keep_suspect, "audit_tolerance": self.audit_tolerance}
 
 
 def scoring_code_hash() -> str:
@@ -350,8 +359,10 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
     cache = ResultCache(cache_dir, cfg.scoring_settings(), validate=partial(valid_result, ablate=cfg.ablate))
     where = {"device_type": device.type, "dtype": str(resolve_dtype(cfg.dtype)).replace("torch.", "")}
     cached, tasks, identities, refs = {}, [], [], []
+    first = min(sources, key=lambda s: s.step) if sources else None  # the audit's reference
+    reference = None if first is None else replace(first.ref, device=str(device), dtype=where["dtype"])
     for i, source in enumerate(sources):
-        identity = {**source.identity, "held_out_seed": held_out_seed, **where}
+        identity = {**source.identity, "held_out_seed": held_out_seed, **where, "audit_reference": first.identity}
         ref = replace(source.ref, device=str(device), dtype=where["dtype"])
         identities.append(identity)
         refs.append(ref)
@@ -359,7 +370,7 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
         if hit is not None:
             cached[i] = hit
         else:
-            tasks.append((ref, cfg, held_out_seed, cache_dir, source.name, identity, torch.get_num_threads()))
+            tasks.append((ref, cfg, held_out_seed, cache_dir, source.name, identity, torch.get_num_threads(), reference))
     return TrackPlan(run, cfg, sources, manifest, held_out_seed, key, cache_dir,
                      {"device": str(device), "dtype": where["dtype"]}, cached, tasks, identities, refs, pending)
 
@@ -384,8 +395,10 @@ def check_ablation_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
 
 
 def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: Path | None, name: str,
-               identity: dict[str, Any], threads: int) -> dict[str, Any]:
+               identity: dict[str, Any], threads: int, reference: ModelRef | None = None) -> dict[str, Any]:
     """Score one checkpoint and write its cache entry: the unit of work and of resumption.
+
+    `reference`: the first checkpoint, for the audit's distance (`induction.measures.audit`).
 
     The same function runs in this process and in Ray workers (`induction.jobs.executor`), with the same
     torch thread count, so both give the same numbers; the entry is written (atomically) by whoever
@@ -399,6 +412,7 @@ def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: P
     check_ablation_memory(model, cfg)
     torch.manual_seed(cfg.scan.seed)
     scored = score_checkpoint(model, cfg, held_out_seed, freqs)
+    scored["audit"] = checkpoint_audit_data(model, reference, identity)
     ResultCache(cache_dir).write(name, identity, scored)
     return json.loads(json.dumps(scored))  # as a cached result reads back: the same floats either way
 
@@ -498,7 +512,9 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
         ablation = ablation_summary(cfg, induction_set.heads, [sets[i] for i in sorted(sets)])
     results = [CheckpointScores(step=s.step, tokens_seen=s.tokens_seen, loss=s.loss, revision=s.revision,
                                 **scored[i]) for i, s in enumerate(plan.sources)]
-    phase = phase_change_of(results, cfg.resolved_phase_threshold, cfg.min_icl_range)
+    audit = audit_of(plan.sources, results, cfg.audit_tolerance, cfg.keep_suspect)
+    fitted = [c for c, keep in zip(results, fit_mask([c.step for c in results], audit)) if keep]
+    phase = phase_change_of(fitted, cfg.resolved_phase_threshold, cfg.min_icl_range)
     settings = {"track": cfg.to_dict(), "held_out_seed": plan.held_out_seed, "cache_key": plan.cache_key,
                 "copying_estimate": cfg.scan.detector.copying_method(),
                 "data": plan.manifest.get("data"), "train_config": plan.manifest.get("train_config"),
@@ -508,7 +524,8 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
         settings.update(induction_set_computed=len(set_computed or []), induction_set_cached=len(induction_set.cached))
     prov = provenance(plan.run, None, cfg.scan.seed, settings, time.perf_counter() - start, **plan.placement)
     prov.update(execution or {"executor": "local", "workers": 1})
-    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation)
+    return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation,
+                       audit=audit.to_dict())
 
 
 def ablation_summary(cfg: TrackConfig, heads: list[tuple[int, int]], sets: list[dict[str, Any]]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class CheckpointScores:
     icl: dict[str, Any] | None = None
     revision: str | None = None
     ablation: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None  # `induction.measures.audit.checkpoint_audit_data`
 
     def best_head(self) -> dict[str, Any]:
         """The head with the highest prefix-matching score."""
@@ -55,7 +56,7 @@ class CheckpointScores:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for optional in ("revision", "ablation"):
+        for optional in ("revision", "ablation", "audit"):
             if out[optional] is None:
                 out.pop(optional)
         return out

@@ -14,7 +14,7 @@ from induction.plots.style import COLUMN_WIDTH_PX, PALETTE, SCORE_LABELS, SIGNED
 
 
 def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str,
-                   ablation: dict | None = None) -> go.Figure:
+                   ablation: dict | None = None, audit: dict | None = None) -> go.Figure:
     """Formation curves over training (Olsson et al. 2022, argument 1).
 
     Four panels on a shared log-step axis: each head's prefix-matching score, each head's copying
@@ -26,6 +26,9 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
     when the final induction heads are ablated together, the sum of their single-head effects, and
     the layer-matched random sets' mean (band: their range over draws), or a note saying why there
     is no control.
+
+    With `audit` (the report's block), suspect checkpoints are hollow red markers on the ICL-score
+    and held-out-loss panels, and a note names them and says whether the fit left them out.
     """
     points = [c for c in checkpoints if c.step >= 1]
     steps = [c.step for c in points]
@@ -56,6 +59,8 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
                                  line=dict(color=PALETTE[0], width=2), marker=dict(size=4)), row=4, col=1)
     if ablation is not None:
         _ablation_panel(fig, points, ablation, row=5)
+    if audit is not None and audit.get("suspect"):
+        _mark_suspect(fig, points, audit)
     pc = phase_change
     if pc is not None:
         fig.add_vrect(x0=pc.start_step, x1=pc.end_step, fillcolor="rgba(213,94,0,0.12)", line_width=0,
@@ -151,3 +156,19 @@ def _mosaic_checkpoints(points: list[CheckpointScores], phase_change: PhaseChang
         targets = list(np.geomspace(steps.min(), steps.max(), num=n_panels))
     idx = sorted({int(np.argmin(np.abs(np.log(steps) - np.log(t)))) for t in targets[:n_panels]})
     return [points[i] for i in idx]
+
+
+def _mark_suspect(fig: go.Figure, points: Sequence[CheckpointScores], audit: dict) -> None:
+    """Hollow red markers on the suspect checkpoints (ICL score and held-out loss) and a note."""
+    bad = {s["step"]: s for s in audit["suspect"]}
+    marked = [c for c in points if c.step in bad]
+    marker = dict(symbol="circle-open", size=11, color="#d62728", line=dict(width=2))
+    hover = ["suspect: " + ", ".join(bad[c.step]["reasons"]) for c in marked]
+    for row, values in ((3, [c.icl_score for c in marked]), (4, [c.held_out_loss for c in marked])):
+        fig.add_trace(go.Scatter(x=[c.step for c in marked], y=values, mode="markers", marker=marker, text=hover,
+                                 name="suspect checkpoint (audit)", showlegend=row == 3,
+                                 hovertemplate="step %{x}: %{text}<extra></extra>"), row=row, col=1)
+    fit = "left out of the phase-change fit" if audit.get("excluded_from_fit", True) else "kept in the fit"
+    steps = ", ".join(str(s) for s in sorted(bad))
+    fig.add_annotation(text=f"suspect checkpoints (audit), {fit}: steps {steps}", showarrow=False, xref="paper",
+                       yref="paper", x=0, y=-0.06, xanchor="left", yanchor="top", font=dict(size=10, color="#d62728"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from induction.measures.audit import CheckpointAudit
 from induction.measures.formation import CheckpointScores, PhaseChange
 from induction.reports.base import _heads, display_name
 from induction.reports.scan import copying_method_line
@@ -19,7 +20,9 @@ class TrackReport:
     "provenance"}``. With `--ablate` (README, "Ablation over training"): each HEAD has
     ``ablation_effect``, each checkpoint ``ablation`` = ``{"method", "baseline", "induction_set"}``
     (`induction.measures.formation.induction_set_block`), and the report ``ablation`` = ``{"method",
-    "induction_heads", "n_draws", "control_heads", "control_unavailable"}``.
+    "induction_heads", "n_draws", "control_heads", "control_unavailable"}``. ``audit``
+    (`induction.measures.audit.CheckpointAudit`): ``{"suspect": [{"step", "name", "revision", "reasons",
+    "same_as"}], "distances": [{"step", "distance"}], "excluded_from_fit", "tolerance"}``.
     """
 
     run: str
@@ -27,6 +30,7 @@ class TrackReport:
     phase_change: PhaseChange | None
     provenance: dict[str, Any] = field(default_factory=dict)
     ablation: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
 
     title = "Induction-head formation"
     # --ablate: the final induction heads' joint effect, their summed single-head effects, the random
@@ -47,6 +51,8 @@ class TrackReport:
         }
         if self.ablation is not None:
             out["ablation"] = self.ablation
+        if self.audit is not None:
+            out["audit"] = self.audit
         return {**out, "provenance": self.provenance}
 
     def rows(self) -> list[dict[str, Any]]:
@@ -87,6 +93,8 @@ class TrackReport:
         if shifted:
             lines.append(f"shifted induction heads at step {last.step}: " + ", ".join(
                 f"L{h['layer']}H{h['head']} (d={h['induction_offset']}, {h['offset_prefix_matching']:.2f})" for h in shifted))
+        if self.audit is not None:
+            lines += CheckpointAudit.from_dict(self.audit).summary()
         if self.ablation is not None:
             lines += self.ablation_summary()
         method = self.provenance.get("settings", {}).get("copying_estimate")
@@ -151,7 +159,7 @@ class TrackReport:
 
         if kind == "formation":
             return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
-                                        ablation=self.ablation)
+                                        ablation=self.ablation, audit=self.audit)
         if kind == "mosaic":
             return plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run))
         raise ValueError(f"unknown track plot {kind!r}; choose formation or mosaic")
