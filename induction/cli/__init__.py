@@ -26,6 +26,16 @@ COMMANDS = ("demo", "train", "scan", "track", "ablate", "patch", "fewshot", "ben
 EXIT_USAGE = 2
 
 
+SETTING_FLAGS = {
+    "detector.batch_size": "--batch-size", "detector.prompts.n_prompts": "--prompts",
+    "detector.prompts.seq_len": "--seq-len", "icl.n_sequences": "--icl-sequences",
+    "held_out_sequences": "--held-out-sequences", "metric.sequences": "--sequences", "metric.seq_len": "--seq-len",
+    "batch_size": "--batch-size", "n_prompts": "--prompts", "dtype": "--dtype",
+}
+"""The config fields a memory plan may name as the setting to lower (`induction.loading.memory`), as flags
+(a track's `scan.` fields are scan's)."""
+
+
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
@@ -94,6 +104,10 @@ def _describe(exc: BaseException) -> str:
                 "--sequences, a lower --dtype, or --device cpu")
     if isinstance(exc, MemoryError):
         return "out of memory on this machine; use a smaller --batch-size, --prompts or --sequences"
+    setting = getattr(exc, "setting", None)  # a memory plan's refusal names a config field: say its flag
+    if isinstance(setting, str):
+        flag = SETTING_FLAGS.get(setting.removeprefix("scan."))
+        return message if flag is None else message.replace(setting, flag)
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or message}"
     if isinstance(exc, (ModelLoadError, ValueError, FileNotFoundError, RuntimeError)):

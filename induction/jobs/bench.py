@@ -11,7 +11,8 @@ import torch
 
 from induction.bench.suite import BenchConfig, bench_model, suite_model
 from induction.common.provenance import provenance
-from induction.loading.devices import check_job_memory, place, placement, resolve_device
+from induction.loading.devices import place, placement, resolve_device
+from induction.loading.memory import check_job_memory
 from induction.reports.bench import BenchReport
 
 __all__ = ["BenchConfig", "bench"]

@@ -17,7 +17,8 @@ from circuits import Head
 from induction.common.checks import check_choice, check_min
 from induction.common.provenance import provenance
 from induction.heads.scores import top_prefix_heads
-from induction.loading.devices import check_job_memory, placement
+from induction.jobs.plans import check_plan, effects_phases
+from induction.loading.devices import placement
 from induction.loading.models import ModelLike, model_info, resolve_model
 from induction.measures.effects import (
     ABLATION_METHODS,
@@ -109,12 +110,22 @@ class PatchConfig:
         check_choice("patching method", self.method, PATCH_METHODS)
 
 
-def _prepare(model: ModelLike, metric: MetricSpec) -> tuple[TransformerBridge, MetricSetup]:
+def check_effects_memory(command: str, model: ModelLike, metric: MetricSpec, method: str) -> int | None:
+    """Refuse, in one line naming the setting to lower, an ablate or patch run whose plan
+    (`induction.jobs.plans.effects_phases`) would not fit; for a MODEL spec from its config.json,
+    before any weights are loaded. Returns the layers per backward attribution patching can afford."""
+    kind = method if command == "patch" else "ablate"
+    plan = check_plan(command, model, lambda shape, dtype, budget: effects_phases(shape, metric, kind, dtype, budget))
+    return None if plan is None else plan.layers_per_backward
+
+
+def _prepare(model: ModelLike, metric: MetricSpec, command: str = "ablate",
+             method: str = "zero") -> tuple[TransformerBridge, MetricSetup]:
     """The loaded model and the metric's run on it (seeded as the metric says)."""
+    if not isinstance(model, TransformerBridge):
+        check_effects_memory(command, model, metric, method)  # before loading: from the config alone
     model = resolve_model(model)
-    seq = metric.seq_len or min(int(model.cfg.n_ctx), 512)
-    # Every intervened run is a forward over all the sequences (and the unintervened one is cached).
-    check_job_memory(f"--sequences {metric.sequences}", model, metric.sequences * 8 * seq, 2 * metric.sequences, seq)
+    check_effects_memory(command, model, metric, method)
     torch.manual_seed(metric.seed)
     return model, metric.setup(model)
 
@@ -135,7 +146,7 @@ def ablate(model: ModelLike, cfg: AblateConfig | None = None, *, progress: bool 
     """Each head's effect on the metric when ablated (and, with `top_k` or `heads`, the set's control)."""
     cfg = cfg or AblateConfig()
     start = time.perf_counter()
-    model, setup = _prepare(model, cfg.metric)
+    model, setup = _prepare(model, cfg.metric, "ablate", cfg.method)
     seed = cfg.metric.seed
     baseline, values = ablation_effects(model, setup, cfg.method, seed=seed, progress=progress)
     control, label = None, cfg.heads_label
@@ -155,8 +166,9 @@ def patch(model: ModelLike, cfg: PatchConfig | None = None, *, progress: bool = 
     """Each head's clean output patched into the corrupted run (or its attribution estimate)."""
     cfg = cfg or PatchConfig()
     start = time.perf_counter()
-    model, setup = _prepare(model, cfg.metric)
-    baseline, clean, values = patching_effects(model, setup, cfg.method, progress=progress)
+    model, setup = _prepare(model, cfg.metric, "patch", cfg.method)
+    layers = check_effects_memory("patch", model, cfg.metric, cfg.method) if cfg.method == "attribution" else None
+    baseline, clean, values = patching_effects(model, setup, cfg.method, progress=progress, layers_per_backward=layers)
     corrupted = ("demonstration labels replaced" if cfg.metric.name == "fewshot"
                  else "fresh random tokens at every content position")
     return _report(model, "patch", cfg.method, cfg.metric, setup, start, {"corrupted": corrupted},

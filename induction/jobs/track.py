@@ -48,9 +48,10 @@ from induction.heads.scores import score_heads
 from induction.inputs.prompts import read_token_freqs
 from induction.inputs.streams import data_config_from_dict, sample_stream
 from induction.jobs.executor import Executor, LocalExecutor
-from induction.jobs.scan import ScanConfig, check_scan_memory
+from induction.jobs.plans import check_plan, track_phases
+from induction.jobs.scan import ScanConfig
 from induction.loading.cache import ResultCache
-from induction.loading.devices import check_device_name, check_job_memory, resolve_device, resolve_dtype
+from induction.loading.devices import check_device_name, resolve_device, resolve_dtype
 from induction.loading.hf_dirs import is_checkpoint_folder
 from induction.loading.models import ModelRef, model_info
 from induction.loading.runs import MANIFEST_FILE, is_run_dir, read_manifest
@@ -64,8 +65,8 @@ from induction.loading.sources import (
 from induction.measures.audit import DEFAULT_TOLERANCE, audit_of, checkpoint_audit_data, fit_mask
 from induction.measures.effects import HeadSetEffect, icl_head_effects, icl_head_set_effect
 from induction.measures.formation import CheckpointScores, induction_set_block, phase_change_of
-from induction.measures.icl import default_stream_config, icl_positions, icl_score, icl_tokens
-from induction.measures.losses import per_token_loss, sequences_per_forward
+from induction.measures.icl import default_stream_config, icl_score, icl_tokens
+from induction.measures.losses import per_token_loss
 from induction.reports.track import TrackReport
 
 TRACK_DIR = "track"
@@ -220,12 +221,16 @@ def held_out_count(cfg: TrackConfig, stream: Any) -> int:
     return cfg.held_out_sequences or max(1, HELD_OUT_TOKENS // int(stream.seq_len))
 
 
-def check_held_out_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
-    """Refuse, in one line, a held-out count whose tokens and losses (or one forward) would not fit."""
-    stream = held_out_stream(model)
-    n, seq = held_out_count(cfg, stream), int(stream.seq_len)
-    batch = sequences_per_forward(model, seq, seq)
-    check_job_memory(f"--held-out-sequences {n}", model, n * 12 * seq, min(n, batch), seq)
+def check_track_memory(model: ModelRef | TransformerBridge, cfg: TrackConfig) -> None:
+    """Refuse, in one line naming the setting to lower, a checkpoint whose scoring would not fit
+    (`induction.jobs.plans.track_phases`: scan's phases, the held-out batch, with `ablate` one forward
+    over all the ICL sequences, and the audit's reference weights); before loading from its config."""
+    held_len = held_n = None
+    if isinstance(model, TransformerBridge):
+        stream = held_out_stream(model)
+        held_len, held_n = int(stream.seq_len), held_out_count(cfg, stream)
+    check_plan("track", model, lambda shape, dtype, budget: track_phases(shape, cfg, dtype, held_len, held_n),
+               extra_parameter_copies=1)
 
 
 def score_checkpoint(model: TransformerBridge, cfg: TrackConfig, held_out_seed: int,
@@ -381,19 +386,6 @@ def _remote_device(device: str | None) -> str:
     return "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
 
 
-def check_ablation_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
-    """With `cfg.ablate`: refuse, in one line, ICL sequence counts whose ablated runs would not fit.
-
-    Unlike `icl_score`, which takes the sequences a few at a time and unembeds two positions, each
-    ablated run is one forward over all of them with the logits of every position up to the late token.
-    """
-    if cfg.ablate is None or cfg.scan.icl is None:
-        return
-    n = cfg.scan.icl.n_sequences
-    _, late = icl_positions(cfg.scan.icl.seq_len or min(int(model.cfg.n_ctx), 512))
-    check_job_memory(f"--icl-sequences {n} with --ablate (one forward over all of them)", model, 0, n, late)
-
-
 def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: Path | None, name: str,
                identity: dict[str, Any], threads: int, reference: ModelRef | None = None) -> dict[str, Any]:
     """Score one checkpoint and write its cache entry: the unit of work and of resumption.
@@ -406,13 +398,12 @@ def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: P
     """
     torch.set_num_threads(threads)  # Ray workers are reused and keep the count torch chose at import
     freqs = read_token_freqs(cfg.scan.freqs) if cfg.scan.freqs is not None else None
+    check_track_memory(ref, cfg)
     model = ref.load()
-    check_scan_memory(model, cfg.scan)
-    check_held_out_memory(model, cfg)
-    check_ablation_memory(model, cfg)
+    check_track_memory(model, cfg)
     torch.manual_seed(cfg.scan.seed)
     scored = score_checkpoint(model, cfg, held_out_seed, freqs)
-    scored["audit"] = checkpoint_audit_data(model, reference, identity)
+    scored["audit"] = checkpoint_audit_data(model, reference, identity, ref)
     ResultCache(cache_dir).write(name, identity, scored)
     return json.loads(json.dumps(scored))  # as a cached result reads back: the same floats either way
 
@@ -483,7 +474,7 @@ def induction_set_task(ref: ModelRef, cfg: TrackConfig, heads: list[tuple[int, i
     score's sequences; cache and return the result (`score_task`'s counterpart for the second pass)."""
     torch.set_num_threads(threads)
     model = ref.load()
-    check_ablation_memory(model, cfg)
+    check_track_memory(model, cfg)
     tokens, _ = icl_tokens(model, cfg.scan.icl)
     effect = icl_head_set_effect(model, tokens, heads, cfg.ablate, cfg.ablate_draws, cfg.scan.seed)
     result = json.loads(json.dumps(effect.to_dict()))  # tuples as lists: as it reads back from the cache

@@ -45,8 +45,13 @@ def parameters_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _reference_parameters(reference: Any) -> dict[str, torch.Tensor]:
+def _reference_parameters(reference: Any, model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The first checkpoint's parameters on the CPU: `model`'s when it is that checkpoint, else loaded
+    (once per process: the tasks of one track share it)."""
     key = repr(reference)
+    if model is not None and _REFERENCE.get("key") != key:
+        _REFERENCE.clear()
+        _REFERENCE.update(key=key, params={n: p.detach().cpu().clone() for n, p in model.named_parameters()})
     if _REFERENCE.get("key") != key:
         _REFERENCE.clear()
         model = replace(reference, device="cpu").load()
@@ -68,16 +73,22 @@ def relative_distance(model: torch.nn.Module, reference: dict[str, torch.Tensor]
     return math.sqrt(num / den) if den > 0 else math.sqrt(num)
 
 
-def checkpoint_audit_data(model: torch.nn.Module, reference: Any, identity: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_audit_data(model: torch.nn.Module, reference: Any, identity: dict[str, Any],
+                          ref: Any = None) -> dict[str, Any]:
     """What the audit needs of one checkpoint: its weights hash and its distance from the first one.
 
     Args:
         model: the loaded checkpoint.
         reference: how to load the first checkpoint (a `ModelRef`); None: no distance.
         identity: the checkpoint's cache identity (its ``weights_sha256``, when it has one, is used).
+        ref: how `model` was loaded: when it is `reference`, its parameters are the reference's.
     """
     weights = identity.get("weights_sha256") or parameters_sha256(model)
-    distance = None if reference is None else relative_distance(model, _reference_parameters(reference))
+    if reference is None:
+        return {"weights_sha256": weights, "distance": None}
+    same = ref is not None and (ref.spec, ref.checkpoint, ref.revision) == (reference.spec, reference.checkpoint,
+                                                                          reference.revision)
+    distance = relative_distance(model, _reference_parameters(reference, model if same else None))
     return {"weights_sha256": weights, "distance": distance}
 
 

@@ -42,12 +42,14 @@ def ablation_effects(
 
 
 def patching_effects(
-    model: TransformerBridge, setup: MetricSetup, method: str = "exact", progress: bool = False
+    model: TransformerBridge, setup: MetricSetup, method: str = "exact", progress: bool = False,
+    layers_per_backward: int | None = None,
 ) -> tuple[float, float, Tensor]:
     """(corrupted baseline, clean value, values[layer, head]) of patching clean head outputs into the corrupted run.
 
     For `attribution`, values are the corrupted baseline plus the attribution estimate, so `effect`
-    has the same meaning for both methods.
+    has the same meaning for both methods; `layers_per_backward` as `circuits.attribute_heads`' (the
+    memory plan's choice, `induction.jobs.plans`).
     """
     check_choice("patching method", method, PATCH_METHODS)
     with torch.no_grad():
@@ -56,7 +58,8 @@ def patching_effects(
     if method == "exact":
         values = circuits.patch_heads(model, setup.tokens, setup.corrupted, setup.metric, progress=progress)
     else:
-        values = baseline + circuits.attribute_heads(model, setup.tokens, setup.corrupted, setup.metric)
+        values = baseline + circuits.attribute_heads(model, setup.tokens, setup.corrupted, setup.metric,
+                                                   layers_per_backward=layers_per_backward)
     return baseline, clean, values
 
 
