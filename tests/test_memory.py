@@ -113,7 +113,7 @@ def test_attribution_on_large_configs_goes_layer_by_layer_where_the_graph_would_
         shape = shape_from_config(config)
         params = shape.parameter_count() * 2
         budget = 80 * 2**30 - params
-        whole = attribution_phase(shape, "metric.sequences", 32, 32, 512, "bfloat16")
+        whole = attribution_phase(shape, "sequences", 32, 32, 512, "bfloat16")
         chosen = effects_phases(shape, metric, "attribution", "bfloat16", budget)[0]
         assert whole.layers_per_backward == shape.n_layers and whole.activation_bytes > budget
         assert chosen.layers_per_backward < shape.n_layers and chosen.activation_bytes <= budget
@@ -206,14 +206,14 @@ def test_plan_of_a_loaded_model_uses_its_measured_parameters():
 def test_refusal_names_the_setting_that_dominates():
     shape = shape_from_config(GPT2_SMALL)
     cfg = ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=10**9)), icl=None)
-    with pytest.raises(MemoryPlanError, match=r"^detector\.prompts\.n_prompts 1000000000: .*lower detector\.prompts\.n_prompts$"):
+    with pytest.raises(MemoryPlanError, match=r"^n_prompts = 1000000000: scan needs about .*; lower this setting$"):
         make_plan("scan", shape, scan_phases(shape, cfg), "cpu").check(available=64 * 2**30)
     big = ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=4096, seq_len=1024), batch_size=4096),
                      icl=None)
-    with pytest.raises(MemoryPlanError, match=r"lower detector\.batch_size$") as info:
+    with pytest.raises(MemoryPlanError, match=r"^batch_size = 4096: scan needs about") as info:
         make_plan("scan", shape, scan_phases(shape, big), "cpu").check(available=64 * 2**30)
-    assert info.value.setting == "detector.batch_size"
-    with pytest.raises(MemoryPlanError, match=r"^dtype float32: .*lower dtype$"):
+    assert info.value.field == "batch_size"
+    with pytest.raises(MemoryPlanError, match=r"^dtype = float32: .*most for the parameters"):
         make_plan("scan", shape_from_config(LLAMA3_8B), [], "cpu").check(available=16 * 2**30)
 
 
@@ -226,7 +226,7 @@ def test_cli_refuses_a_job_that_cannot_fit_before_any_weights_load(tmp_path, cap
     monkeypatch.setattr(induction.common.checks, "available_memory", lambda device="cpu": 20 * 2**30)
     assert main(["scan", str(tmp_path), "--device", "cpu", "-q"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--dtype float32: scan needs about 3" in err and err.rstrip().endswith("lower --dtype")
+    assert err.count("\n") == 1 and "--dtype float32: scan needs about 3" in err and err.rstrip().endswith("lower this setting")
     assert main(["scan", str(tmp_path), "--device", "cpu", "--dtype", "bfloat16", "--prompts", "4000",
                  "--batch-size", "4000", "-q"]) == 2
     err = capsys.readouterr().err

@@ -27,13 +27,12 @@ EXIT_USAGE = 2
 
 
 SETTING_FLAGS = {
-    "detector.batch_size": "--batch-size", "detector.prompts.n_prompts": "--prompts",
-    "detector.prompts.seq_len": "--seq-len", "icl.n_sequences": "--icl-sequences",
-    "held_out_sequences": "--held-out-sequences", "metric.sequences": "--sequences", "metric.seq_len": "--seq-len",
-    "batch_size": "--batch-size", "n_prompts": "--prompts", "dtype": "--dtype",
+    "n_prompts": "--prompts", "batch_size": "--batch-size", "n_sequences": "--icl-sequences",
+    "held_out_sequences": "--held-out-sequences", "sequences": "--sequences", "seq_len": "--seq-len",
+    "dtype": "--dtype",
 }
-"""The config fields a memory plan may name as the setting to lower (`induction.loading.memory`), as flags
-(a track's `scan.` fields are scan's)."""
+"""The config fields a memory plan may name as the one to lower (`induction.loading.memory`: its message
+leads with ``field = value``), as flags."""
 
 
 class CLIError(Exception):
@@ -104,10 +103,9 @@ def _describe(exc: BaseException) -> str:
                 "--sequences, a lower --dtype, or --device cpu")
     if isinstance(exc, MemoryError):
         return "out of memory on this machine; use a smaller --batch-size, --prompts or --sequences"
-    setting = getattr(exc, "setting", None)  # a memory plan's refusal names a config field: say its flag
-    if isinstance(setting, str):
-        flag = SETTING_FLAGS.get(setting.removeprefix("scan."))
-        return message if flag is None else message.replace(setting, flag)
+    field = getattr(exc, "field", None)  # a memory plan's refusal leads with "field = value": say its flag
+    if isinstance(field, str) and field in SETTING_FLAGS:
+        return re.sub(rf"(?<![\w.-]){re.escape(field)} = ", f"{SETTING_FLAGS[field]} ", message)
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or message}"
     if isinstance(exc, (ModelLoadError, ValueError, FileNotFoundError, RuntimeError)):

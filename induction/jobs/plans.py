@@ -41,25 +41,26 @@ ICL_HOST_BYTES_PER_TOKEN = 12  # its token and its float32 loss
 PROMPT_OBJECT_BYTES = 1024  # a few-shot prompt's episode as Python objects
 
 
-def scan_phases(shape: ModelShape, cfg: Any, dtype: Any = None, prefix: str = "") -> list[Phase]:
-    """`induction scan`'s phases for a `ScanConfig` (module docstring); `prefix` names its fields inside
-    another config (``scan.`` in a `TrackConfig`)."""
+def scan_phases(shape: ModelShape, cfg: Any, dtype: Any = None) -> list[Phase]:
+    """`induction scan`'s phases for a `ScanConfig` (module docstring). Each phase names the config
+    field that sizes it by its own name (``n_prompts``, ``batch_size``, ``n_sequences``), as the CLI's
+    flag tables do."""
     d = cfg.detector
     prompts, seq = d.prompts.n_prompts, d.prompts.seq_len or min(shape.n_ctx, 256)
     batch = min(prompts, d.batch_size)
     pattern = batch * shape.n_heads * seq * seq * 4  # one layer's pattern in float32, reduced in its hook
     scores = 4 * 5 * shape.n_layers * shape.n_heads  # five per-prompt scores per head
-    phases = [forward_phase(shape, "the detector's forward", f"{prefix}detector.batch_size", batch, batch, seq, dtype,
+    phases = [forward_phase(shape, "the detector's forward", "batch_size", batch, batch, seq, dtype,
                             logit_positions=1, kept_bytes=pattern,
                             host_bytes=prompts * (HOST_BYTES_PER_TOKEN * seq + scores),
-                            host_setting=f"{prefix}detector.prompts.n_prompts", host_value=prompts)]
+                            host_setting="n_prompts", host_value=prompts)]
     if cfg.icl is not None:
         n, icl_seq = cfg.icl.n_sequences, cfg.icl.seq_len or min(shape.n_ctx, 512)
         late = icl_positions(icl_seq)[1]
         b = min(n, cfg.icl.batch_size or sequences_per_budget(shape, late, 2, FORWARD_BUDGET_BYTES, dtype))
-        phases.append(forward_phase(shape, "the ICL score's forwards", f"{prefix}icl.batch_size", b, b, late, dtype,
+        phases.append(forward_phase(shape, "the ICL score's forwards", "n_sequences", b, b, late, dtype,
                                     logit_positions=2, host_bytes=n * ICL_HOST_BYTES_PER_TOKEN * icl_seq,
-                                    host_setting=f"{prefix}icl.n_sequences", host_value=n))
+                                    host_setting="n_sequences", host_value=n))
     return phases
 
 
@@ -70,15 +71,15 @@ def track_phases(shape: ModelShape, cfg: Any, dtype: Any = None, held_out_len: i
     seq = held_out_len or shape.n_ctx
     n = held_out_count or cfg.held_out_sequences or max(1, 8192 // seq)
     batch = min(n, sequences_per_budget(shape, seq, seq, FORWARD_BUDGET_BYTES, dtype))
-    phases = scan_phases(shape, cfg.scan, dtype, prefix="scan.")
+    phases = scan_phases(shape, cfg.scan, dtype)
     phases.append(forward_phase(shape, "the held-out loss's forwards", "held_out_sequences", n, batch, seq, dtype,
                                 host_bytes=n * ICL_HOST_BYTES_PER_TOKEN * seq, host_setting="held_out_sequences",
                                 host_value=n))
     if cfg.ablate is not None and cfg.scan.icl is not None:
         icl = cfg.scan.icl
         late = icl_positions(icl.seq_len or min(shape.n_ctx, 512))[1]
-        phases.append(forward_phase(shape, "the ablated runs (one forward over all the ICL sequences)",
-                                    "scan.icl.n_sequences", icl.n_sequences, icl.n_sequences, late, dtype))
+        phases.append(forward_phase(shape, f"the ablated runs (ablate = {cfg.ablate}: one forward over all the ICL sequences)",
+                                    "n_sequences", icl.n_sequences, icl.n_sequences, late, dtype))
     return phases
 
 
@@ -87,12 +88,12 @@ def effects_phases(shape: ModelShape, metric: Any, method: str, dtype: Any = Non
     """`induction ablate` (method ``ablate``) and `induction patch` (``exact``, ``attribution``) phases
     for a `MetricSpec`; `budget`: the bytes left for activations (attribution's layers per backward)."""
     n, seq = metric.sequences, metric.seq_len or min(shape.n_ctx, 512)
-    host = dict(host_bytes=n * HOST_BYTES_PER_TOKEN * seq, host_setting="metric.sequences", host_value=n)
+    host = dict(host_bytes=n * HOST_BYTES_PER_TOKEN * seq, host_setting="sequences", host_value=n)
     if method == "attribution":
-        return [attribution_phase(shape, "metric.sequences", n, n, seq, dtype, budget, host["host_bytes"])]
+        return [attribution_phase(shape, "sequences", n, n, seq, dtype, budget, host["host_bytes"])]
     size = resolve_dtype(dtype).itemsize
     z = shape.n_layers * n * seq * shape.n_heads * shape.d_head * size if method == "exact" else 0
-    return [forward_phase(shape, "the intervened runs (two stacked)", "metric.sequences", n, 2 * n, seq, dtype,
+    return [forward_phase(shape, "the intervened runs (two stacked)", "sequences", n, 2 * n, seq, dtype,
                           kept_bytes=z, **host)]
 
 

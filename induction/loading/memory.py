@@ -39,11 +39,12 @@ NORM_PARAMS = {"layernorm": 2, "rmsnorm": 1, None: 0}  # per d_model: weight (an
 
 
 class MemoryPlanError(ResourceError):
-    """A job whose plan does not fit; `setting` is the config field to lower."""
+    """A job whose plan does not fit; `field` is the config field to lower (the message leads with
+    ``field = value``, so the CLI can say it as the flag that sets it)."""
 
-    def __init__(self, message: str, setting: str) -> None:
+    def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
-        self.setting = setting
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,9 @@ def shape_of_model(model: torch.nn.Module) -> ModelShape:
 class Phase:
     """One stage of a job: its activation peak and host storage, and the settings that size each.
 
-    `setting` / `value`: the config field (dotted from the job's config) that sizes the activations
-    and its value; `host_setting` / `host_value` the same for the host storage.
+    `setting` / `value`: the config field that sizes the activations (its name in its own config:
+    ``n_prompts``, ``batch_size``) and its value; `host_setting` / `host_value` the same for the host
+    storage.
     """
 
     name: str
@@ -279,10 +281,10 @@ class MemoryPlan:
 
     def _refuse(self, need: int, free: int, where: str, host_only: bool) -> None:
         setting, value, what = self._culprit(host_only)
-        named = setting if value is None else f"{setting} {value}"
+        named = setting if value is None else f"{setting} = {value}"
         raise MemoryPlanError(f"{named}: {self.job} needs about {_gib(need)} of memory on {where} "
                               f"({_gib(self.parameter_bytes)} of {self.dtype} parameters; most for {what}), but "
-                              f"only {_gib(free)} is available; lower {setting}", setting)
+                              f"only {_gib(free)} is available; lower this setting", setting)
 
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job, "device": self.device, "dtype": self.dtype, "parameter_count": self.parameter_count,
