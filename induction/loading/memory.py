@@ -351,10 +351,25 @@ def shape_for(model: Any) -> tuple[ModelShape | None, int | None]:
     directory = config_dir(spec, checkpoint, revision)
     if directory is None:
         return None, None
-    config = json.loads((directory / "config.json").read_text())
-    if isinstance(config, dict) and "model_type" not in config:
-        from induction.loading.native import WEIGHTS_FILE, check_config_against_weights, safetensors_shapes
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return None, None  # loading says what is wrong with it
+    if not isinstance(config, dict):
+        return None, None
+    if "model_type" not in config:
+        from induction.loading.native import (
+            WEIGHTS_FILE,
+            ModelLoadError,
+            check_config_against_weights,
+            safetensors_shapes,
+            validate_native_config,
+        )
 
+        try:
+            validate_native_config(config)
+        except ModelLoadError:
+            return None, None  # loading says what is wrong with it
         if (directory / WEIGHTS_FILE).is_file():  # a mismatch is that error, not a memory refusal
             check_config_against_weights(config, safetensors_shapes(directory / WEIGHTS_FILE, "checkpoint"), directory)
     try:
