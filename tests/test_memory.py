@@ -237,3 +237,38 @@ def test_cli_refuses_a_job_that_cannot_fit_before_any_weights_load(tmp_path, cap
     assert main(["scan", str(tmp_path), "--device", "cpu", "--dtype", "bfloat16", "--prompts", "4", "--no-icl", "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs about" not in err  # it fits: what fails now is the missing weights
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_activation_estimates_bound_the_cuda_peaks(tmp_path, family):
+    """On a GPU: the plan's activation bytes against `torch.cuda.max_memory_allocated` above the
+    weights, for a forward and for attribution patching (one warm-up first: cuBLAS workspaces)."""
+    build_hf_model(family, tmp_path, n_layers=4, d_model=256, n_heads=8, n_ctx=256, task_words=False)
+    model = load_model(tmp_path, device="cuda")
+    shape = shape_of_model(model)
+    batch, n_pos = 16, 256
+    gen = torch.Generator().manual_seed(0)
+    clean, corrupted = (torch.randint(3, shape.d_vocab, (batch, n_pos), generator=gen).cuda() for _ in range(2))
+
+    def metric(logits):
+        return logits[:, -1, 5].mean()
+
+    def peak(fn) -> int:
+        fn()  # warm-up
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+
+    with torch.no_grad():
+        measured = peak(lambda: model(clean))
+    planned = forward_phase(shape, "", "", None, batch, n_pos).activation_bytes
+    assert measured <= planned <= 2.5 * measured, (measured, planned)
+    for k in (None, 1):
+        measured = peak(lambda: circuits.attribute_heads(model, clean, corrupted, metric, layers_per_backward=k))
+        planned = attribution_phase(shape, "", None, batch, n_pos, layers=k).activation_bytes
+        assert measured <= planned <= 2.5 * measured, (k, measured, planned)
