@@ -129,3 +129,11 @@ def test_cli_keep_suspect_keeps_them_in_the_fit(planted, tmp_path, capsys):
     assert main([*base, "--keep-suspect"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["audit"]["excluded_from_fit"] is False and len(out["audit"]["suspect"]) == 3
+
+
+def test_the_reference_copy_is_released_after_scoring(tmp_path):
+    from induction.measures import audit
+
+    folder = save_redundant_induction_folder(tmp_path / "suite", {1: 0.0, 10: 1.0})
+    track(folder, quick())
+    assert audit._REFERENCE == {}

@@ -272,3 +272,26 @@ def test_activation_estimates_bound_the_cuda_peaks(tmp_path, family):
         measured = peak(lambda: circuits.attribute_heads(model, clean, corrupted, metric, layers_per_backward=k))
         planned = attribution_phase(shape, "", None, batch, n_pos, layers=k).activation_bytes
         assert measured <= planned <= 2.5 * measured, (k, measured, planned)
+
+
+def test_a_cached_hub_name_is_planned_from_its_cached_config(tmp_path, capsys, monkeypatch):
+    """A hub name whose config.json is in the Hugging Face cache (no weights there) is planned and
+    refused before anything is loaded or fetched."""
+    import huggingface_hub.constants
+
+    from induction.cli import main
+    from induction.loading.memory import config_dir
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--big"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit / "config.json").write_text(json.dumps(LLAMA3_8B))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert config_dir("org/big") == repo / "snapshots" / commit
+    assert config_dir("org/other") is None  # not cached: planned once loaded instead
+    monkeypatch.setattr(induction.common.checks, "available_memory", lambda device="cpu": 20 * 2**30)
+    assert main(["scan", "org/big", "--device", "cpu", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("induction: error: --dtype float32: scan needs about")

@@ -62,7 +62,7 @@ from induction.loading.sources import (
     revision_sources,
     run_sources,
 )
-from induction.measures.audit import DEFAULT_TOLERANCE, audit_of, checkpoint_audit_data, fit_mask
+from induction.measures.audit import DEFAULT_TOLERANCE, audit_of, checkpoint_audit_data, fit_mask, release_reference
 from induction.measures.effects import HeadSetEffect, icl_head_effects, icl_head_set_effect
 from induction.measures.formation import CheckpointScores, induction_set_block, phase_change_of
 from induction.measures.icl import default_stream_config, icl_score, icl_tokens
@@ -535,6 +535,7 @@ def run_plans(plans: Sequence[TrackPlan], executor: Executor, start: float, prog
     """Score the missing checkpoints of every plan in one `executor.map`, then (for plans with
     `ablate`) ablate each run's final induction heads at every checkpoint in a second one."""
     computed = executor.map(score_task, [t for plan in plans for t in plan.tasks], progress=progress, desc=desc)
+    release_reference()  # the audit's copy of the first checkpoint (this process's; Ray workers drop theirs on exit)
     per_plan = []
     for plan in plans:
         mine, computed = computed[: len(plan.tasks)], computed[len(plan.tasks):]

@@ -59,6 +59,11 @@ def _reference_parameters(reference: Any, model: torch.nn.Module | None = None) 
     return _REFERENCE["params"]
 
 
+def release_reference() -> None:
+    """Drop the first checkpoint's parameters this process holds (once a track's scoring is done)."""
+    _REFERENCE.clear()
+
+
 def relative_distance(model: torch.nn.Module, reference: dict[str, torch.Tensor]) -> float:
     """``||theta - theta_ref|| / ||theta_ref||`` over the parameters both have, accumulated in float64."""
     num = den = 0.0
