@@ -295,3 +295,19 @@ def test_a_cached_hub_name_is_planned_from_its_cached_config(tmp_path, capsys, m
     assert main(["scan", "org/big", "--device", "cpu", "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("induction: error: --dtype float32: scan needs about")
+
+
+def test_a_loaded_models_weights_are_not_counted_twice(monkeypatch):
+    """Once loaded, the weights are already out of the free memory: the check adds them back, so a job
+    whose activations fit what is left runs, where the same plan before loading would be refused."""
+    from induction.jobs.plans import check_plan
+
+    model = build_induction_model()
+    cfg = ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8)), icl=None)
+    phases = lambda shape, dtype, budget: scan_phases(shape, cfg, dtype)  # noqa: E731
+    plan = memory_plan("scan", model, phases, available=10**12)
+    left = plan.peak_bytes - plan.parameter_bytes  # free once the weights are resident, just enough
+    monkeypatch.setattr(induction.common.checks, "available_memory", lambda device="cpu": left)
+    assert check_plan("scan", model, phases).peak_bytes == plan.peak_bytes
+    with pytest.raises(MemoryPlanError):
+        plan.check(available=left)  # the same plan against the same free memory, weights not yet loaded

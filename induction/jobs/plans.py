@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
+
 from induction.common import checks
 from induction.loading.devices import model_device, model_dtype, resolve_device, resolve_dtype
 from induction.loading.memory import (
@@ -114,7 +116,8 @@ def memory_plan(job: str, model: Any, phases_of: PhasesOf, device: Any = None, d
                 available: int | None = None, extra_parameter_copies: int = 0) -> MemoryPlan | None:
     """The plan of `job` on `model` (a loaded bridge: its device, dtype and parameter bytes; a spec or
     `ModelRef`: its config.json, on `device` (the ref's, else auto) in `dtype`); None when no config is
-    found before loading. `available`: the device's free bytes (None: what it has now)."""
+    found before loading. `available`: the device's memory for the plan, parameters included (None:
+    `device_budget`)."""
     shape, parameter_bytes = shape_for(model)
     if shape is None:
         return None
@@ -124,9 +127,15 @@ def memory_plan(job: str, model: Any, phases_of: PhasesOf, device: Any = None, d
         device = resolve_device(getattr(model, "device", None) or device)
         dtype = getattr(model, "dtype", None) or dtype
     plan = make_plan(job, shape, [], device, dtype, parameter_bytes, extra_parameter_copies)
-    free = checks.available_memory(device) if available is None else available
+    free = device_budget(plan, parameter_bytes is not None) if available is None else available
     plan.phases = phases_of(shape, dtype, free - plan.parameter_bytes)
     return plan
+
+
+def device_budget(plan: MemoryPlan, loaded: bool) -> int:
+    """The device memory a plan may use: what is free now, plus the parameters when the model is
+    already loaded (they are resident: the free memory no longer counts them)."""
+    return checks.available_memory(plan.device) + (plan.parameter_bytes if loaded else 0)
 
 
 def check_plan(job: str, model: Any, phases_of: PhasesOf, device: Any = None, dtype: Any = None,
@@ -134,5 +143,5 @@ def check_plan(job: str, model: Any, phases_of: PhasesOf, device: Any = None, dt
     """`memory_plan`, refused in one line (`MemoryPlan.check`) when it does not fit."""
     plan = memory_plan(job, model, phases_of, device, dtype, extra_parameter_copies=extra_parameter_copies)
     if plan is not None:
-        plan.check()
+        plan.check(device_budget(plan, isinstance(model, torch.nn.Module)))
     return plan
