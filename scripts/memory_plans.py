@@ -4,10 +4,12 @@ the configs are written out here (the fields that size each model)."""
 
 from __future__ import annotations
 
-from induction.jobs import ScanConfig
-from induction.jobs.effects import MetricSpec
-from induction.jobs.plans import effects_phases, scan_phases
-from induction.loading.memory import make_plan, shape_from_config
+import json
+import tempfile
+from functools import partial
+from pathlib import Path
+
+from induction.jobs import PatchConfig, plan_memory
 
 CONFIGS = {
     "GPT-2 small": {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257,
@@ -34,14 +36,18 @@ def main() -> None:
           "(layers per backward) |")
     print("|---|---|---|---|---|---|")
     for name, config in CONFIGS.items():
-        shape = shape_from_config(config)
-        scan = make_plan("scan", shape, scan_phases(shape, ScanConfig(), DTYPE), "cuda", DTYPE)
-        metric = MetricSpec()
-        exact = make_plan("patch", shape, effects_phases(shape, metric, "exact", DTYPE), "cuda", DTYPE)
-        budget = GPU_BYTES - scan.parameter_bytes
-        attr = make_plan("patch", shape, effects_phases(shape, metric, "attribution", DTYPE, budget), "cuda", DTYPE)
-        print(f"| {name} | {shape.parameter_count():,} | {gib(scan.parameter_bytes)} | {gib(scan.peak_bytes)} | "
-              f"{gib(exact.peak_bytes)} | {gib(attr.peak_bytes)} ({attr.layers_per_backward} of {shape.n_layers}) |")
+        with tempfile.TemporaryDirectory() as directory:  # a config-only model directory: no weights
+            (Path(directory) / "config.json").write_text(json.dumps(config))
+            plan = partial(plan_memory, directory, device="cuda", dtype=DTYPE, available=GPU_BYTES)
+            scan, exact = plan("scan"), plan("patch")
+            attr = plan("patch", PatchConfig(method="attribution"))
+        print(f"| {name} | {scan.parameter_count:,} | {gib(scan.parameter_bytes)} | {gib(scan.peak_bytes)} | "
+              f"{gib(exact.peak_bytes)} | {gib(attr.peak_bytes)} ({attr.layers_per_backward} of "
+              f"{config_layers(config)}) |")
+
+
+def config_layers(config: dict) -> int:
+    return int(config.get("num_hidden_layers") or config.get("n_layer"))
 
 
 if __name__ == "__main__":

@@ -311,3 +311,21 @@ def test_a_loaded_models_weights_are_not_counted_twice(monkeypatch):
     assert check_plan("scan", model, phases).peak_bytes == plan.peak_bytes
     with pytest.raises(MemoryPlanError):
         plan.check(available=left)  # the same plan against the same free memory, weights not yet loaded
+
+
+def test_plan_memory_plans_any_job_from_a_config_only_directory(tmp_path):
+    from induction.jobs import PatchConfig, plan_memory
+
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA3_8B))
+    cfg = ScanConfig(detector=ScoreConfig(prompts=RepeatedTokensConfig(n_prompts=8, seq_len=256), batch_size=8), icl=None)
+    scan = plan_memory(tmp_path, "scan", cfg, device="cuda", dtype="bfloat16", available=80 * 10**9)
+    assert (scan.device, scan.dtype, scan.peak_bytes) == ("cuda", "bfloat16", 16_758_648_832)  # the hand figure above
+    attribution = plan_memory(tmp_path, "patch", PatchConfig(method="attribution"), device="cuda", dtype="bfloat16",
+                              available=80 * 10**9)
+    assert 1 <= attribution.layers_per_backward < 32 and attribution.peak_bytes <= 80 * 10**9
+    exact = plan_memory(tmp_path, "patch", PatchConfig(), device="cuda", dtype="bfloat16", available=80 * 10**9)
+    assert exact.layers_per_backward is None and exact.batch_size == 2 * 32
+    track = plan_memory(tmp_path, "track", device="cuda", dtype="bfloat16", available=80 * 10**9)
+    assert track.host_bytes >= track.parameter_bytes  # the audit's copy of the first checkpoint, on the host
+    with pytest.raises(ValueError, match="unknown job 'train'"):
+        plan_memory(tmp_path, "train")

@@ -13,11 +13,15 @@ distributed executors call the same functions, so every report is built here and
 | fewshot | `fewshot(model, FewShotConfig)` | `FewShotConfig` | `FewShotReport` |
 | sweep | `sweep(targets, SweepConfig)` | `SweepConfig` (a `TrackConfig`) | `SweepReport` |
 | bench | `bench(BenchConfig)` | `BenchConfig` | `BenchReport` |
+
+`plan_memory(model, job, cfg)` is any of these jobs' memory plan, from the model's config.json alone
+(`induction.jobs.plans`): what each job checks before it loads a model.
 """
 
 from induction.jobs.bench import BenchConfig, bench
 from induction.jobs.effects import AblateConfig, MetricSpec, PatchConfig, ablate, patch
 from induction.jobs.fewshot import FewShotConfig, fewshot
+from induction.jobs.plans import plan_memory
 from induction.jobs.scan import ScanConfig, scan
 from induction.jobs.sweep import SweepConfig, SweepTarget, sweep
 from induction.jobs.track import TrackConfig, track
@@ -35,6 +39,7 @@ __all__ = [
     "bench",
     "fewshot",
     "patch",
+    "plan_memory",
     "scan",
     "sweep",
     "SweepConfig",
