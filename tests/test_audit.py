@@ -137,3 +137,16 @@ def test_the_reference_copy_is_released_after_scoring(tmp_path):
     folder = save_redundant_induction_folder(tmp_path / "suite", {1: 0.0, 10: 1.0})
     track(folder, quick())
     assert audit._REFERENCE == {}
+
+
+def test_sweep_names_each_runs_suspect_checkpoints(planted, tmp_path):
+    from induction.jobs import SweepConfig, SweepTarget, sweep
+
+    clean = save_redundant_induction_folder(tmp_path / "clean", {1: 0.0, 10: 1.0, 100: 8.0})
+    report = sweep([SweepTarget(str(planted), label="planted"), SweepTarget(str(clean), label="clean")],
+                   SweepConfig(track=quick()))
+    lines = report.summary()
+    assert any(line.startswith("planted: ") and line.endswith("left out of the fit: steps 30, 50, 60") for line in lines)
+    assert any(line.startswith("clean: ") and "suspect" not in line for line in lines)
+    runs = {r["label"]: r for r in report.to_json()["runs"]}
+    assert [s["step"] for s in runs["planted"]["audit"]["suspect"]] == [30, 50, 60]
