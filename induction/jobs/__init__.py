@@ -15,13 +15,13 @@ distributed executors call the same functions, so every report is built here and
 | bench | `bench(BenchConfig)` | `BenchConfig` | `BenchReport` |
 
 `plan_memory(model, job, cfg)` is any of these jobs' memory plan, from the model's config.json alone
-(`induction.jobs.plans`): what each job checks before it loads a model.
+(`induction.jobs.memory_plans`): what each job checks before it loads a model.
 """
 
 from induction.jobs.bench import BenchConfig, bench
 from induction.jobs.effects import AblateConfig, MetricSpec, PatchConfig, ablate, patch
 from induction.jobs.fewshot import FewShotConfig, fewshot
-from induction.jobs.plans import plan_memory
+from induction.jobs.memory_plans import plan_memory
 from induction.jobs.scan import ScanConfig, scan
 from induction.jobs.sweep import SweepConfig, SweepTarget, sweep
 from induction.jobs.track import TrackConfig, track
