@@ -150,3 +150,28 @@ def test_sweep_names_each_runs_suspect_checkpoints(planted, tmp_path):
     assert any(line.startswith("clean: ") and "suspect" not in line for line in lines)
     runs = {r["label"]: r for r in report.to_json()["runs"]}
     assert [s["step"] for s in runs["planted"]["audit"]["suspect"]] == [30, 50, 60]
+
+
+def test_a_deleted_first_checkpoint_remeasures_distances_without_rescoring(tmp_path, monkeypatch):
+    """A Trainer run with a save limit deletes its oldest checkpoints: the cached scores stay valid, only
+    the distances are measured again, from the new first checkpoint."""
+    import importlib
+
+    from helpers import CallCounter
+
+    track_job = importlib.import_module("induction.jobs.track")
+    folder = save_redundant_induction_folder(tmp_path / "suite", {1: 0.0, 10: 1.0, 20: 2.0, 100: 8.0})
+    counter = CallCounter(monkeypatch, track_job)
+    first = track(folder, quick(cache=True)).to_json()["audit"]["distances"]
+    assert counter.calls == 4 and first[0]["distance"] == 0.0 and first[1]["distance"] > 0
+    shutil.rmtree(folder / "step1")
+    again = track(folder, quick(cache=True)).to_json()
+    assert counter.calls == 4  # nothing rescored
+    distances = {d["step"]: d["distance"] for d in again["audit"]["distances"]}
+    step10 = dict(load_model(folder / "step10").named_parameters())
+    for step in (20, 100):
+        model = load_model(folder / f"step{step}")
+        num = sum(float((p.detach().double() - step10[n].detach().double()).pow(2).sum()) for n, p in model.named_parameters())
+        den = sum(float(p.detach().double().pow(2).sum()) for p in step10.values())
+        assert distances[step] == pytest.approx(math.sqrt(num / den), rel=1e-9)
+    assert distances[10] == 0.0 and again["audit"]["suspect"] == []

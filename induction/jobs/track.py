@@ -367,7 +367,7 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
     first = min(sources, key=lambda s: s.step) if sources else None  # the audit's reference
     reference = None if first is None else replace(first.ref, device=str(device), dtype=where["dtype"])
     for i, source in enumerate(sources):
-        identity = {**source.identity, "held_out_seed": held_out_seed, **where, "audit_reference": first.identity}
+        identity = {**source.identity, "held_out_seed": held_out_seed, **where}
         ref = replace(source.ref, device=str(device), dtype=where["dtype"])
         identities.append(identity)
         refs.append(ref)
@@ -503,7 +503,7 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
         ablation = ablation_summary(cfg, induction_set.heads, [sets[i] for i in sorted(sets)])
     results = [CheckpointScores(step=s.step, tokens_seen=s.tokens_seen, loss=s.loss, revision=s.revision,
                                 **scored[i]) for i, s in enumerate(plan.sources)]
-    audit = audit_of(plan.sources, results, cfg.audit_tolerance, cfg.keep_suspect)
+    audit = audit_of(plan.sources, results, cfg.audit_tolerance, cfg.keep_suspect, plan.refs)
     fitted = [c for c, keep in zip(results, fit_mask([c.step for c in results], audit)) if keep]
     phase = phase_change_of(fitted, cfg.resolved_phase_threshold, cfg.min_icl_range)
     settings = {"track": cfg.to_dict(), "held_out_seed": plan.held_out_seed, "cache_key": plan.cache_key,

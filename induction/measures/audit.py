@@ -90,11 +90,16 @@ def checkpoint_audit_data(model: torch.nn.Module, reference: Any, identity: dict
     """
     weights = identity.get("weights_sha256") or parameters_sha256(model)
     if reference is None:
-        return {"weights_sha256": weights, "distance": None}
+        return {"weights_sha256": weights, "distance": None, "reference": None}
     same = ref is not None and (ref.spec, ref.checkpoint, ref.revision) == (reference.spec, reference.checkpoint,
                                                                           reference.revision)
     distance = relative_distance(model, _reference_parameters(reference, model if same else None))
-    return {"weights_sha256": weights, "distance": distance}
+    return {"weights_sha256": weights, "distance": distance, "reference": reference_key(reference)}
+
+
+def reference_key(ref: Any) -> list[Any]:
+    """What names the first checkpoint a cached distance was measured from (spec, checkpoint, revision)."""
+    return [str(ref.spec), None if ref.checkpoint is None else str(ref.checkpoint), ref.revision]
 
 
 @dataclass
@@ -186,9 +191,26 @@ def fit_mask(steps: Sequence[int], audit: CheckpointAudit) -> list[bool]:
 
 
 def audit_of(sources: Sequence[Any], results: Sequence[Any], tolerance: float = DEFAULT_TOLERANCE,
-             keep_suspect: bool = False) -> CheckpointAudit:
+             keep_suspect: bool = False, refs: Sequence[Any] | None = None) -> CheckpointAudit:
     """`audit_checkpoints` of a track's checkpoints: its sources (`CheckpointSource`: step, name,
-    revision) and their scored results (`CheckpointScores`, whose ``audit`` is `checkpoint_audit_data`)."""
+    revision) and their scored results (`CheckpointScores`, whose ``audit`` is `checkpoint_audit_data`).
+
+    A cached distance measured from another first checkpoint (a Trainer run whose oldest checkpoints
+    were deleted since) is measured again from this one, loading that checkpoint on the CPU (`refs`:
+    how each loads), without rescoring it; without `refs` it is not judged.
+    """
+    if sources:
+        first = min(range(len(sources)), key=lambda i: sources[i].step)
+        reference = None if refs is None else refs[first]
+        for i, result in enumerate(results):
+            data = result.audit or {}
+            if reference is not None and data.get("reference") != reference_key(reference):
+                model = replace(refs[i], device="cpu").load()
+                result.audit = {**data, "distance": relative_distance(model, _reference_parameters(reference)),
+                                "reference": reference_key(reference)}
+            elif reference is None and data.get("reference") is not None:
+                result.audit = {**data, "distance": None}
+        release_reference()
     entries = [{"step": s.step, "name": s.name, "revision": s.revision, **(r.audit or {})}
                for s, r in zip(sources, results)]
     return audit_checkpoints(entries, tolerance, keep_suspect)
