@@ -365,7 +365,7 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
     where = {"device_type": device.type, "dtype": str(resolve_dtype(cfg.dtype)).replace("torch.", "")}
     cached, tasks, identities, refs = {}, [], [], []
     first = min(sources, key=lambda s: s.step) if sources else None  # the audit's reference
-    reference = None if first is None else replace(first.ref, device=str(device), dtype=where["dtype"])
+    reference = None if first is None else (replace(first.ref, device=str(device), dtype=where["dtype"]), first.identity)
     for i, source in enumerate(sources):
         identity = {**source.identity, "held_out_seed": held_out_seed, **where}
         ref = replace(source.ref, device=str(device), dtype=where["dtype"])
@@ -387,10 +387,12 @@ def _remote_device(device: str | None) -> str:
 
 
 def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: Path | None, name: str,
-               identity: dict[str, Any], threads: int, reference: ModelRef | None = None) -> dict[str, Any]:
+               identity: dict[str, Any], threads: int,
+               reference: tuple[ModelRef, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Score one checkpoint and write its cache entry: the unit of work and of resumption.
 
-    `reference`: the first checkpoint, for the audit's distance (`induction.measures.audit`).
+    `reference`: the first checkpoint (its ref and identity), for the audit's distance
+    (`induction.measures.audit`).
 
     The same function runs in this process and in Ray workers (`induction.jobs.executor`), with the same
     torch thread count, so both give the same numbers; the entry is written (atomically) by whoever

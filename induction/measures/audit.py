@@ -84,22 +84,18 @@ def checkpoint_audit_data(model: torch.nn.Module, reference: Any, identity: dict
 
     Args:
         model: the loaded checkpoint.
-        reference: how to load the first checkpoint (a `ModelRef`); None: no distance.
+        reference: the first checkpoint: (how to load it (a `ModelRef`), its cache identity, which the
+            result records); None: no distance.
         identity: the checkpoint's cache identity (its ``weights_sha256``, when it has one, is used).
         ref: how `model` was loaded: when it is `reference`, its parameters are the reference's.
     """
     weights = identity.get("weights_sha256") or parameters_sha256(model)
     if reference is None:
         return {"weights_sha256": weights, "distance": None, "reference": None}
-    same = ref is not None and (ref.spec, ref.checkpoint, ref.revision) == (reference.spec, reference.checkpoint,
-                                                                          reference.revision)
-    distance = relative_distance(model, _reference_parameters(reference, model if same else None))
-    return {"weights_sha256": weights, "distance": distance, "reference": reference_key(reference)}
-
-
-def reference_key(ref: Any) -> list[Any]:
-    """What names the first checkpoint a cached distance was measured from (spec, checkpoint, revision)."""
-    return [str(ref.spec), None if ref.checkpoint is None else str(ref.checkpoint), ref.revision]
+    first, first_identity = reference
+    same = ref is not None and (ref.spec, ref.checkpoint, ref.revision) == (first.spec, first.checkpoint, first.revision)
+    distance = relative_distance(model, _reference_parameters(first, model if same else None))
+    return {"weights_sha256": weights, "distance": distance, "reference": first_identity}
 
 
 @dataclass
@@ -202,12 +198,13 @@ def audit_of(sources: Sequence[Any], results: Sequence[Any], tolerance: float = 
     if sources:
         first = min(range(len(sources)), key=lambda i: sources[i].step)
         reference = None if refs is None else refs[first]
+        first_identity = sources[first].identity
         for i, result in enumerate(results):
             data = result.audit or {}
-            if reference is not None and data.get("reference") != reference_key(reference):
+            if reference is not None and data.get("reference") != first_identity:
                 model = replace(refs[i], device="cpu").load()
                 result.audit = {**data, "distance": relative_distance(model, _reference_parameters(reference)),
-                                "reference": reference_key(reference)}
+                                "reference": first_identity}
             elif reference is None and data.get("reference") is not None:
                 result.audit = {**data, "distance": None}
         release_reference()
