@@ -13,7 +13,8 @@
 
 Layout: `hooks` (hook names, head outputs, shared checks) -> `engine` (the engine that runs many
 intervened forwards) -> `ablation`, `patching`, `paths` -> `atp`; `attribution`, `composition` and
-`logit_attribution` read `hooks` only.
+`logit_attribution` read `hooks` only; `memory` is the activation-memory formula (the engine sizes its
+stacked forwards with it; `induction.loading.memory` plans whole jobs with it).
 """
 
 from circuits.ablation import (

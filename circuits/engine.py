@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 
+from circuits import memory
 from circuits.hooks import (
     Metric,
     attn_out_name,
@@ -164,20 +165,15 @@ _CUDA_MEMORY_FRACTION = 0.5
 
 
 def forward_bytes(model: TransformerBridge, batch: int, n_pos: int) -> int:
-    """A generous estimate of the activation memory one run adds to a stacked no-grad forward.
-
-    Per prompt: one layer's attention scores, pattern and softmax temporary
-    (`3 n_heads pos^2`), its residual-width tensors (`8 d_model pos`: stream, norms, q, k, v, z,
-    outputs), its MLP hidden layer twice (`2 d_mlp pos`), and the logits plus a float32
-    log-softmax of them (`2 d_vocab pos`), all in the model's element size (at least 4 bytes
-    for the logits' log-softmax).
-    """
+    """The activation memory one run adds to a stacked no-grad forward: `circuits.memory.forward_bytes`
+    (the one formula the job planner, `induction.loading.memory`, uses too) at the model's widths."""
     cfg = model.cfg
     param = next(iter(model.parameters()), None)
-    size = param.element_size() if param is not None else 4
-    d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * int(cfg.d_model))
-    per_position = 3 * int(cfg.n_heads) * n_pos + 8 * int(cfg.d_model) + 2 * d_mlp
-    return batch * n_pos * (per_position * size + 2 * int(cfg.d_vocab) * max(size, 4))
+    return memory.forward_bytes(d_model=int(cfg.d_model), d_mlp=int(getattr(cfg, "d_mlp", None) or 0),
+                                n_heads=int(cfg.n_heads), d_vocab=int(cfg.d_vocab), batch=batch, n_pos=n_pos,
+                                element_size=param.element_size() if param is not None else 4,
+                                n_layers=int(cfg.n_layers),
+                                kv_width=int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads) * int(cfg.d_head))
 
 
 def default_runs_per_forward(model: TransformerBridge, batch: int, n_pos: int) -> int:

@@ -58,7 +58,8 @@ def test_track_report_follows_the_contract_and_agrees_with_scan(tiny_run, tmp_pa
     cfg = quick_track_config(cache=False)
     report = track(tiny_run, cfg)
     data = json.loads(json.dumps(report.to_json()))
-    assert set(data) == {"run", "checkpoints", "phase_change", "transience", "provenance"}
+    assert set(data) == {"run", "checkpoints", "phase_change", "transience", "audit", "provenance"}  # CONTRACT: the audit block
+    assert data["audit"]["suspect"] == [] and data["audit"]["excluded_from_fit"] is True
     manifest = read_manifest(tiny_run)
     assert [c["step"] for c in data["checkpoints"]] == [c["step"] for c in manifest["checkpoints"]] == [0, 1, 3, 10, 12]
     for entry, ckpt in zip(manifest["checkpoints"], data["checkpoints"]):
@@ -242,7 +243,8 @@ def test_track_revisions_loads_each_revision_in_turn(tmp_path, monkeypatch):
     revisions = ["step1000", "step0", "step100"]
     cfg = quick_track_config(revisions=revisions, cache_dir=tmp_path / "cache")
     report = track("org/model", cfg)
-    assert calls == [("org/model", r) for r in revisions]
+    # Each revision once, and the first (step0) once more: the audit's reference, needed first by step1000.
+    assert calls == [("org/model", "step1000"), ("org/model", "step0"), ("org/model", "step0"), ("org/model", "step100")]
     assert [c.step for c in report.checkpoints] == [1000, 0, 100]
     assert [c.revision for c in report.checkpoints] == revisions
     data = json.loads(json.dumps(report.to_json()))
@@ -253,7 +255,7 @@ def test_track_revisions_loads_each_revision_in_turn(tmp_path, monkeypatch):
     assert math.isfinite(report.checkpoints[2].held_out_loss) and math.isfinite(report.checkpoints[2].icl_score)
     # Cached by revision and weights hash: a repeat loads nothing.
     again = track("org/model", cfg)
-    assert len(calls) == 3 and again.to_json()["checkpoints"] == report.to_json()["checkpoints"]
+    assert len(calls) == 4 and again.to_json()["checkpoints"] == report.to_json()["checkpoints"]
     with pytest.raises(ValueError, match="repeated"):
         track("org/model", replace(cfg, revisions=("step0", "step0")))
 
@@ -327,7 +329,7 @@ def test_cli_track_writes_the_contract_json_and_the_figure(tiny_run, tmp_path, c
             "--held-out-sequences", "8", "--format", "json", "--out", str(out), "--plot", str(plot)]
     assert main(argv) == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
-    assert set(report) == {"run", "checkpoints", "phase_change", "transience", "provenance"}
+    assert set(report) == {"run", "checkpoints", "phase_change", "transience", "audit", "provenance"}
     assert [c["step"] for c in report["checkpoints"]] == [0, 1, 3, 10, 12]
     assert report["provenance"]["seed"] == 0 and report["provenance"]["runtime_s"] > 0
     assert "transformer-lens" in report["provenance"]["versions"]

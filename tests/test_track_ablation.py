@@ -104,7 +104,7 @@ def test_mean_ablation_from_the_short_forward_equals_the_full_one(folder):
 
 def test_report_json_summary_table_and_figure(report):
     data = json.loads(json.dumps(report.to_json()))
-    assert set(data) == {"run", "checkpoints", "phase_change", "transience", "ablation", "provenance"}
+    assert set(data) == {"run", "checkpoints", "phase_change", "transience", "ablation", "audit", "provenance"}
     assert set(data["ablation"]) == {"method", "induction_heads", "n_draws", "control_heads", "control_unavailable"}
     assert data["ablation"]["control_unavailable"] is None
     for ckpt in data["checkpoints"]:
@@ -235,7 +235,8 @@ def test_ablated_runs_that_would_not_fit_are_refused_in_one_line(folder, tmp_pat
     argv = ["track", str(run), "-q", "--device", "cpu", "--no-cache", "--icl-sequences", "100000", "--prompts", "8"]
     assert main([*argv, "--ablate", "zero"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--icl-sequences 100000 with --ablate" in err and "GiB of memory" in err
+    assert err.count("\n") == 1 and "--icl-sequences 100000" in err and "GiB of memory" in err
+    assert "the ablated runs (ablate = zero: one forward over all the ICL sequences)" in err
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024 < 256
 
 

@@ -30,6 +30,15 @@ EXIT_USAGE = 2
 FIELD_FLAGS = {"allow_pickle=True": "--allow-pickle", "offline=True": "--offline"}
 
 
+SETTING_FLAGS = {
+    "n_prompts": "--prompts", "batch_size": "--batch-size", "n_sequences": "--icl-sequences",
+    "held_out_sequences": "--held-out-sequences", "sequences": "--sequences", "seq_len": "--seq-len",
+    "dtype": "--dtype",
+}
+"""The config fields a memory plan may name as the one to lower (`induction.loading.memory`: its message
+leads with ``field = value``), as flags."""
+
+
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
@@ -145,6 +154,9 @@ def _describe(exc: BaseException) -> str:
                 "--sequences, a lower --dtype, or --device cpu")
     if isinstance(exc, MemoryError):
         return "out of memory on this machine; use a smaller --batch-size, --prompts or --sequences"
+    field = getattr(exc, "field", None)  # a memory plan's refusal leads with "field = value": say its flag
+    if isinstance(field, str) and field in SETTING_FLAGS:
+        return re.sub(rf"(?<![\w.-]){re.escape(field)} = ", f"{SETTING_FLAGS[field]} ", message)
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or message}"
     if isinstance(exc, FileNotFoundError) and exc.filename:

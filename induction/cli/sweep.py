@@ -7,7 +7,14 @@ from functools import partial
 
 from induction.cli import add_device_arguments, add_options, add_ray_argument, executor_from_args, run_job
 from induction.cli.scan import add_scan_arguments
-from induction.cli.track import TRACK, add_ablate_options, add_hub_options, quiet_downloads, track_config_from_args
+from induction.cli.track import (
+    TRACK,
+    add_ablate_options,
+    add_hub_options,
+    add_keep_suspect,
+    quiet_downloads,
+    track_config_from_args,
+)
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -28,6 +35,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                                                "(default: the file's job, else track)")
     p.add_argument("--plot", metavar="FILE", help="write the comparison figure (.html, .png, .svg, .pdf)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the runs' track/ caches")
+    add_keep_suspect(p)
     p.add_argument("--revisions", default=None, help=argparse.SUPPRESS)  # per target, in the TOML file
     add_scan_arguments(p)
     add_options(p.add_argument_group("held-out loss and phase change"), TrackConfig, TRACK)

@@ -34,7 +34,8 @@ from induction.cli import (
 )
 from induction.cli.scan import add_scan_arguments, scan_config_from_args
 
-TRACK = {"held_out_sequences": "--held-out-sequences", "phase_threshold": "--phase-threshold"}
+TRACK = {"held_out_sequences": "--held-out-sequences", "phase_threshold": "--phase-threshold",
+         "audit_tolerance": "--audit-tolerance"}
 ABLATE_CHOICES = ("zero", "mean")  # = induction.jobs.track.TRACK_ABLATIONS (not imported: the CLI loads lazily)
 HUB = {"max_revisions": ("--max-revisions", {"metavar": "N"}), "tokens_per_step": ("--tokens-per-step", {"metavar": "N"})}
 X_AXES = ("step", "tokens")  # = induction.plots.axis.X_AXES (not imported: the CLI loads lazily)
@@ -77,6 +78,13 @@ def quiet_downloads(args: argparse.Namespace) -> None:
         disable_progress_bars()
 
 
+def add_keep_suspect(parser: argparse.ArgumentParser) -> None:
+    """--keep-suspect (`TrackConfig.keep_suspect`), for track and sweep."""
+    parser.add_argument("--keep-suspect", action="store_true",
+                        help="keep the checkpoints the audit finds suspect (identical weights, distance from the "
+                             "first going backwards) in the phase-change fit (default: left out)")
+
+
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
     from induction.jobs import TrackConfig
 
@@ -95,6 +103,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                         "for a folder of revision directories, the folders to score")
     p.add_argument("--plot", metavar="FILE", help="write the formation curves (.html, .png, .svg, .pdf)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write RUN/track/")
+    add_keep_suspect(p)
     add_scan_arguments(p)  # the detector and ICL options of `induction scan`, with the same defaults
     add_device_arguments(p)
     add_ray_argument(p)
@@ -120,7 +129,7 @@ def track_config_from_args(args: argparse.Namespace):
         raise CLIError("induction: error: --ablate-draws needs --ablate zero|mean")
     return config_from(TrackConfig, args, {**TRACK, **ABLATE}, scan=scan_config_from_args(args), revisions=args.revisions,
                        cache=not args.no_cache, device=args.device, dtype=args.dtype, hub=hub_config_from_args(args),
-                       paths=bool(getattr(args, "paths", False)))
+                       paths=bool(getattr(args, "paths", False)), keep_suspect=args.keep_suspect)
 
 
 def run(args: argparse.Namespace) -> int:

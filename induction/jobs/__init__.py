@@ -13,11 +13,15 @@ distributed executors call the same functions, so every report is built here and
 | fewshot | `fewshot(model, FewShotConfig)` | `FewShotConfig` | `FewShotReport` |
 | sweep | `sweep(targets, SweepConfig)` | `SweepConfig` (a `TrackConfig`) | `SweepReport` |
 | bench | `bench(BenchConfig)` | `BenchConfig` | `BenchReport` |
+
+`plan_memory(model, job, cfg)` is any of these jobs' memory plan, from the model's config.json alone
+(`induction.jobs.memory_plans`): what each job checks before it loads a model.
 """
 
 from induction.jobs.ablate import AblateConfig, ablate
 from induction.jobs.bench import BenchConfig, bench
 from induction.jobs.fewshot import FewShotConfig, fewshot
+from induction.jobs.memory_plans import plan_memory
 from induction.jobs.patch import PatchConfig, patch
 from induction.jobs.scan import ScanConfig, scan
 from induction.jobs.sweep import SweepConfig, SweepTarget, sweep
@@ -37,6 +41,7 @@ __all__ = [
     "bench",
     "fewshot",
     "patch",
+    "plan_memory",
     "scan",
     "sweep",
     "SweepConfig",

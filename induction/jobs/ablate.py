@@ -55,7 +55,7 @@ def ablate(model: ModelLike, cfg: AblateConfig | None = None, *, progress: bool 
     """Each head's effect on the metric when ablated (and, with `top_k` or `heads`, the set's control)."""
     cfg = cfg or AblateConfig()
     start = time.perf_counter()
-    model, setup = prepare_run(model, cfg.metric)
+    model, setup = prepare_run(model, cfg.metric, "ablate", cfg.method)
     seed = cfg.metric.seed
     baseline, values = ablation_effects(model, setup, cfg.method, seed=seed, progress=progress)
     control, label = None, cfg.heads_label

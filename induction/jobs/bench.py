@@ -11,7 +11,8 @@ import torch
 
 from induction.bench.suite import BenchConfig, bench_model, suite_model
 from induction.common.provenance import provenance
-from induction.loading.devices import check_job_memory, place, placement, resolve_device
+from induction.loading.devices import place, placement, resolve_device
+from induction.loading.memory import check_job_memory
 from induction.reports.bench import BenchReport
 
 __all__ = ["BenchConfig", "bench"]
@@ -34,8 +35,8 @@ def bench(cfg: BenchConfig | None = None, *, progress: bool = False) -> BenchRep
             model, truth = suite_model(name)
             place(model, cfg.device, cfg.dtype)
             seq = int(model.cfg.n_ctx)
-            check_job_memory("prompts", cfg.prompts, model, cfg.prompts * 8 * seq, min(cfg.prompts, 16), seq)
-            check_job_memory("sequences", cfg.sequences, model, cfg.sequences * 8 * seq, 2 * cfg.sequences, seq)
+            check_job_memory(f"prompts = {cfg.prompts}", model, cfg.prompts * 8 * seq, min(cfg.prompts, 16), seq)
+            check_job_memory(f"sequences = {cfg.sequences}", model, cfg.sequences * 8 * seq, 2 * cfg.sequences, seq)
             results.append(bench_model(model, truth, name, cfg, progress=progress))
             placed = placement(model)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Sequence
 
 import torch
@@ -19,7 +20,8 @@ from induction.inputs.stream_configs import FewShotDataConfig
 from induction.inputs.streams import prior_bayes_flipped
 from induction.inputs.task_inference import FUNCTION_TASKS, TaskError
 from induction.inputs.tasks import TASKS, TEXT_TASKS
-from induction.loading.devices import check_job_memory, placement
+from induction.jobs.plans import check_plan, fewshot_phases
+from induction.loading.devices import placement
 from induction.loading.models import ModelLike, model_info, resolve_model
 from induction.measures.effects import ABLATION_METHODS
 from induction.measures.fewshot.ablation import ablate_fewshot_heads, attribute_fewshot_heads, check_attribution_size
@@ -120,17 +122,21 @@ def vector_tasks(model: TransformerBridge, task: str) -> tuple[str, ...]:
     return tasks if task in FUNCTION_TASKS and task in tasks else (task,)
 
 
+def _phases(shape, dtype, budget, cfg: FewShotConfig):
+    return fewshot_phases(shape, cfg, dtype)
+
+
 def fewshot(model: ModelLike, cfg: FewShotConfig | None = None, *, progress: bool = False) -> FewShotReport:
     """Accuracy vs k per label variant (`evaluate_fewshot`); if asked for, the head-set ablation, the
     per-label-variant head attribution and the function vectors; for ``--task prior`` on a
     prior-stream model, the Bayes-optimal reference for flipped labels."""
     cfg = cfg or FewShotConfig()
     start = time.perf_counter()
+    phases = partial(_phases, cfg=cfg)
+    if not isinstance(model, TransformerBridge):
+        check_plan("fewshot", model, phases)  # before loading: from the config alone
     model = resolve_model(model)
-    # A prompt holds its k demonstrations (a few tokens each) and its episode (~1 KiB as Python objects).
-    longest = min(int(model.cfg.n_ctx), 4 * max(cfg.shots) + 2)
-    check_job_memory("n_prompts", cfg.n_prompts, model, cfg.n_prompts * (1024 + 8 * longest),
-                     min(cfg.n_prompts, cfg.batch_size), longest)
+    check_plan("fewshot", model, phases)
     if cfg.attribute:
         check_attribution_size(model, cfg.attribute)
     n_heads = int(model.cfg.n_layers) * int(model.cfg.n_heads)

@@ -10,19 +10,31 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.common.provenance import provenance
-from induction.loading.devices import check_job_memory, placement
+from induction.jobs.plans import check_plan, effects_phases
+from induction.loading.devices import placement
 from induction.loading.models import ModelLike, model_info, resolve_model
 from induction.measures.metric_spec import MetricSpec
 from induction.measures.metrics import MetricSetup
 from induction.reports.effects import HeadEffectReport
 
 
-def prepare_run(model: ModelLike, metric: MetricSpec) -> tuple[TransformerBridge, MetricSetup]:
-    """The loaded model and the metric's run on it (seeded as the metric says)."""
+def check_effects_memory(command: str, model: ModelLike, metric: MetricSpec, method: str) -> int | None:
+    """Refuse, in one line naming the setting to lower, an ablate or patch run whose plan
+    (`induction.jobs.plans.effects_phases`) would not fit; for a MODEL spec from its config.json,
+    before any weights are loaded. Returns the layers per backward attribution patching can afford."""
+    kind = method if command == "patch" else "ablate"
+    plan = check_plan(command, model, lambda shape, dtype, budget: effects_phases(shape, metric, kind, dtype, budget))
+    return None if plan is None else plan.layers_per_backward
+
+
+def prepare_run(model: ModelLike, metric: MetricSpec, command: str = "ablate",
+                method: str = "zero") -> tuple[TransformerBridge, MetricSetup]:
+    """The loaded model and the metric's run on it (seeded as the metric says), its memory planned
+    before loading (from the config) and again after."""
+    if not isinstance(model, TransformerBridge):
+        check_effects_memory(command, model, metric, method)
     model = resolve_model(model)
-    seq = metric.seq_len or min(int(model.cfg.n_ctx), 512)
-    # Every intervened run is a forward over all the sequences (and the unintervened one is cached).
-    check_job_memory("sequences", metric.sequences, model, metric.sequences * 8 * seq, 2 * metric.sequences, seq)
+    check_effects_memory(command, model, metric, method)
     torch.manual_seed(metric.seed)
     return model, metric.setup(model)
 

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from circuits import Head
 from induction.common.checks import ConfigError, check_choice
 from induction.common.provenance import provenance
-from induction.jobs.head_effects import effect_report, prepare_run
+from induction.jobs.head_effects import check_effects_memory, effect_report, prepare_run
 from induction.loading.devices import placement
 from induction.loading.models import ModelLike, model_info
 from induction.measures.effects import PATCH_METHODS, patching_effects
@@ -64,7 +64,7 @@ def patch(model: ModelLike, cfg: PatchConfig | None = None, *,
     with `cfg.paths`, each path's effect (`PathPatchReport`)."""
     cfg = cfg or PatchConfig()
     start = time.perf_counter()
-    model, setup = prepare_run(model, cfg.metric)
+    model, setup = prepare_run(model, cfg.metric, "patch", cfg.method)
     corrupted = ("demonstration labels replaced" if cfg.metric.name == "fewshot"
                  else "fresh random tokens at every content position")
     if cfg.paths:
@@ -79,6 +79,8 @@ def patch(model: ModelLike, cfg: PatchConfig | None = None, *,
         return PathPatchReport(model=info.spec, metric=cfg.metric.name, effects=effects,
                                name_fraction=cfg.name_fraction, provenance=prov)
     details: dict[str, Any] = {}
-    baseline, clean, values = patching_effects(model, setup, cfg.method, progress=progress, details=details)
+    layers = check_effects_memory("patch", model, cfg.metric, cfg.method) if cfg.method == "attribution" else None
+    baseline, clean, values = patching_effects(model, setup, cfg.method, progress=progress, details=details,
+                                               layers_per_backward=layers)
     return effect_report(model, "patch", cfg.method, cfg.metric, setup, start, {"corrupted": corrupted},
                          baseline=baseline, values=values, reference=clean, head_details=details or None)

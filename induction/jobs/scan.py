@@ -18,10 +18,10 @@ from induction.heads.patterns import PatternConfig, head_label, head_patterns
 from induction.heads.records import HeadScores
 from induction.heads.scores import build_prompts, score_heads
 from induction.inputs.prompts import RepeatedTokens, read_token_freqs
-from induction.loading.devices import check_job_memory, model_device, placement
+from induction.jobs.plans import check_plan, scan_phases
+from induction.loading.devices import model_device, placement
 from induction.loading.models import ModelLike, model_info, resolve_model
 from induction.measures.icl import ICLConfig, icl_score
-from induction.measures.losses import sequences_per_forward
 from induction.reports.scan import ScanReport
 
 
@@ -60,17 +60,11 @@ class ScanConfig:
         return out
 
 
-def check_scan_memory(model: TransformerBridge, cfg: ScanConfig) -> None:
-    """Refuse, in one line, prompt and sequence counts whose tokens, per-prompt scores or forwards
-    would not fit in memory (before anything is built)."""
-    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    prompts, seq = cfg.detector.prompts.n_prompts, cfg.detector.prompts.seq_len or min(int(model.cfg.n_ctx), 256)
-    per_prompt = 8 * seq + 4 * 5 * n_layers * n_heads  # its tokens and its per-prompt scores
-    check_job_memory("n_prompts", prompts, model, prompts * per_prompt, min(prompts, cfg.detector.batch_size), seq)
-    if cfg.icl is not None:
-        n, seq = cfg.icl.n_sequences, cfg.icl.seq_len or min(int(model.cfg.n_ctx), 512)
-        batch = cfg.icl.batch_size or sequences_per_forward(model, seq, logit_positions=2)
-        check_job_memory("n_sequences", n, model, n * 12 * seq, min(n, batch), seq)
+def check_scan_memory(model: ModelLike, cfg: ScanConfig) -> None:
+    """Refuse, in one line naming the setting to lower, a scan whose plan (`induction.jobs.plans`:
+    prompts' tokens and scores, the detector's and the ICL score's forwards) would not fit; for a
+    MODEL spec from its config.json, before any weights are loaded."""
+    check_plan("scan", model, lambda shape, dtype, budget: scan_phases(shape, cfg, dtype))
 
 
 def scores_on_cpu(scores: HeadScores) -> HeadScores:
@@ -88,6 +82,8 @@ def scan(model: ModelLike, cfg: ScanConfig | None = None, *, progress: bool = Fa
     cfg = cfg or ScanConfig()
     start = time.perf_counter()
     freqs = read_token_freqs(cfg.freqs) if cfg.freqs is not None else None
+    if not isinstance(model, TransformerBridge):
+        check_scan_memory(model, cfg)  # before loading: from the config alone
     model = resolve_model(model)
     check_scan_memory(model, cfg)
     torch.manual_seed(cfg.seed)

@@ -9,7 +9,6 @@ accumulated in float32 whatever it is.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import torch
 from torch import nn
@@ -93,29 +92,3 @@ def place(model: nn.Module, device: str | torch.device | None = None, dtype: str
 def placement(model: nn.Module) -> dict[str, str]:
     """{"device", "dtype"} of a model's parameters, as reports record them."""
     return {"device": str(model_device(model)), "dtype": str(model_dtype(model)).replace("torch.", "")}
-
-
-def forward_bytes(model: nn.Module, batch: int, seq_len: int) -> int:
-    """A generous estimate (bytes) of one forward pass's activations, with a cache of every hook:
-    per token and layer the residual-width tensors and the attention rows, plus the logits."""
-    cfg = model.cfg
-    d_mlp = int(getattr(cfg, "d_mlp", None) or 0)
-    per_layer = 12 * int(cfg.d_model) + 2 * d_mlp + 3 * int(cfg.n_heads) * seq_len
-    per_token = int(cfg.n_layers) * per_layer + 2 * int(cfg.d_vocab)
-    return 4 * batch * seq_len * per_token
-
-
-def check_job_memory(field: str, value: Any, model: nn.Module, host_bytes: int, batch: int, seq_len: int,
-                     note: str = "") -> None:
-    """Raise `ResourceError` (one line naming the config `field` set to `value`, and `note`) when a job's
-    host storage (`host_bytes`) or one of its forwards (`batch` x `seq_len` tokens) would not fit the
-    memory available."""
-    from induction.common.checks import check_memory
-
-    what = f"{field} = {value}{note}"
-    device = model_device(model)
-    if device.type == "cpu":
-        check_memory(what, host_bytes + forward_bytes(model, batch, seq_len), device, field)
-    else:
-        check_memory(what, host_bytes, "cpu", field)
-        check_memory(what, forward_bytes(model, batch, seq_len), device, field)

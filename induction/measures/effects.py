@@ -45,12 +45,14 @@ def ablation_effects(
 def patching_effects(
     model: TransformerBridge, setup: MetricSetup, method: str = "exact", progress: bool = False,
     details: dict[str, Tensor] | None = None,
+    layers_per_backward: int | None = None,
 ) -> tuple[float, float, Tensor]:
     """(corrupted baseline, clean value, values[layer, head]) of patching clean head outputs into the corrupted run.
 
     For `attribution` and `atp-star` (`circuits.atp`), values are the corrupted baseline plus the
     estimate, so `effect` has the same meaning for every method. With `atp-star`, `details` (when
-    given) receives GradDrop's per-head magnitudes under ``grad_drop``.
+    given) receives GradDrop's per-head magnitudes under ``grad_drop``; `layers_per_backward` as
+    `circuits.attribute_heads`' (the memory plan's choice, `induction.jobs.plans`).
     """
     check_choice("patching method", method, PATCH_METHODS)
     with torch.no_grad():
@@ -64,7 +66,8 @@ def patching_effects(
         if details is not None:
             details["grad_drop"] = result.grad_drop
     else:
-        values = baseline + circuits.attribute_heads(model, setup.tokens, setup.corrupted, setup.metric)
+        values = baseline + circuits.attribute_heads(model, setup.tokens, setup.corrupted, setup.metric,
+                                                   layers_per_backward=layers_per_backward)
     return baseline, clean, values
 
 

@@ -46,6 +46,8 @@ class CheckpointScores:
     paths: list[dict[str, Any]] | None = None
     path_inputs: dict[str, Any] | None = None
 
+    audit: dict[str, Any] | None = None  # `induction.measures.audit.checkpoint_audit_data`
+
     def __post_init__(self) -> None:
         self.heads = HeadTable(self.heads)
 
@@ -65,7 +67,7 @@ class CheckpointScores:
         out = asdict(self)
         out["heads"] = list(self.heads)
         out.pop("icl_per_sequence")
-        for optional in ("revision", "ablation", "paths", "path_inputs"):
+        for optional in ("revision", "ablation", "paths", "path_inputs", "audit"):
             if out[optional] is None:
                 out.pop(optional)
         return out

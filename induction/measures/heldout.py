@@ -7,10 +7,8 @@ from typing import Any
 from transformer_lens.model_bridge import TransformerBridge
 
 from induction.inputs.streams import data_config_from_dict
-from induction.loading.devices import check_job_memory
 from induction.loading.models import model_info
 from induction.measures.icl import default_stream_config
-from induction.measures.losses import sequences_per_forward
 
 HELD_OUT_SEED_OFFSET = 1_000_003  # held-out seed = training seed + this: never the training stream
 HELD_OUT_TOKENS = 8192  # the held-out batch's size by default: this many tokens, in whole sequences
@@ -26,11 +24,3 @@ def held_out_stream(model: TransformerBridge):
 def held_out_count(n_sequences: int | None, stream: Any) -> int:
     """Sequences in the held-out batch: `n_sequences`, else `HELD_OUT_TOKENS` worth of the stream's sequences."""
     return n_sequences or max(1, HELD_OUT_TOKENS // int(stream.seq_len))
-
-
-def check_held_out_memory(model: TransformerBridge, n_sequences: int | None) -> None:
-    """Refuse, in one line, a held-out count whose tokens and losses (or one forward) would not fit."""
-    stream = held_out_stream(model)
-    n, seq = held_out_count(n_sequences, stream), int(stream.seq_len)
-    batch = sequences_per_forward(model, seq, seq)
-    check_job_memory("held_out_sequences", n, model, n * 12 * seq, min(n, batch), seq)

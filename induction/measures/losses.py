@@ -21,24 +21,21 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuits.hooks import UNEMBED_IN
-from induction.loading.devices import model_device
+from induction.loading.devices import model_device, model_dtype
+from induction.loading.memory import sequences_per_budget, shape_of_model
 
 FORWARD_BUDGET_BYTES = 2**28
-"""What one forward's attention patterns and logits may take (256 MiB; `sequences_per_forward`)."""
-_ATTENTION_COPIES = 4  # [batch, head_index, query_pos, key_pos] tensors alive at once (scores, pattern, ...)
-_LOGIT_COPIES = 3  # [batch, pos, d_vocab] tensors alive at once (logits, float copy, log-softmax)
+"""What one forward's activations may take (256 MiB; `sequences_per_forward`)."""
 
 
 def sequences_per_forward(
     model: TransformerBridge, seq_len: int, logit_positions: int, budget_bytes: int | None = None
 ) -> int:
-    """Sequences per forward so that the attention patterns of `seq_len` tokens and the logits at
-    `logit_positions` positions of a batch stay within `budget_bytes` (float32; at least 1;
-    None: `FORWARD_BUDGET_BYTES`)."""
+    """Sequences per forward so that the activations of a forward over `seq_len` tokens with logits at
+    `logit_positions` positions stay within `budget_bytes` (the memory rule,
+    `induction.loading.memory`; at least 1; None: `FORWARD_BUDGET_BYTES`)."""
     budget_bytes = FORWARD_BUDGET_BYTES if budget_bytes is None else budget_bytes
-    per_sequence = 4 * (_ATTENTION_COPIES * int(model.cfg.n_heads) * seq_len**2
-                        + _LOGIT_COPIES * logit_positions * int(model.cfg.d_vocab))
-    return max(1, budget_bytes // per_sequence)
+    return sequences_per_budget(shape_of_model(model), seq_len, logit_positions, budget_bytes, model_dtype(model))
 
 
 def token_losses(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos"]:

@@ -16,7 +16,7 @@ from induction.plots.style import COLUMN_WIDTH_PX, PALETTE, SCORE_LABELS, SIGNED
 
 def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseChange | None, name: str,
                    ablation: dict | None = None, x_axis: str = "step", transience: Any | None = None,
-                   paths: dict | None = None) -> go.Figure:
+                   paths: dict | None = None, audit: dict | None = None) -> go.Figure:
     """Formation curves over training (Olsson et al. 2022, argument 1).
 
     Four panels on a shared log-step axis: each head's prefix-matching score, each head's copying
@@ -34,6 +34,9 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
     batch sizes line up.
     With `transience` (`induction.measures.transience.Transience`) the ICL panel marks the best ICL
     score after the phase change and the last one, labelled with the fade and its interval.
+
+    With `audit` (the report's block), suspect checkpoints are hollow red markers on the ICL-score
+    and held-out-loss panels, and a note names them and says whether the fit left them out.
     """
     points = plotted(checkpoints, x_axis)
     steps = [x_of(c, x_axis) for c in points]
@@ -74,6 +77,8 @@ def plot_formation(checkpoints: Sequence[CheckpointScores], phase_change: PhaseC
         from induction.plots.paths import paths_panel
 
         paths_panel(fig, points, row=n_rows, formation=paths.get("formation"))
+    if audit is not None and audit.get("suspect"):
+        _mark_suspect(fig, points, audit)
     pc = phase_change
     if pc is not None:
         fig.add_vrect(x0=step_to_x(pc.start_step, checkpoints, x_axis), x1=step_to_x(pc.end_step, checkpoints, x_axis),
@@ -180,3 +185,19 @@ def _mosaic_checkpoints(points: list[CheckpointScores], phase_change: PhaseChang
         targets = list(np.geomspace(steps.min(), steps.max(), num=n_panels))
     idx = sorted({int(np.argmin(np.abs(np.log(steps) - np.log(t)))) for t in targets[:n_panels]})
     return [points[i] for i in idx]
+
+
+def _mark_suspect(fig: go.Figure, points: Sequence[CheckpointScores], audit: dict) -> None:
+    """Hollow red markers on the suspect checkpoints (ICL score and held-out loss) and a note."""
+    bad = {s["step"]: s for s in audit["suspect"]}
+    marked = [c for c in points if c.step in bad]
+    marker = dict(symbol="circle-open", size=11, color="#d62728", line=dict(width=2))
+    hover = ["suspect: " + ", ".join(bad[c.step]["reasons"]) for c in marked]
+    for row, values in ((3, [c.icl_score for c in marked]), (4, [c.held_out_loss for c in marked])):
+        fig.add_trace(go.Scatter(x=[c.step for c in marked], y=values, mode="markers", marker=marker, text=hover,
+                                 name="suspect checkpoint (audit)", showlegend=row == 3,
+                                 hovertemplate="step %{x}: %{text}<extra></extra>"), row=row, col=1)
+    fit = "left out of the phase-change fit" if audit.get("excluded_from_fit", True) else "kept in the fit"
+    steps = ", ".join(str(s) for s in sorted(bad))
+    fig.add_annotation(text=f"suspect checkpoints (audit), {fit}: steps {steps}", showarrow=False, xref="paper",
+                       yref="paper", x=0, y=-0.06, xanchor="left", yanchor="top", font=dict(size=10, color="#d62728"))

@@ -67,8 +67,11 @@ class SweepReport:
                  f"{self.provenance.get('executor', 'local')} ({self.provenance.get('workers', 1)} workers)"]
         for label, track in zip(self.labels, self.tracks):
             pc = track.phase_change
+            suspect = [str(c["step"]) for c in (track.audit or {}).get("suspect", [])]
+            kept = "kept in the fit" if not (track.audit or {}).get("excluded_from_fit", True) else "left out of the fit"
+            note = f"; suspect checkpoints (audit), {kept}: steps {', '.join(suspect)}" if suspect else ""
             lines.append(f"{label}: " + ("no phase change" if pc is None else
-                                         f"phase change at step {pc.step} ({pc.start_step}-{pc.end_step})"))
+                                         f"phase change at step {pc.step} ({pc.start_step}-{pc.end_step})") + note)
         return lines
 
     def to_dataframe(self):

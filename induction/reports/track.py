@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from induction.measures.audit import CheckpointAudit
 from induction.measures.formation import CheckpointScores, PhaseChange
 from induction.measures.paths import key_path_formation
 from induction.measures.transience import Transience
@@ -32,6 +33,9 @@ class TrackReport:
     report ``paths`` = ``{"receivers", "senders", "metric", "direction", "formation": {"q"|"k"|"v":
     {"formed_step", "formed_step_ci", "formed_share", "significant_step", "final_effect", "final_ci",
     "relative_to_phase_change"}}}`` (`induction.measures.paths.key_path_formation`).
+    ``audit``
+    (`induction.measures.audit.CheckpointAudit`): ``{"suspect": [{"step", "name", "revision", "reasons",
+    "same_as"}], "distances": [{"step", "distance"}], "excluded_from_fit", "tolerance"}``.
     """
 
     run: str
@@ -41,6 +45,7 @@ class TrackReport:
     ablation: dict[str, Any] | None = None
     transience: Transience | None = None
     paths: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
 
     title = "Induction-head formation"
     # --ablate: the final induction heads' joint effect, their summed single-head effects, the random
@@ -75,6 +80,8 @@ class TrackReport:
             out["ablation"] = self.ablation
         if self.paths is not None:
             out["paths"] = {**self.paths, "formation": self.path_formation()}
+        if self.audit is not None:
+            out["audit"] = self.audit
         return {**out, "provenance": self.provenance}
 
     def rows(self) -> list[dict[str, Any]]:
@@ -122,6 +129,8 @@ class TrackReport:
         if shifted:
             lines.append(f"shifted induction heads at step {last.step}: " + ", ".join(
                 f"L{h['layer']}H{h['head']} (d={h['induction_offset']}, {h['offset_prefix_matching']:.2f})" for h in shifted))
+        if self.audit is not None:
+            lines += CheckpointAudit.from_dict(self.audit).summary()
         if self.ablation is not None:
             lines += self.ablation_summary()
         if self.paths is not None:
@@ -218,7 +227,8 @@ class TrackReport:
             return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
                                         ablation=self.ablation, x_axis=x_axis, transience=self.transience,
                                         paths=None if self.paths is None else {**self.paths,
-                                                                               "formation": self.path_formation()})
+                                                                               "formation": self.path_formation()},
+                                        audit=self.audit)
         if kind == "mosaic":
             return plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run))
         raise ValueError(f"unknown track plot {kind!r}; choose formation or mosaic")

@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from circuits.memory import backward_bytes
 from induction.common.checks import check_memory
 from induction.common.fileio import json_default, write_json_atomic
 from induction.common.provenance import package_versions
@@ -132,12 +133,12 @@ def train(
 
 
 def step_memory(cfg: TrainConfig) -> int:
-    """A generous estimate (bytes) of one training step's activations, forward and backward, float32:
-    per token and layer the residual-width tensors and the attention rows, plus the logits."""
+    """One training step's activations, forward and backward, in float32: the memory rule's backward
+    through every layer (`circuits.memory.backward_bytes`)."""
     m = cfg.model
-    width = m.d_model * (12 if m.attn_only else 24)  # q, k, v, z, outputs, norms, MLP (4 x d_model) ...
-    per_token = m.n_layers * (width + 3 * m.n_heads * cfg.data.seq_len) + 4 * m.d_vocab
-    return 2 * 4 * cfg.batch_size * cfg.data.seq_len * per_token
+    return backward_bytes(d_model=m.d_model, d_mlp=0 if m.attn_only else (m.d_mlp or 4 * m.d_model), n_heads=m.n_heads,
+                          d_vocab=m.d_vocab, batch=cfg.batch_size, n_pos=cfg.data.seq_len, element_size=4,
+                          graph_layers=m.n_layers)
 
 
 def _train_locked(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, stop_after: int | None,

@@ -19,7 +19,7 @@ from induction.jobs.track.config import (
 from induction.jobs.track.plan import InductionSetPlan, TrackPlan, final_checkpoint, plan_induction_set, plan_track
 from induction.jobs.track.run import ablation_summary, finish_track, run_plans, track
 from induction.jobs.track.tasks import (
-    check_ablation_memory,
+    check_track_memory,
     induction_set_task,
     score_checkpoint,
     score_task,
@@ -40,7 +40,7 @@ __all__ = [
     "TrackPlan",
     "ablation_code_hash",
     "ablation_summary",
-    "check_ablation_memory",
+    "check_track_memory",
     "final_checkpoint",
     "finish_track",
     "held_out_count",

@@ -16,6 +16,7 @@ from induction.jobs.scan import ScanConfig
 from induction.loading.cache import code_hash
 from induction.loading.devices import check_device_name, resolve_dtype
 from induction.loading.revisions import AUTO, HubConfig
+from induction.measures.audit import DEFAULT_TOLERANCE
 from induction.measures.heldout import HELD_OUT_SEED_OFFSET, HELD_OUT_TOKENS
 
 TRACK_DIR = "track"
@@ -60,6 +61,10 @@ class TrackConfig:
             checkpoint, and the final induction heads ablated together; None: off. Part of the
             cache key only when set, so tracks without it share their cache (module docstring).
         ablate_draws: layer-matched random head sets of the joint ablation's control (10).
+        keep_suspect: keep the checkpoints the audit finds suspect in the phase-change fit (False:
+            left out; `induction.measures.audit`).
+        audit_tolerance: the relative fall of a checkpoint's distance from the first one that makes it
+            suspect (0.05).
         paths: also path-patch every earlier-layer head into the final induction heads' queries,
             keys and values at every checkpoint (`induction.jobs.track.paths`); cached on its own,
             so the checkpoint scores keep their cache key.
@@ -78,6 +83,8 @@ class TrackConfig:
     ablate: str | None = None
     ablate_draws: int = 10
     paths: bool = False
+    keep_suspect: bool = False
+    audit_tolerance: float = DEFAULT_TOLERANCE
     hub: HubConfig = field(default_factory=HubConfig)
 
     def __post_init__(self) -> None:
@@ -94,6 +101,7 @@ class TrackConfig:
                 raise ConfigError(f"ablation effects are on the ICL score: ablate = {self.ablate} needs the ICL score "
                                   "(scan.icl is None)", "ablate")
         check_min("ablate_draws", self.ablate_draws, 1)
+        check_range("audit_tolerance", self.audit_tolerance, 0, 1)
         if self.paths and self.scan.icl is None:
             raise ConfigError("path effects are measured on the ICL score's sequences: paths needs the ICL score "
                               "(scan.icl is None)", "paths")
@@ -134,14 +142,14 @@ class TrackConfig:
                 "min_icl_range": self.min_icl_range, "revisions": None if self.revisions is None else list(self.revisions),
                 "cache": self.cache, "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
                 "device": self.device, "dtype": self.dtype, "ablate": self.ablate, "ablate_draws": self.ablate_draws,
-                "paths": self.paths,
+                "paths": self.paths, "keep_suspect": self.keep_suspect, "audit_tolerance": self.audit_tolerance,
                 "hub": self.hub.to_dict()}
 
 
 SCORING_MODULES = ("induction.heads.scores", "induction.heads.config", "induction.heads.records",
                    "induction.heads.copying", "induction.heads.offsets", "induction.measures.icl",
                    "induction.measures.losses", "induction.measures.heldout", "induction.inputs.prompts",
-                   "induction.inputs.repeated", "induction.jobs.track.tasks")
+                   "induction.inputs.repeated", "induction.jobs.track.tasks", "induction.measures.audit")
 """The code that computes a checkpoint's numbers: its hash is part of the cache key."""
 ABLATION_MODULES = ("induction.measures.effects", "induction.measures.metrics", "circuits.ablation", "circuits.engine",
                     "circuits.resume")

@@ -101,6 +101,10 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
     cache = ResultCache(cache_dir, cfg.scoring_settings(), validate=partial(valid_result, ablate=cfg.ablate))
     where = {"device_type": device.type, "dtype": str(resolve_dtype(cfg.dtype)).replace("torch.", "")}
     cached, tasks, identities, refs = {}, [], [], []
+    first = min(sources, key=lambda s: s.step) if sources else None  # the audit's reference
+    reference = None if first is None else (replace(first.ref, device=str(device), dtype=where["dtype"],
+                                                    offline=cfg.hub.offline, allow_pickle=cfg.hub.allow_pickle),
+                                            first.identity)
     for i, source in enumerate(sources):
         identity = {**source.identity, "held_out_seed": held_out_seed, **where}
         ref = replace(source.ref, device=str(device), dtype=where["dtype"], offline=cfg.hub.offline,
@@ -111,7 +115,8 @@ def plan_track(run: str | os.PathLike[str], cfg: TrackConfig, remote: bool = Fal
         if hit is not None:
             cached[i] = hit
         else:
-            tasks.append((ref, cfg, held_out_seed, cache_dir, source.name, identity, torch.get_num_threads()))
+            tasks.append((ref, cfg, held_out_seed, cache_dir, source.name, identity, torch.get_num_threads(),
+                          reference))
     return TrackPlan(run, cfg, sources, manifest, held_out_seed, key, cache_dir,
                      {"device": str(device), "dtype": where["dtype"]}, cached, tasks, identities, refs, pending)
 

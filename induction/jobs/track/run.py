@@ -37,6 +37,7 @@ from induction.jobs.track.config import TrackConfig
 from induction.jobs.track.paths import run_paths, with_paths
 from induction.jobs.track.plan import InductionSetPlan, TrackPlan, plan_induction_set, plan_track
 from induction.jobs.track.tasks import induction_set_task, score_task
+from induction.measures.audit import audit_of, fit_mask, release_reference
 from induction.measures.effects import HeadSetEffect
 from induction.measures.formation import CheckpointScores, induction_set_block, phase_change_of
 from induction.measures.transience import transience_of
@@ -63,7 +64,9 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
     scored, paths = with_paths(plan, scored, paths_done)
     results = [CheckpointScores(step=s.step, tokens_seen=s.tokens_seen, loss=s.loss, revision=s.revision,
                                 **scored[i]) for i, s in enumerate(plan.sources)]
-    phase = phase_change_of(results, cfg.resolved_phase_threshold, cfg.min_icl_range)
+    audit = audit_of(plan.sources, results, cfg.audit_tolerance, cfg.keep_suspect, plan.refs)
+    fitted = [c for c, keep in zip(results, fit_mask([c.step for c in results], audit)) if keep]
+    phase = phase_change_of(fitted, cfg.resolved_phase_threshold, cfg.min_icl_range)
     settings = {"track": cfg.to_dict(), "held_out_seed": plan.held_out_seed, "cache_key": plan.cache_key,
                 "copying_estimate": cfg.scan.detector.copying_method(),
                 "data": plan.manifest.get("data"), "train_config": plan.manifest.get("train_config"),
@@ -76,7 +79,7 @@ def finish_track(plan: TrackPlan, computed: list[dict[str, Any]], start: float,
     icl = cfg.scan.icl
     transience = None if icl is None else transience_of(results, phase, n_bootstrap=icl.n_bootstrap, seed=icl.seed)
     return TrackReport(run=plan.run, checkpoints=results, phase_change=phase, provenance=prov, ablation=ablation,
-                       transience=transience, paths=paths)
+                       transience=transience, paths=paths, audit=audit.to_dict())
 
 
 def ablation_summary(cfg: TrackConfig, heads: list[tuple[int, int]], sets: list[dict[str, Any]]) -> dict[str, Any]:
@@ -95,6 +98,7 @@ def run_plans(plans: Sequence[TrackPlan], executor: Executor, start: float, prog
     """Score the missing checkpoints of every plan in one `executor.map`, then (for plans with
     `ablate`) ablate each run's final induction heads at every checkpoint in a second one."""
     computed = executor.map(score_task, [t for plan in plans for t in plan.tasks], progress=progress, desc=desc)
+    release_reference()  # the audit's copy of the first checkpoint (this process's; Ray workers drop theirs on exit)
     per_plan = []
     for plan in plans:
         mine, computed = computed[: len(plan.tasks)], computed[len(plan.tasks):]

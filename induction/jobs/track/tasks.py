@@ -15,15 +15,15 @@ from induction.heads.records import HeadTable
 from induction.heads.scores import score_heads
 from induction.inputs.prompts import read_token_freqs
 from induction.inputs.streams import sample_stream
-from induction.jobs.scan import check_scan_memory
+from induction.jobs.plans import check_plan, track_phases
 from induction.jobs.track.config import TrackConfig
 from induction.loading.cache import ResultCache
-from induction.loading.devices import check_job_memory
 from induction.loading.models import ModelRef
 from induction.loading.revisions import release_revision
+from induction.measures.audit import checkpoint_audit_data
 from induction.measures.effects import HeadSetEffect, icl_head_effects, icl_head_set_effect
-from induction.measures.heldout import check_held_out_memory, held_out_count, held_out_stream
-from induction.measures.icl import icl_positions, icl_score, icl_tokens
+from induction.measures.heldout import held_out_count, held_out_stream
+from induction.measures.icl import icl_score, icl_tokens
 from induction.measures.losses import per_token_loss
 
 
@@ -73,23 +73,25 @@ def valid_result(result: dict[str, Any], ablate: str | None = None) -> bool:
     return all(math.isfinite(x) for x in numbers)
 
 
-def check_ablation_memory(model: TransformerBridge, cfg: TrackConfig) -> None:
-    """With `cfg.ablate`: refuse, in one line, ICL sequence counts whose ablated runs would not fit.
-
-    Unlike `icl_score`, which takes the sequences a few at a time and unembeds two positions, each
-    ablated run is one forward over all of them with the logits of every position up to the late token.
-    """
-    if cfg.ablate is None or cfg.scan.icl is None:
-        return
-    n = cfg.scan.icl.n_sequences
-    _, late = icl_positions(cfg.scan.icl.seq_len or min(int(model.cfg.n_ctx), 512))
-    check_job_memory("n_sequences", n, model, 0, n, late,
-                     note=f" with ablate = {cfg.ablate} (one forward over all of them)")
+def check_track_memory(model: ModelRef | TransformerBridge, cfg: TrackConfig) -> None:
+    """Refuse, in one line naming the setting to lower, a checkpoint whose scoring would not fit
+    (`induction.jobs.plans.track_phases`: scan's phases, the held-out batch, with `ablate` one forward
+    over all the ICL sequences, and the audit's reference weights); before loading from its config."""
+    held_len = held_n = None
+    if isinstance(model, TransformerBridge):
+        stream = held_out_stream(model)
+        held_len, held_n = int(stream.seq_len), held_out_count(cfg.held_out_sequences, stream)
+    check_plan("track", model, lambda shape, dtype, budget: track_phases(shape, cfg, dtype, held_len, held_n),
+               extra_parameter_copies=1)
 
 
 def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: Path | None, name: str,
-               identity: dict[str, Any], threads: int) -> dict[str, Any]:
+               identity: dict[str, Any], threads: int,
+               reference: tuple[ModelRef, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Score one checkpoint and write its cache entry: the unit of work and of resumption.
+
+    `reference`: the first checkpoint (its ref and identity), for the audit's distance
+    (`induction.measures.audit`).
 
     The same function runs in this process and in Ray workers (`induction.jobs.executor`), with the same
     torch thread count, so both give the same numbers; the entry is written (atomically) by whoever
@@ -97,12 +99,12 @@ def score_task(ref: ModelRef, cfg: TrackConfig, held_out_seed: int, cache_dir: P
     """
     torch.set_num_threads(threads)  # Ray workers are reused and keep the count torch chose at import
     freqs = read_token_freqs(cfg.scan.freqs) if cfg.scan.freqs is not None else None
+    check_track_memory(ref, cfg)
     model = ref.load()
-    check_scan_memory(model, cfg.scan)
-    check_held_out_memory(model, cfg.held_out_sequences)
-    check_ablation_memory(model, cfg)
+    check_track_memory(model, cfg)
     torch.manual_seed(cfg.scan.seed)
     scored = score_checkpoint(model, cfg, held_out_seed, freqs)
+    scored["audit"] = checkpoint_audit_data(model, reference, identity, ref)
     ResultCache(cache_dir).write(name, identity, scored)
     del model
     release_hub_weights(ref, cfg)
@@ -133,7 +135,7 @@ def induction_set_task(ref: ModelRef, cfg: TrackConfig, heads: list[tuple[int, i
     score's sequences; cache and return the result (`score_task`'s counterpart for the second pass)."""
     torch.set_num_threads(threads)
     model = ref.load()
-    check_ablation_memory(model, cfg)
+    check_track_memory(model, cfg)
     tokens, _ = icl_tokens(model, cfg.scan.icl)
     effect = icl_head_set_effect(model, tokens, heads, cfg.ablate, cfg.ablate_draws, cfg.scan.seed)
     result = json.loads(json.dumps(effect.to_dict()))  # tuples as lists: as it reads back from the cache
