@@ -159,7 +159,7 @@ def test_a_deleted_first_checkpoint_remeasures_distances_without_rescoring(tmp_p
 
     from helpers import CallCounter
 
-    track_job = importlib.import_module("induction.jobs.track")
+    track_job = importlib.import_module("induction.jobs.track.tasks")  # what runs per checkpoint
     folder = save_redundant_induction_folder(tmp_path / "suite", {1: 0.0, 10: 1.0, 20: 2.0, 100: 8.0})
     counter = CallCounter(monkeypatch, track_job)
     first = track(folder, quick(cache=True)).to_json()["audit"]["distances"]

@@ -20,7 +20,6 @@ import induction.common.checks
 from induction.heads.scores import ScoreConfig
 from induction.inputs.prompts import RepeatedTokensConfig
 from induction.jobs import ScanConfig
-from induction.jobs.effects import MetricSpec
 from induction.jobs.plans import effects_phases, memory_plan, scan_phases
 from induction.loading.memory import (
     MemoryPlanError,
@@ -32,6 +31,7 @@ from induction.loading.memory import (
     shape_of_model,
 )
 from induction.loading.models import load_model
+from induction.measures.metric_spec import MetricSpec
 
 # The published config.json files (the fields that size the model), written here: no weights.
 LLAMA3_8B = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 4096,

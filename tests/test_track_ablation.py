@@ -236,7 +236,7 @@ def test_ablated_runs_that_would_not_fit_are_refused_in_one_line(folder, tmp_pat
     assert main([*argv, "--ablate", "zero"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--icl-sequences 100000" in err and "GiB of memory" in err
-    assert "the ablated runs (ablate = zero: one forward over all the ICL sequences)" in err
+    assert "the ablated runs (--ablate zero: one forward over all the ICL sequences)" in err  # fields said as flags
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024 < 256
 
 

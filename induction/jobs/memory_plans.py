@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from induction.jobs.effects import AblateConfig, PatchConfig
+from induction.jobs.ablate import AblateConfig
 from induction.jobs.fewshot import FewShotConfig
+from induction.jobs.patch import PatchConfig
 from induction.jobs.plans import effects_phases, fewshot_phases, memory_plan, scan_phases, track_phases
 from induction.jobs.scan import ScanConfig
 from induction.jobs.track import TrackConfig

@@ -358,20 +358,17 @@ def shape_for(model: Any) -> tuple[ModelShape | None, int | None]:
     if not isinstance(config, dict):
         return None, None
     if "model_type" not in config:
-        from induction.loading.native import (
-            WEIGHTS_FILE,
-            ModelLoadError,
-            check_config_against_weights,
-            safetensors_shapes,
-            validate_native_config,
-        )
+        from induction.loading.native import WEIGHTS_FILE, ModelLoadError, native_expected, validate_native_config
+        from induction.loading.verify import verify_weights
 
         try:
             validate_native_config(config)
         except ModelLoadError:
             return None, None  # loading says what is wrong with it
         if (directory / WEIGHTS_FILE).is_file():  # a mismatch is that error, not a memory refusal
-            check_config_against_weights(config, safetensors_shapes(directory / WEIGHTS_FILE, "checkpoint"), directory)
+            native = dict(config, init_weights=False)
+            verify_weights([directory / WEIGHTS_FILE], directory / "config.json", native["n_layers"], "n_layers",
+                           lambda: native_expected(native), strict_names=True)
     try:
         return shape_from_config(config), None
     except (ValueError, KeyError, TypeError):
