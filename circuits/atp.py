@@ -129,8 +129,8 @@ def atp_star(
 
     grads = _gradients(model, corrupted_tokens, metric, n_layers, grad_drop)  # [setting] -> (dM/dz, dM/dA) per layer
     dz = {l: (clean[z_name(l)] - cache[z_name(l)]).float() for l in layers}
-    estimates = torch.zeros(len(grads), n_layers, n_heads)
-    linear = torch.zeros(n_layers, n_heads)
+    estimates = torch.zeros(len(grads), n_layers, n_heads, device="cpu")  # results: on the CPU
+    linear = torch.zeros(n_layers, n_heads, device="cpu")
     for s, (g_z, _) in enumerate(grads):
         for l in layers:
             if g_z[l] is not None:

@@ -195,7 +195,7 @@ def block_check(model: TransformerBridge, cache: ActivationCache, inputs: BlockI
         for layer in layers:
             z = cache[z_name(layer)]
             zero = torch.zeros((copies, *cache[resid_pre_name(layer)].shape), dtype=z.dtype, device=z.device)
-            got = patched_layer(model, torch.zeros(z.shape[:2], dtype=torch.long), cache, inputs, layer, INPUTS,
+            got = patched_layer(model, torch.zeros(z.shape[:2], dtype=torch.long, device=z.device), cache, inputs, layer, INPUTS,
                                 zero, "attn.hook_z")
             if not allclose(got, z.repeat(copies, 1, 1, 1), rtol):
                 return False
@@ -277,7 +277,7 @@ def patch_paths(
     delta = {(l, h): head_outputs((clean[z_name(l)] - cache[z_name(l)])[:, :, h:h + 1],
                                   model.W_O[l][h:h + 1])[:, :, 0] for l, h in senders}
 
-    values = torch.full((len(paths), *baseline.shape), float("nan"))
+    values = torch.full((len(paths), *baseline.shape), float("nan"), device=baseline.device)
     groups: dict[tuple[int, str], list[int]] = {}
     for i, p in enumerate(paths):
         groups.setdefault((p.receiver[0], p.input), []).append(i)

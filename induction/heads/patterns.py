@@ -216,10 +216,10 @@ def offset_profile(pattern: Float[Tensor, "query_pos key_pos"], from_pos: int = 
     """Mean attention at each query-key distance q - k (0 .. pos - 1) over queries q >= from_pos:
     an induction head on a prompt of period P peaks at P - 1."""
     n = pattern.shape[0]
-    q = torch.arange(n)[:, None]
-    k = torch.arange(n)[None, :]
+    q = torch.arange(n, device=pattern.device)[:, None]
+    k = torch.arange(n, device=pattern.device)[None, :]
     dist = (q - k).clamp_min(0)
     keep = (q >= from_pos) & (k <= q)
-    out = torch.zeros(n, dtype=torch.float32)
+    out = torch.zeros(n, dtype=torch.float32, device=pattern.device)
     out.index_add_(0, dist[keep], pattern.float()[keep])
     return out / max(n - from_pos, 1)
