@@ -51,7 +51,7 @@ def test_track_sweep_equals_each_runs_own_track(runs):
 
 
 def test_scan_sweep_equals_each_models_own_scan(runs):
-    report = sweep([SweepTarget(str(r), label=f"run {i}") for i, r in enumerate(runs)], SweepConfig(job="scan", track=CFG))
+    report = sweep([SweepTarget(str(r), label=f"run {i}") for i, r in enumerate(runs)], SweepConfig(job="scan", scan=CFG.scan, device=CFG.device, dtype=CFG.dtype))
     for run, got in zip(runs, report.scans):
         assert got.heads() == scan(run, SCAN).heads()
     assert [row["run"] for row in report.rows()] == ["run 0", "run 1"]
@@ -104,7 +104,7 @@ def test_scan_sweep_checks_every_target_before_scanning_any(runs, tmp_path, monk
         raise AssertionError("a model was scanned before the targets were checked")
 
     monkeypatch.setattr(sweep_module, "scan", no_scan)
-    cfg = SweepConfig(job="scan", track=CFG)
+    cfg = SweepConfig(job="scan", scan=CFG.scan, device=CFG.device, dtype=CFG.dtype)
     with pytest.raises(ValueError, match="does not exist"):
         sweep([SweepTarget(str(runs[0])), SweepTarget(str(tmp_path / "missing"))], cfg)
     with pytest.raises(ValueError, match="lists 2 revisions; use job = track"):

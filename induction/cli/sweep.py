@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from induction.jobs.sweep import SweepConfig, read_targets, sweep
 
     targets, job = read_targets(args.targets)
-    cfg = SweepConfig(job=args.job or job or "track", track=track_config_from_args(args))
+    track = track_config_from_args(args)
+    cfg = SweepConfig(job=args.job or job or "track", track=track, scan=track.scan, device=track.device,
+                      dtype=track.dtype, offline=track.hub.offline, allow_pickle=track.hub.allow_pickle)
     quiet_downloads(args)
-    with executor_from_args(args, cfg.track.device) as executor:
+    with executor_from_args(args, cfg.placement[0]) as executor:
         return run_job(args, partial(sweep, executor=executor), targets, cfg,
                        lambda report: report.plot(x_axis=args.x_axis))

@@ -64,15 +64,34 @@ class SweepConfig:
 
     Attributes:
         job: ``track`` (every checkpoint of every run) or ``scan`` (each model once).
-        track: the scoring settings (`TrackConfig`, with its `ScanConfig`); `scan` uses `track.scan`
-            and `track.device` / `track.dtype`.
+        track: job = track: each run's settings (`TrackConfig`: scoring, device, dtype, hub).
+        scan: job = scan: each model's scan (`ScanConfig`).
+        device, dtype: job = scan: where and in what precision the models run (`induction.loading.devices`).
+        offline, allow_pickle: job = scan: how hub models and pickled weights are read (`load_model`).
     """
 
     job: str = "track"
     track: TrackConfig = field(default_factory=TrackConfig)
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    device: str | None = None
+    dtype: str | None = None
+    offline: bool = False
+    allow_pickle: bool = False
 
     def __post_init__(self) -> None:
-        check_choice("sweep job", self.job, JOBS)
+        check_choice("sweep job", self.job, JOBS, field="job")
+
+    @property
+    def placement(self) -> tuple[str | None, str | None]:
+        """The device and dtype the job's models run on."""
+        return (self.track.device, self.track.dtype) if self.job == "track" else (self.device, self.dtype)
+
+    def settings(self) -> dict[str, Any]:
+        """What the report's provenance records: the job's own settings."""
+        if self.job == "track":
+            return {"job": "track", "track": self.track.to_dict()}
+        return {"job": "scan", "scan": self.scan.to_dict(), "device": self.device, "dtype": self.dtype,
+                "offline": self.offline, "allow_pickle": self.allow_pickle}
 
 
 def read_targets(text: str | os.PathLike[str]) -> tuple[list[SweepTarget], str | None]:
@@ -190,8 +209,9 @@ def sweep(targets: Sequence[SweepTarget], cfg: SweepConfig | None = None, *, pro
     start = time.perf_counter()
     executor = executor or LocalExecutor()
     remote = executor.name != "local"
+    device, dtype = cfg.placement
     if not remote:
-        resolve_device(cfg.track.device), resolve_dtype(cfg.track.dtype)  # fail before any work
+        resolve_device(device), resolve_dtype(dtype)  # fail before any work
     tracks: list[Any] = []
     scans: list[ScanReport] = []
     if cfg.job == "track":
@@ -200,13 +220,14 @@ def sweep(targets: Sequence[SweepTarget], cfg: SweepConfig | None = None, *, pro
         tracks = run_plans(plans, executor, start, progress, desc="sweeping checkpoints")
     else:
         check_scan_targets(targets)
-        refs = [ModelRef(t.path, revision=(t.revisions or (None,))[0], device=cfg.track.device, dtype=cfg.track.dtype,
-                         offline=cfg.track.hub.offline, allow_pickle=cfg.track.hub.allow_pickle) for t in targets]
-        tasks = [(ref, cfg.track.scan, torch.get_num_threads()) for ref in refs]
+        refs = [ModelRef(t.path, revision=(t.revisions or (None,))[0], device=device, dtype=dtype,
+                         offline=cfg.offline, allow_pickle=cfg.allow_pickle) for t in targets]
+        tasks = [(ref, cfg.scan, torch.get_num_threads()) for ref in refs]
         scans = executor.map(scan_target, tasks, progress=progress, desc="scanning models")
-    settings = {"job": cfg.job, "track": cfg.track.to_dict(),
+    settings = {**cfg.settings(),
                 "targets": [{"path": t.path, "revisions": list(t.revisions or []), "label": t.label} for t in targets]}
-    prov = provenance(None, None, cfg.track.scan.seed, settings, time.perf_counter() - start,
-                      device=cfg.track.device or "auto", dtype=cfg.track.dtype or "float32")
+    seed = (cfg.track.scan if cfg.job == "track" else cfg.scan).seed
+    prov = provenance(None, None, seed, settings, time.perf_counter() - start,
+                      device=device or "auto", dtype=dtype or "float32")
     prov.update(executor.describe())
     return SweepReport(job=cfg.job, labels=[t.name for t in targets], tracks=tracks, scans=scans, provenance=prov)
