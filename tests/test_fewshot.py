@@ -540,11 +540,13 @@ def test_train_cli_data_option(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def trained_fewshot_model(tmp_path_factory):
-    """`induction train --data fewshot` with every other default (the 2-layer model, 1000 steps)."""
+    """`induction train --data fewshot` with every other default (the 2-layer model, 1000 steps), from the
+    default models' seed (`pytest --toy-seed N` trains it from seed N, as it does `default_run("fewshot")`)."""
     from induction.loading.models import load_model
+    from induction.training.defaults import default_seed
 
     run = tmp_path_factory.mktemp("train") / "run"
-    assert main(["train", "--data", "fewshot", "--out", str(run), "-q"]) == 0
+    assert main(["train", "--data", "fewshot", "--seed", str(default_seed()), "--out", str(run), "-q"]) == 0
     return load_model(run)
 
 

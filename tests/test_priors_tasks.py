@@ -554,10 +554,13 @@ def test_train_cli_recipes(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def recipe_runs(tmp_path_factory):
-    """`induction train --data prior` and `--data tasks` with every other default (minutes each)."""
+    """`induction train --data prior` and `--data tasks` with every other default (minutes each), from the
+    default models' seed (`pytest --toy-seed N` trains them from seed N, as it does `default_run`)."""
+    from induction.training.defaults import default_seed
+
     root = tmp_path_factory.mktemp("recipes")
     for kind in ("prior", "tasks"):
-        assert main(["train", "--data", kind, "--out", str(root / kind), "-q"]) == 0
+        assert main(["train", "--data", kind, "--seed", str(default_seed()), "--out", str(root / kind), "-q"]) == 0
     return root
 
 

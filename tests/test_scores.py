@@ -227,12 +227,23 @@ def test_sampled_copying_agrees_with_exhaustive_within_its_intervals(which, tiny
         inside_ci.append((ci[..., 0] <= exact.copying) & (exact.copying <= ci[..., 1]))
         z.append(error / est.copying_se)
     z = torch.stack(z)
+    # On the toy at toy seeds 0-4 (pytest --toy-seed N): coverage 0.94-0.99 (SE) and 0.90-0.98 (bootstrap),
+    # z std 0.89-1.19, |z mean| <= 0.24.
     assert torch.stack(inside_se).float().mean() >= 0.8
     assert torch.stack(inside_ci).float().mean() >= 0.8
     assert 0.6 <= float(z.std()) <= 1.5  # an SE off by sqrt(m) either way fails here
     assert abs(float(z.mean())) < 0.5
     if which == "toy":  # the trained model's induction heads copy; the estimate says so too
-        assert (est.copying[1] > 0.8).all() and (exact.copying[1] > 0.8).all()
+        # The recipe guarantees copying induction heads in layer 1, not how well the weakest of the four
+        # copies: over toy seeds 0-4 the weakest copies 0.82-0.97 exact and 0.80-0.96 estimated (seed 3:
+        # 0.816 / 0.798; another machine's seed-0 run gave 0.789), the strongest 0.989-0.998 either way.
+        # So: the strongest copies > 0.9 (0.09 below the lowest measured), every layer-1 head clears the
+        # detector's copying threshold (0.5, 0.3 below the lowest measured), and the estimate flags
+        # exactly the heads the exhaustive score flags (layer 0 copies at most 0.25 exact, so no head is near 0.5).
+        threshold = exact.config.copying_threshold
+        for scores in (est, exact):
+            assert float(scores.copying[1].max()) > 0.9 and (scores.copying[1] >= threshold).all(), scores.copying
+        assert torch.equal(est.copying >= threshold, exact.copying >= threshold), (est.copying, exact.copying)
 
 
 @pytest.mark.parametrize("sources", [4, 0])

@@ -255,6 +255,12 @@ def test_default_run_induction_heads_matter_jointly_only_after_the_phase_change(
     before = [c.induction_set for c in report.checkpoints if c.step <= pc.start_step]
     after = [c.induction_set for c in report.checkpoints if c.step >= pc.end_step]
     assert before and after
-    assert max(abs(b["joint_effect"]) for b in before) < 0.5
-    assert min(a["joint_effect"] for a in after) > 2.0
-    assert max(a["summed_single_effects"] for a in after) < 0.5 * min(a["joint_effect"] for a in after)
+    # Over toy seeds 0-4 (pytest -m slow --toy-seed N): the largest |joint effect| up to the window's start is
+    # 0.25-0.37 nats (0.37 at seed 2, near the old fixed bound of 0.5: the window starts where the change is 10%
+    # done, so that checkpoint already carries some of it), the smallest after the window's end 3.09-3.42, the
+    # largest summed single effects after it 0.32-0.51. "Little before" is relative to "after": the largest
+    # before stays under a fifth of the smallest after (measured 0.07-0.12 of it).
+    smallest_after = min(a["joint_effect"] for a in after)
+    assert max(abs(b["joint_effect"]) for b in before) < 0.2 * smallest_after
+    assert smallest_after > 2.0
+    assert max(a["summed_single_effects"] for a in after) < 0.5 * smallest_after
