@@ -21,7 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from induction.reports.base import FORMATS, format_report
+from induction.cli import static
+
+FORMATS = static.constant("induction.reports.base:FORMATS")
 
 # In pipeline order; a module that is not there yet is simply not offered.
 COMMANDS = ("demo", "train", "scan", "track", "ablate", "patch", "fewshot", "bench", "sweep")
@@ -200,6 +202,8 @@ def _fail(message: str) -> int:
 def emit(report: Any, args: argparse.Namespace) -> None:
     """Print the report in args.format, or write it to args.out (`induction.common.fileio.output_file`:
     atomically to a regular file or a link's target, in place to -, /dev/stdout or a device)."""
+    from induction.reports.base import format_report
+
     text = format_report(report, args.format)
     if args.out:
         from induction.common.fileio import write_output
@@ -297,12 +301,12 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """--device and --dtype (`induction.loading.devices`), for every subcommand that runs a model."""
-    from induction.loading.devices import DEVICES, DTYPES
-
+    devices = static.constant("induction.loading.devices:DEVICES")
+    dtypes = tuple(static.constant("induction.loading.devices:DTYPES"))
     g = parser.add_argument_group("hardware")
-    g.add_argument("--device", default="auto", help=f"{'|'.join(DEVICES)}: where the model runs "
+    g.add_argument("--device", default="auto", help=f"{'|'.join(devices)}: where the model runs "
                                                    "(default: auto, CUDA when available)")
-    g.add_argument("--dtype", default="float32", choices=tuple(DTYPES),
+    g.add_argument("--dtype", default="float32", choices=dtypes,
                    help="parameter precision; scores accumulate in float32 (default: float32)")
 
 
@@ -405,8 +409,17 @@ Flags = Mapping[str, "str | tuple[str, dict[str, Any]]"]
 """field name -> flag, or (flag, extra `add_argument` keywords such as `type`, `choices`, `metavar`)."""
 
 
-def config_default(cls: type, name: str) -> Any:
-    """The default of dataclass `cls`'s field `name` (what an option left out means)."""
+def config_default(cls: type | str, name: str) -> Any:
+    """The default of dataclass `cls`'s field `name` (what an option left out means); `cls` may be a
+    class or a "module:Class" reference, read from source without importing it (`induction.cli.static`)."""
+    if isinstance(cls, str):
+        fields = static.fields(cls)
+        if name not in fields:
+            raise KeyError(f"{cls} has no field {name}")
+        value = fields[name].default
+        if value is static.MISSING or value is static.OPAQUE:
+            raise KeyError(f"{cls}.{name} has no default that can be read from source")
+        return value
     for f in dataclasses.fields(cls):
         if f.name == name:
             if f.default is not dataclasses.MISSING:
@@ -417,39 +430,28 @@ def config_default(cls: type, name: str) -> Any:
     raise KeyError(f"{cls.__name__} has no field {name}")
 
 
-def field_docs(cls: type) -> dict[str, str]:
+def field_docs(cls: type | str) -> dict[str, str]:
     """Each field's description in `cls`'s Google-style docstring ("Attributes:" section), first sentence."""
-    docs: dict[str, str] = {}
-    current = None
-    in_section = False
-    for line in (inspect.getdoc(cls) or "").splitlines():
-        if line.strip() == "Attributes:":
-            in_section = True
-            continue
-        if not in_section:
-            continue
-        match = re.match(r"^    (\w+)(?:, \w+)*: (.*)$", line)
-        if match:
-            current = match.group(1)
-            docs[current] = match.group(2)
-        elif line.startswith("        ") and current:
-            docs[current] += " " + line.strip()
-        elif line.strip():
-            in_section = False
-    return {name: re.split(r"(?<=[a-z0-9)])\. ", text, maxsplit=1)[0].rstrip(".") for name, text in docs.items()}
+    if isinstance(cls, str):
+        return {name: f.doc for name, f in static.fields(cls).items() if f.doc}
+    return static.attribute_docs(inspect.getdoc(cls) or "")
 
 
-def _scalar_type(cls: type, name: str) -> Callable[[str], Any]:
-    annotation = str(next(f.type for f in dataclasses.fields(cls) if f.name == name))
+def _scalar_type(cls: type | str, name: str) -> Callable[[str], Any]:
+    if isinstance(cls, str):
+        annotation = static.fields(cls)[name].annotation
+    else:
+        annotation = str(next(f.type for f in dataclasses.fields(cls) if f.name == name))
     for text, kind in (("bool", str), ("int", int), ("float", float)):
         if re.search(rf"\b{text}\b", annotation):
             return kind
     return str
 
 
-def add_options(group: Any, cls: type, flags: Flags) -> None:
+def add_options(group: Any, cls: type | str, flags: Flags) -> None:
     """One option per field in `flags` (defaults and help from `cls`; see the note above); the command
-    remembers which flag sets which field (`args.field_flags`), to say errors in flags (`as_flags`)."""
+    remembers which flag sets which field (`args.field_flags`), to say errors in flags (`as_flags`). Pass
+    `cls` as a "module:Class" reference so that building the parser imports nothing heavy."""
     known = dict(group._defaults.get("field_flags", {}))  # a group shares its parser's defaults
     for name, spec in flags.items():  # the command's main config comes first and keeps its names
         known.setdefault(name, spec if isinstance(spec, str) else spec[0])

@@ -52,17 +52,13 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
 def add_scan_arguments(p: argparse.ArgumentParser) -> None:
     """Detector and ICL options, shared with the commands that scan checkpoints (track)."""
-    from induction.heads.config import ScoreConfig
-    from induction.inputs.prompts import RepeatedTokensConfig
-    from induction.measures.icl import ICLConfig
-
     g = p.add_argument_group("detector")
-    add_options(g, RepeatedTokensConfig, PROMPTS)
-    add_options(g, ScoreConfig, DETECTOR)
+    add_options(g, "induction.inputs.prompts:RepeatedTokensConfig", PROMPTS)
+    add_options(g, "induction.heads.config:ScoreConfig", DETECTOR)
     g.add_argument("--freqs", metavar="FILE", help="token frequency table (JSON list, one count per token id) "
                                                    "for --exclude-top/--exclude-bottom")
     g = p.add_argument_group("ICL score")
-    add_options(g, ICLConfig, ICL)
+    add_options(g, "induction.measures.icl:ICLConfig", ICL)
     g.add_argument("--no-icl", action="store_true", help="skip the ICL score")
 
 
