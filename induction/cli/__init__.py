@@ -53,6 +53,9 @@ class _Parser(argparse.ArgumentParser):
 def common_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--format", choices=FORMATS, default="table", help="report format (default: table)")
+    common.add_argument("--columns", metavar="NAME,...|all",
+                        help="table columns, full names or short headers, or all (default: the ones that matter; "
+                             "JSON and CSV keep every field)")
     common.add_argument("--out", metavar="FILE", help="write the report to FILE instead of stdout")
     common.add_argument("--seed", type=int, default=0, help="seed for prompts, sampling and training (default: 0)")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     _notes_to_stderr()
     try:
         args = build_parser().parse_args(argv)
+        check_columns(args)
         return int(args.func(args) or 0)
     except CLIError as exc:
         return _fail(str(exc))
@@ -141,6 +145,28 @@ def _notes_to_stderr() -> None:
         handler.setLevel(logging.WARNING)
         logger.addHandler(handler)
         logger.propagate = False
+
+
+def check_columns(args: argparse.Namespace) -> None:
+    """Turn --columns into full column names (or "all") before any work; a name the subcommand's report
+    cannot have is an argument error (checked against `induction.reports.columns`, read from source)."""
+    text = getattr(args, "columns", None)
+    if text is None:
+        return
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if names == ["all"]:
+        args.columns = "all"
+        return
+    available = static.constant("induction.reports.columns:TABLE_COLUMNS").get(args.command)
+    if available is None:
+        raise CLIError(f"induction {args.command}: error: --columns: this command prints no table")
+    by_header = static.constant("induction.reports.columns:HEADERS")
+    known = {**{by_header.get(c, c): c for c in available}, **{c: c for c in available}}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise CLIError(f"induction {args.command}: error: --columns: unknown column {(unknown or [text])[0]!r}; "
+                       f"choose from all, {', '.join(available)}")
+    args.columns = tuple(dict.fromkeys(known[n] for n in names))
 
 
 def _describe(exc: BaseException) -> str:
@@ -202,9 +228,16 @@ def _fail(message: str) -> int:
 def emit(report: Any, args: argparse.Namespace) -> None:
     """Print the report in args.format, or write it to args.out (`induction.common.fileio.output_file`:
     atomically to a regular file or a link's target, in place to -, /dev/stdout or a device)."""
-    from induction.reports.base import format_report
+    from induction.reports.base import format_report, shown_columns
 
-    text = format_report(report, args.format)
+    text = format_report(report, args.format, columns=getattr(args, "columns", None))
+    if args.format == "table" and getattr(args, "columns", None) is None:
+        hidden = [c for c in report.columns if c not in shown_columns(report)]
+        if hidden:
+            import textwrap
+
+            text += textwrap.fill(f"not shown: {', '.join(hidden)} (--columns all, or --columns NAME,...; JSON and CSV "
+                                  "have every field)", width=100) + "\n"
     if args.out:
         from induction.common.fileio import write_output
 

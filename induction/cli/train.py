@@ -180,5 +180,5 @@ def run(args: argparse.Namespace) -> int:
     saved = manifest.get("train_config") if manifest.get("checkpoints") else None
     cfg = config_from_args(args, saved)
     report = train(out, cfg, resume=args.resume, device=args.device, dtype=args.dtype, progress=not args.quiet)
-    sys.stdout.write(format_report(report, args.format))
+    sys.stdout.write(format_report(report, args.format, columns=args.columns))
     return 0

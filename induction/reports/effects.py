@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from induction.measures.effects import HeadSetAblation
+from induction.reports import columns as cols
 from induction.reports.base import to_dataframe
 
 
@@ -36,7 +37,7 @@ class HeadEffectReport:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return ("layer", "head", "value", "effect", *(self.head_details or {}))
+        return (*cols.EFFECTS, *(self.head_details or {}))
 
     @property
     def title(self) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from induction.measures.fewshot.ablation import FewShotAblation, HeadAttribution
 from induction.measures.fewshot.evaluate import ShotResult
 from induction.measures.fewshot.vectors import FunctionVectors
+from induction.reports import columns as cols
 from induction.reports.base import _fmt_ci, _heads, display_name, to_dataframe
 
 
@@ -38,12 +39,12 @@ class FewShotReport:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     title = "Few-shot accuracy"
-    base_columns = ("labels", "k", "accuracy", "ci_low", "ci_high", "accuracy_gold", "mean_logprob", "mean_logprob_gold",
-                    "n_prompts")
+    base_columns = cols.FEWSHOT
+    default_columns = cols.DEFAULT_COLUMNS["fewshot"]
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return self.base_columns + (("task_probs",) if any(s.task_probs for s in self.shots) else ())
+        return self.base_columns + (cols.FEWSHOT_TASKS if any(s.task_probs for s in self.shots) else ())
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -8,8 +8,9 @@ from typing import Any
 from induction.heads.implied import ImpliedCircuit
 from induction.heads.offsets import MIN_SHIFT
 from induction.heads.patterns import HeadPatterns
-from induction.heads.records import SCORE_NAMES, HeadScores, HeadTable
+from induction.heads.records import HeadScores, HeadTable
 from induction.measures.icl import ICLScore
+from induction.reports import columns as cols
 from induction.reports.base import _flat, display_name, head_sort_key, to_dataframe
 
 
@@ -31,8 +32,8 @@ class ScanReport:
     patterns: HeadPatterns | None = None
 
     title = "Head scores"
-    columns = ("layer", "head", *SCORE_NAMES, "is_induction", "induction_offset", "offset_prefix_matching",
-               "offset_copying", "is_shifted_induction")
+    columns = cols.SCAN  # the head record's fields: "layer", "head", *SCORE_NAMES, then the flags and offsets
+    default_columns = cols.DEFAULT_COLUMNS["scan"]
 
     def heads(self) -> HeadTable:
         return self.scores.table()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from induction.reports import columns as cols
 from induction.reports.base import to_dataframe
 from induction.reports.scan import ScanReport
 from induction.reports.track import TrackReport
@@ -25,14 +26,14 @@ class SweepReport:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     title = "Sweep"
+    default_columns = cols.DEFAULT_COLUMNS["sweep"]
 
     @property
     def columns(self) -> tuple[str, ...]:
         if self.job == "track":
             ablated = any(t.ablation is not None for t in self.tracks)
-            return ("run", "step", "best_prefix_matching", "best_copying", "icl_score", "held_out_loss",
-                    "n_induction_heads") + (TrackReport.ABLATION_COLUMNS if ablated else ())
-        return ("run", "icl_score", "best_head", "best_prefix_matching", "best_copying", "n_induction_heads")
+            return cols.SWEEP_TRACK + (cols.TRACK_ABLATION if ablated else ())
+        return cols.SWEEP_SCAN
 
     def reports(self) -> list[TrackReport] | list[ScanReport]:
         return self.tracks if self.job == "track" else self.scans
