@@ -203,7 +203,7 @@ def sweep(targets: Sequence[SweepTarget], cfg: SweepConfig | None = None, *, pro
         refs = [ModelRef(t.path, revision=(t.revisions or (None,))[0], device=cfg.track.device, dtype=cfg.track.dtype,
                          offline=cfg.track.hub.offline, allow_pickle=cfg.track.hub.allow_pickle) for t in targets]
         tasks = [(ref, cfg.track.scan, torch.get_num_threads()) for ref in refs]
-        scans = executor.map(scan_target, tasks, progress=progress, desc="scanning models")
+        scans = executor.map(scan_target, tasks, progress=progress, desc="scanning models", unit="model")
     settings = {"job": cfg.job, "track": cfg.track.to_dict(),
                 "targets": [{"path": t.path, "revisions": list(t.revisions or []), "label": t.label} for t in targets]}
     prov = provenance(None, None, cfg.track.scan.seed, settings, time.perf_counter() - start,
