@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Any, Iterable, Iterator
 
 
-def interactive(stream: TextIO | None = None) -> bool:
+def interactive(stream: Any = None) -> bool:
     """Whether a progress bar on `stream` (default: stderr) is seen as it redraws: a terminal or a Jupyter kernel."""
     stream = sys.stderr if stream is None else stream
     try:
@@ -39,7 +39,7 @@ class StageLine:
     """What a stage shows where no bar is drawn: one line on `file` when it ends (tqdm's API, the parts used here)."""
 
     def __init__(self, iterable: Iterable[Any] | None = None, *, desc: str = "", total: int | None = None,
-                 initial: int = 0, unit: str = "it", file: TextIO | None = None, **_: Any) -> None:
+                 initial: int = 0, unit: str = "it", file: Any = None, **_: Any) -> None:
         self.iterable = iterable
         self.desc = desc
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
@@ -94,15 +94,20 @@ class StageLine:
         _open_stages -= 1
         if sys.exc_info()[0] is not None:  # closed while an error propagates: the error is the line that matters
             return
+        print(self.line(), file=self.file if self.file is not None else sys.stderr, flush=True)
+
+    def line(self) -> str:
+        """``tracking: 41 checkpoints, done in 12.3 s`` (no count for tqdm's unnamed unit "it")."""
         done = self.n - self.start_n
-        count = f"{done} {self.unit}{'' if self.unit.endswith('s') or done == 1 else 's'}"
-        if self.total is not None and self.n != self.total:
-            count = f"{self.n} of {self.total} {self.unit}s"
-        elif self.start_n:
-            count += f" (from {self.start_n})"
-        extra = f", {self.postfix}" if self.postfix else ""
-        file = self.file if self.file is not None else sys.stderr
-        print(f"{self.desc}: {count}{extra}, done in {time.perf_counter() - self.started:.1f} s", file=file, flush=True)
+        if self.unit == "it":
+            count = ""
+        elif self.total is not None and self.n != self.total:
+            count = f"{self.n} of {self.total} {self.unit}s, "
+        else:
+            plural = "" if self.unit.endswith("s") or done == 1 else "s"
+            count = f"{done} {self.unit}{plural}" + (f" (from {self.start_n})" if self.start_n else "") + ", "
+        extra = f"{self.postfix}, " if self.postfix else ""
+        return f"{self.desc}: {count}{extra}done in {time.perf_counter() - self.started:.1f} s"
 
 
 def progress_bar(iterable: Iterable[Any] | None = None, *, desc: str, enabled: bool = True, stage: bool = False,
