@@ -56,6 +56,9 @@ def common_parser() -> argparse.ArgumentParser:
     common.add_argument("--columns", metavar="NAME,...|all",
                         help="table columns, full names or short headers, or all (default: the ones that matter; "
                              "JSON and CSV keep every field)")
+    common.add_argument("--style", choices=static.constant("induction.plots.style:STYLES"), default="screen",
+                        help="figure style for --plot: screen (default) or paper (NeurIPS column width, 8 pt "
+                             "text, colour-blind-safe scales; `induction.plots.FigureStyle`)")
     common.add_argument("--out", metavar="FILE", help="write the report to FILE instead of stdout")
     common.add_argument("--seed", type=int, default=0, help="seed for prompts, sampling and training (default: 0)")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -270,9 +273,9 @@ def check_plot_path(args: argparse.Namespace) -> None:
 def save_plot(fig_fn: Callable[[], Any], args: argparse.Namespace) -> None:
     if not getattr(args, "plot", None):
         return
-    from induction.plots import save_figure
+    from induction.plots import apply_style, save_figure
 
-    save_figure(fig_fn(), args.plot)
+    save_figure(apply_style(fig_fn(), getattr(args, "style", None)), args.plot)
     if not args.quiet:
         print(f"wrote {args.plot}", file=sys.stderr)
 

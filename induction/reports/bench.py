@@ -69,9 +69,9 @@ class BenchReport:
     def to_dataframe(self):
         return to_dataframe(self)
 
-    def plot(self):
+    def plot(self, style=None):
         """Method x model heatmaps of recall and precision (the rank of the last true head as text)."""
         from induction import plots
 
-        return plots.plot_bench(self.models, title=f"Methods against hand-built models ({self.metric}); "
-                                                   "[rank of the last true head / true heads]")
+        return plots.apply_style(plots.plot_bench(self.models, title=f"Methods against hand-built models ({self.metric}); "
+                                                   "[rank of the last true head / true heads]"), style)

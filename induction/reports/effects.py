@@ -107,9 +107,9 @@ class HeadEffectReport:
     def to_dataframe(self):
         return to_dataframe(self)
 
-    def plot(self):
+    def plot(self, style=None):
         """The layer x head heatmap of each head's effect."""
         from induction import plots
 
         what = "ablating" if self.command == "ablate" else "patching"
-        return plots.plot_effects(self.effects, self.metric, title=f"Effect of {what} each head on {self.metric} ({self.method})")
+        return plots.apply_style(plots.plot_effects(self.effects, self.metric, title=f"Effect of {what} each head on {self.metric} ({self.method})"), style)

@@ -117,13 +117,15 @@ class ScanReport:
             raise ValueError("patterns: this scan kept no attention patterns; name heads in ScanConfig.patterns")
         return PatternView(self.patterns, title if title is not None else f"Attention patterns — {display_name(self.model)}")
 
-    def plot(self, kind: str = "heatmap"):
-        """``heatmap`` (prefix-matching and copying), ``scatter`` (Olsson et al.), or one score's name."""
+    def plot(self, kind: str = "heatmap", style=None):
+        """``heatmap`` (prefix-matching and copying), ``scatter`` (Olsson et al.), or one score's name.
+        `style`: "paper" for a paper's column width and type (`induction.plots.FigureStyle`)."""
         from induction import plots
 
         cfg = self.scores.config
-        return plots.plot_scan(self.heads(), name=display_name(self.model), kind=kind,
-                               prefix_threshold=cfg.prefix_threshold, copying_threshold=cfg.copying_threshold)
+        fig = plots.plot_scan(self.heads(), name=display_name(self.model), kind=kind,
+                              prefix_threshold=cfg.prefix_threshold, copying_threshold=cfg.copying_threshold)
+        return plots.apply_style(fig, style)
 
 
 def circuit_text(c: ImpliedCircuit) -> str:

@@ -78,13 +78,16 @@ class SweepReport:
     def to_dataframe(self):
         return to_dataframe(self)
 
-    def plot(self, x_axis: str = "step"):
+    def plot(self, x_axis: str = "step", style=None):
         """Best prefix-matching and ICL score against step (or ``tokens`` seen) for every run, and the
-        phase changes side by side (track); or each model's ICL score and best prefix-matching (scan)."""
+        phase changes side by side (track); or each model's ICL score and best prefix-matching (scan).
+        `style`: "paper" for a paper's column width and type (`induction.plots.FigureStyle`)."""
         from induction import plots
 
         if self.job == "track":
-            return plots.plot_sweep_tracks(self.labels, [t.checkpoints for t in self.tracks],
-                                           [t.phase_change for t in self.tracks], x_axis=x_axis)
-        return plots.plot_sweep_scans(self.labels, [s.heads() for s in self.scans],
-                                      [None if s.icl is None else s.icl.score for s in self.scans])
+            fig = plots.plot_sweep_tracks(self.labels, [t.checkpoints for t in self.tracks],
+                                          [t.phase_change for t in self.tracks], x_axis=x_axis)
+        else:
+            fig = plots.plot_sweep_scans(self.labels, [s.heads() for s in self.scans],
+                                         [None if s.icl is None else s.icl.score for s in self.scans])
+        return plots.apply_style(fig, style)

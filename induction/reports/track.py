@@ -218,19 +218,21 @@ class TrackReport:
                                 "held_out_loss": c.held_out_loss, **{k: v for k, v in h.items() if not k.endswith("_ci")}})
         return pd.DataFrame(records)
 
-    def plot(self, kind: str = "formation", x_axis: str = "step"):
+    def plot(self, kind: str = "formation", x_axis: str = "step", style=None):
         """``formation`` (curves over training, phase change shaded; against ``step`` or ``tokens``
-        seen) or ``mosaic`` (head heatmaps at checkpoints bracketing the phase change)."""
+        seen) or ``mosaic`` (head heatmaps at checkpoints bracketing the phase change). `style`:
+        "paper" for a paper's column width and type (`induction.plots.FigureStyle`)."""
         from induction import plots
 
         if kind == "formation":
-            return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
-                                        ablation=self.ablation, x_axis=x_axis, transience=self.transience,
-                                        paths=None if self.paths is None else {**self.paths,
-                                                                               "formation": self.path_formation()},
-                                        audit=self.audit)
+            fig = plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
+                                       ablation=self.ablation, x_axis=x_axis, transience=self.transience,
+                                       paths=None if self.paths is None else {**self.paths,
+                                                                              "formation": self.path_formation()},
+                                       audit=self.audit)
+            return plots.apply_style(fig, style)
         if kind == "mosaic":
-            return plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run))
+            return plots.apply_style(plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run)), style)
         raise ValueError(f"unknown track plot {kind!r}; choose formation or mosaic")
 
 
