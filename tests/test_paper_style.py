@@ -40,6 +40,26 @@ def test_paper_style_sizes_the_same_figure_to_the_venue(venue, span, inches):
     assert list(fig.layout.colorway) == list(plots.PALETTE)
 
 
+def test_side_by_side_heatmaps_leave_room_for_their_colour_bars():
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("a", "b", "c"), horizontal_spacing=0.05)
+    for col in (1, 2, 3):
+        fig.add_trace(plots.head_heatmap(np.eye(2), "v").data[0], row=1, col=col)
+    fig.update_layout(width=1400, height=300)
+    apply_style(fig, FigureStyle(venue="icml", span="full"))
+    domains = [fig.layout[f"xaxis{'' if i == 0 else i + 1}"].domain for i in range(3)]
+    size = fig.layout.font.size
+    plot_px = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    for i, (start, end) in enumerate(domains):
+        bar = fig.data[i].colorbar
+        assert end < bar.x  # each bar right of its own panel ...
+        room = ((domains[i + 1][0] - bar.x) * plot_px if i < 2 else (1.0 - bar.x) * plot_px + fig.layout.margin.r)
+        assert room >= bar.thickness + 5 * size  # ... with its labels clear of the next panel
+        title = fig.layout.annotations[i]
+        assert title.x == pytest.approx((start + end) / 2)  # subplot titles follow their panels
+
+
 def test_screen_style_leaves_the_figure_as_drawn_and_bad_styles_name_the_field():
     fig, _ = _heatmaps()
     before = fig.to_json()

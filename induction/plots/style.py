@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -158,7 +159,7 @@ def apply_style(fig: go.Figure, style: "str | FigureStyle | None") -> go.Figure:
     scale = style.width_px / width
     size = style.font_px
     fig.update_layout(
-        width=style.width_px, height=max(round(height * scale), round(1.6 * DPI)),
+        width=style.width_px, height=min(max(round(height * scale), round(1.6 * DPI)), style.width_px),
         font=dict(family=style.font_family, size=size, color="#000"), colorway=list(style.palette),
         margin=dict(l=round(5 * size), r=round(1.5 * size), t=round(3 * size) if fig.layout.title.text else round(size),
                     b=round(4 * size)),
@@ -183,4 +184,37 @@ def apply_style(fig: go.Figure, style: "str | FigureStyle | None") -> go.Figure:
         marker = getattr(trace, "marker", None)
         if marker is not None and getattr(marker, "colorscale", None) is not None:
             marker.colorscale = style.sequential
+    _fit_colorbars(fig, size)
     return fig
+
+
+def _fit_colorbars(fig: go.Figure, size: float) -> None:
+    """Heatmap panels side by side, each followed by its colour bar, re-spaced for the narrower page:
+    a screen layout's gaps, in fractions of a wider figure, are too narrow for a bar and its labels."""
+    panels: dict[str, Any] = {}
+    for trace in fig.data:
+        if trace.type == "heatmap" and trace.showscale is not False:
+            panels.setdefault(trace.xaxis or "x", trace)
+    if len(panels) < 2 or any(fig.layout[_axis_key(name)].domain is None for name in panels):
+        return  # one panel: plotly places its bar beside the plot area itself
+    axes = sorted(panels, key=lambda name: fig.layout[_axis_key(name)].domain[0])
+    margin = fig.layout.margin
+    plot_px = fig.layout.width - (margin.l or 0) - (margin.r or 0)
+    bar_px = round(size) + 5.5 * size  # the bar, its tick labels and its title
+    gap = bar_px / plot_px
+    panel = (1 - len(axes) * gap - (len(axes) - 1) * 0.02) / len(axes)
+    if panel <= 0.1:
+        return  # too many panels for the page: leave the screen spacing
+    for i, name in enumerate(axes):
+        start = i * (panel + gap + 0.02)
+        fig.layout[_axis_key(name)].domain = (start, start + panel)
+        bar = panels[name].colorbar
+        bar.x, bar.xanchor, bar.xpad = start + panel + 0.01, "left", 2
+    for note in fig.layout.annotations or ():  # subplot titles follow their panels
+        if note.xref == "paper" and note.yanchor == "bottom":
+            nearest = min(range(len(axes)), key=lambda i: abs(i * (panel + gap + 0.02) + panel / 2 - note.x))
+            note.x = nearest * (panel + gap + 0.02) + panel / 2
+
+
+def _axis_key(name: str) -> str:
+    return "xaxis" + name[1:]
