@@ -189,31 +189,39 @@ def apply_style(fig: go.Figure, style: "str | FigureStyle | None") -> go.Figure:
 
 
 def _fit_colorbars(fig: go.Figure, size: float) -> None:
-    """Heatmap panels side by side, each followed by its colour bar, re-spaced for the narrower page:
-    a screen layout's gaps, in fractions of a wider figure, are too narrow for a bar and its labels."""
-    panels: dict[str, Any] = {}
+    """Heatmap panels side by side, each followed by its colour bar (where it shows one), re-spaced for
+    the narrower page: a screen layout's gaps, in fractions of a wider figure, are too narrow for a bar
+    and its labels."""
+    bars: dict[str, Any] = {}  # x axis -> the heatmap whose colour bar it shows (None: no bar)
     for trace in fig.data:
-        if trace.type == "heatmap" and trace.showscale is not False:
-            panels.setdefault(trace.xaxis or "x", trace)
-    if len(panels) < 2 or any(fig.layout[_axis_key(name)].domain is None for name in panels):
+        if trace.type == "heatmap":
+            shown = trace.showscale is not False
+            if bars.get(trace.xaxis or "x") is None:
+                bars[trace.xaxis or "x"] = trace if shown else None
+    if len(bars) < 2 or any(fig.layout[_axis_key(name)].domain is None for name in bars):
         return  # one panel: plotly places its bar beside the plot area itself
-    axes = sorted(panels, key=lambda name: fig.layout[_axis_key(name)].domain[0])
+    axes = sorted(bars, key=lambda name: fig.layout[_axis_key(name)].domain[0])
     margin = fig.layout.margin
     plot_px = fig.layout.width - (margin.l or 0) - (margin.r or 0)
-    bar_px = round(size) + 5.5 * size  # the bar, its tick labels and its title
-    gap = bar_px / plot_px
-    panel = (1 - len(axes) * gap - (len(axes) - 1) * 0.02) / len(axes)
+    gap = (round(size) + 5.5 * size) / plot_px  # a bar, its tick labels and its title
+    space = 0.03  # between a panel (or its bar) and the next panel
+    panel = (1 - sum(gap for a in axes if bars[a] is not None) - (len(axes) - 1) * space) / len(axes)
     if panel <= 0.1:
         return  # too many panels for the page: leave the screen spacing
-    for i, name in enumerate(axes):
-        start = i * (panel + gap + 0.02)
+    old_centres = [sum(fig.layout[_axis_key(a)].domain) / 2 for a in axes]
+    start, new_centres = 0.0, []
+    for name in axes:
         fig.layout[_axis_key(name)].domain = (start, start + panel)
-        bar = panels[name].colorbar
-        bar.x, bar.xanchor, bar.xpad = start + panel + 0.01, "left", 2
+        new_centres.append(start + panel / 2)
+        if bars[name] is not None:
+            bar = bars[name].colorbar
+            bar.x, bar.xanchor, bar.xpad = start + panel + 0.01, "left", 2
+            start += gap
+        start += panel + space
     for note in fig.layout.annotations or ():  # subplot titles follow their panels
-        if note.xref == "paper" and note.yanchor == "bottom":
-            nearest = min(range(len(axes)), key=lambda i: abs(i * (panel + gap + 0.02) + panel / 2 - note.x))
-            note.x = nearest * (panel + gap + 0.02) + panel / 2
+        if note.xref == "paper" and note.yanchor == "bottom" and note.x is not None:
+            nearest = min(range(len(axes)), key=lambda k: abs(old_centres[k] - note.x))
+            note.x = new_centres[nearest]
 
 
 def _axis_key(name: str) -> str:
