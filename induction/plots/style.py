@@ -184,6 +184,11 @@ def apply_style(fig: go.Figure, style: "str | FigureStyle | None") -> go.Figure:
         marker = getattr(trace, "marker", None)
         if marker is not None and getattr(marker, "colorscale", None) is not None:
             marker.colorscale = style.sequential
+    rows = max((len(t.z) for t in fig.data if t.type == "heatmap" and t.z is not None), default=0)
+    if rows:  # every heatmap row at least one and a half lines of text tall, so each row label shows
+        margin = fig.layout.margin
+        needed = round(rows * 1.6 * size + margin.t + margin.b + 3 * size)
+        fig.update_layout(height=min(max(fig.layout.height, needed), style.width_px))
     _fit_colorbars(fig, size)
     return fig
 
