@@ -13,7 +13,7 @@ ABLATE = {"top_k": "--top-k", "draws": "--draws"}
 def add_metric_arguments(p: argparse.ArgumentParser) -> None:
     """The metric options shared by `ablate` and `patch` (`induction.jobs.MetricSpec`)."""
     metrics = static.constant("induction.measures.metrics:METRICS")
-    add_options(p.add_argument_group("metric"), "induction.jobs.effects:MetricSpec",
+    add_options(p.add_argument_group("metric"), "induction.jobs:MetricSpec",
                 {"name": ("--metric", {"choices": metrics}), **METRIC})
 
 
@@ -30,7 +30,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                                    "ablate the top-k prefix-matching heads together and compare with layer-matched "
                                    "random head sets (Crosbie & Shutova 2024).")
     add_model_arguments(p)
-    add_options(p, "induction.jobs.effects:AblateConfig", {"method": ("--method", {"choices": methods}), **ABLATE})
+    add_options(p, "induction.jobs:AblateConfig", {"method": ("--method", {"choices": methods}), **ABLATE})
     add_metric_arguments(p)
     p.add_argument("--plot", metavar="FILE", help="write the layer x head effect heatmap")
     p.set_defaults(func=run)

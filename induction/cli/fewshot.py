@@ -48,7 +48,7 @@ PLOT_KINDS = {"shots": None, "tasks": None, "ablation": ("ablating", "--ablate N
               "attribution": ("attribute", "--attribute N"), "vectors": ("function_vectors", "--function-vectors")}
 
 
-FEWSHOT_CONFIG = "induction.jobs.fewshot:FewShotConfig"
+FEWSHOT_CONFIG = "induction.jobs:FewShotConfig"
 VECTOR_CONFIG = "induction.measures.fewshot.vectors:FunctionVectorConfig"
 
 
