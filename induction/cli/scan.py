@@ -30,8 +30,6 @@ ICL = {"n_sequences": "--icl-sequences", "text": ("--text", {"metavar": "FILE"})
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.heads.patterns import PatternConfig
-
     p = sub.add_parser("scan", parents=[common], help="per-head induction scores of a model",
                        description="Score every attention head for prefix-matching, copying, previous-token "
                                    "and duplicate-token behaviour on repeated random tokens, and name the induction heads "
@@ -46,7 +44,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                    help="keep these heads' attention patterns on the detector's prompts (or 'induction': the detected "
                         "induction heads; 'all': every head): their attention on the induction stripe in the report, "
                         "and with --plot FILE.html the heatmap linked to a pattern viewer")
-    add_options(g, PatternConfig, PATTERNS)
+    add_options(g, "induction.heads.patterns:PatternConfig", PATTERNS)
     p.set_defaults(func=run)
 
 
