@@ -110,6 +110,14 @@ AutoModelForCausalLM.from_pretrained(sys.argv[1], attn_implementation="eager")
 """
 
 
+def test_loading_gpt_neo_in_a_fresh_process_writes_nothing_to_stderr(hf_dirs):
+    """The kernel notices come once per process, when GPT-Neo's modelling module is imported: a fresh one."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", _LOAD, str(hf_dirs["neo"])], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
 @pytest.mark.slow
 def test_loading_gpt_neo_prints_nothing_from_third_parties(hf_dirs):
     """In fresh processes (the kernel notices come once per process, when GPT-Neo's modelling module

@@ -99,8 +99,11 @@ def load_model(
         ModelLoadError: one line naming what is missing or wrong.
         DeviceError: a device or dtype this machine cannot provide (one line).
     """
+    from induction.loading.quiet import quiet_third_parties
+
     target, precision = resolve_device(device), resolve_dtype(dtype)
-    model = load_spec(spec, checkpoint, revision, offline=offline, allow_pickle=allow_pickle, progress=progress)
+    with quiet_third_parties():  # every kind of model, every check: stderr is the toolkit's (`loading.quiet`)
+        model = load_spec(spec, checkpoint, revision, offline=offline, allow_pickle=allow_pickle, progress=progress)
     place(model, target, precision)
     return model.eval()
 
