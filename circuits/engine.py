@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -52,6 +51,7 @@ from circuits.hooks import (
     resid_pre_name,
     z_name,
 )
+from circuits.progress import progress_bar
 from circuits.resume import (
     BlockInputs,
     cached_mlp_out,
@@ -290,7 +290,7 @@ def sweep_head_z(
             chunks.append([i])
 
     values = torch.full((len(runs), *baseline.shape), float("nan"), device="cpu")
-    for members in tqdm(chunks, disable=not progress, desc="intervened forwards"):
+    for members in progress_bar(chunks, enabled=progress, stage=True, desc="intervened forwards"):
         group = [runs[i] for i in members]
         if resumed:
             out = _resumed_forward(model, cache, inputs, sources, group, patterns, n_pos)

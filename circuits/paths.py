@@ -38,7 +38,6 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -56,6 +55,7 @@ from circuits.hooks import (
     resid_pre_name,
     z_name,
 )
+from circuits.progress import progress_bar
 from circuits.resume import (
     BlockInputs,
     cached_mlp_out,
@@ -281,7 +281,7 @@ def patch_paths(
     groups: dict[tuple[int, str], list[int]] = {}
     for i, p in enumerate(paths):
         groups.setdefault((p.receiver[0], p.input), []).append(i)
-    bar = tqdm(total=len(paths), disable=not progress, desc="path-patched runs")
+    bar = progress_bar(total=len(paths), enabled=progress, stage=True, desc="path-patched runs", unit="path")
     for (layer, which), members in sorted(groups.items()):
         group_senders = sorted({paths[i].sender for i in members})
         for sender_chunk in _chunks(group_senders, chunk):

@@ -15,13 +15,38 @@ from induction import _compat
 
 _compat.install()  # toolkit 0.1's flat module names (`induction.scores`, ...) still import
 
-from induction.heads.config import ScoreConfig
-from induction.heads.records import HeadScores
-from induction.heads.scores import score_heads
-from induction.loading.models import ModelRef, load_model
-from induction.loading.native import ModelLoadError, save_checkpoint
-from induction.measures.icl import ICLConfig, ICLScore, icl_score
-from induction.training.defaults import default_model, default_run
+# The public names load on first use (PEP 562): `import induction.cli` (argument parsing, `--help`)
+# must not pay for torch and TransformerLens; `from induction import load_model` works as before.
+_LAZY = {
+    "HeadScores": "induction.heads.records",
+    "ScoreConfig": "induction.heads.config",
+    "score_heads": "induction.heads.scores",
+    "ModelRef": "induction.loading.models",
+    "load_model": "induction.loading.models",
+    "ModelLoadError": "induction.loading.native",
+    "save_checkpoint": "induction.loading.native",
+    "ICLConfig": "induction.measures.icl",
+    "ICLScore": "induction.measures.icl",
+    "icl_score": "induction.measures.icl",
+    "default_model": "induction.training.defaults",
+    "default_run": "induction.training.defaults",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'induction' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "HeadScores",

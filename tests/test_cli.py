@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -65,6 +67,18 @@ def test_scan_table_csv_markdown_agree(handbuilt_dir, capsys):
     assert (int(first[0]), int(first[1])) == ROLES.induction  # induction heads sorted first
     assert "| 1 | 0 | 1.000 | 1.000 |" in rows["markdown"]
     assert "induction heads: L1H0" in rows["table"]
+    # The table shows the CSV's numbers under short headers (prefix = prefix_matching, ...), in the same order.
+    table = parse_table(rows["table"])
+    records = list(csv.DictReader(io.StringIO(rows["csv"])))
+    assert len(table) == len(records) == 8
+    for shown, record in zip(table, records):
+        assert (shown["layer"], shown["head"]) == (record["layer"], record["head"])
+        for header, column in (("prefix", "prefix_matching"), ("copy", "copying"), ("prev", "previous_token"),
+                               ("dup", "duplicate_token"), ("d", "induction_offset")):
+            assert shown[header] == (f"{float(record[column]):.3f}" if "." in record[column] else record[column])
+        assert shown["ind"] == ("yes" if record["is_induction"] == "True" else "-")
+    assert "copy_ov" not in rows["table"] and "copying_ov" in rows["csv"]  # hidden from the table, kept in CSV
+    assert "not shown: copying_ov, offset_copying" in rows["table"]
 
 
 def test_scan_writes_html_heatmap(handbuilt_dir, tmp_path, capsys):
@@ -185,10 +199,23 @@ def test_scan_names_the_shifted_head_its_offset_and_implied_circuit(shifted_dir,
     key = heads["offset4"]
     assert f"key L{key[0]}H{key[1]} (lag 4)" in implied
     assert "offsets scored: -4.." in out
-    rows = {tuple(int(c) for c in cells[1:3]): cells[3:-1] for line in out.splitlines()
-            if len(cells := [c.strip() for c in line.split("│")]) > 3 and cells[1].isdigit()}
-    assert rows[shifted][-4:-2] == ["3", "0.964"] and rows[shifted][-1] == "yes" and rows[shifted][5] == "-"
-    assert rows[canonical][-4] == "1" and rows[canonical][-1] == "-" and rows[canonical][5] == "yes"
+    rows = {(int(r["layer"]), int(r["head"])): r for r in parse_table(out)}  # cells by header name
+    assert (rows[shifted]["d"], rows[shifted]["prefix@d"], rows[shifted]["shifted"], rows[shifted]["ind"]) == \
+        ("3", "0.964", "yes", "-")
+    assert (rows[canonical]["d"], rows[canonical]["shifted"], rows[canonical]["ind"]) == ("1", "-", "yes")
+
+
+def parse_table(text: str) -> list[dict[str, str]]:
+    """The rows of a rich table printed by the CLI, as {header: cell}."""
+    lines = text.splitlines()
+    header_line = next(line for line in lines if "┃" in line)
+    headers = [c.strip() for c in header_line.strip().strip("┃").split("┃")]
+    rows = []
+    for line in lines[lines.index(header_line) + 2:]:
+        if not line.startswith("│"):
+            break
+        rows.append(dict(zip(headers, (c.strip() for c in line.strip().strip("│").split("│")))))
+    return rows
 
 
 @pytest.mark.parametrize("argv, message", [(("--max-offset", "0"), "--max-offset must be >= 1"),

@@ -10,10 +10,8 @@ and a non-zero exit status, never a traceback (set INDUCTION_DEBUG=1 to see one)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import importlib
-import inspect
 import logging
 import os
 import re
@@ -21,7 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from induction.reports.base import FORMATS, format_report
+from induction.cli import static
+from induction.cli.options import Flags, add_options, config_default, field_docs, given  # noqa: F401 (re-exported)
+
+FORMATS = static.constant("induction.reports.base:FORMATS")
 
 # In pipeline order; a module that is not there yet is simply not offered.
 COMMANDS = ("demo", "train", "scan", "track", "ablate", "patch", "fewshot", "bench", "sweep")
@@ -51,6 +52,12 @@ class _Parser(argparse.ArgumentParser):
 def common_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--format", choices=FORMATS, default="table", help="report format (default: table)")
+    common.add_argument("--columns", metavar="NAME,...|all",
+                        help="table columns, full names or short headers, or all (default: the ones that matter; "
+                             "JSON and CSV keep every field)")
+    common.add_argument("--style", choices=static.constant("induction.plots.style:STYLES"), default="screen",
+                        help="figure style for --plot: screen (default) or paper (NeurIPS column width, 8 pt "
+                             "text, colour-blind-safe scales; `induction.plots.FigureStyle`)")
     common.add_argument("--out", metavar="FILE", help="write the report to FILE instead of stdout")
     common.add_argument("--seed", type=int, default=0, help="seed for prompts, sampling and training (default: 0)")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     _notes_to_stderr()
     try:
         args = build_parser().parse_args(argv)
+        check_columns(args)
         return int(args.func(args) or 0)
     except CLIError as exc:
         return _fail(str(exc))
@@ -139,6 +147,28 @@ def _notes_to_stderr() -> None:
         handler.setLevel(logging.WARNING)
         logger.addHandler(handler)
         logger.propagate = False
+
+
+def check_columns(args: argparse.Namespace) -> None:
+    """Turn --columns into full column names (or "all") before any work; a name the subcommand's report
+    cannot have is an argument error (checked against `induction.reports.columns`, read from source)."""
+    text = getattr(args, "columns", None)
+    if text is None:
+        return
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if names == ["all"]:
+        args.columns = "all"
+        return
+    available = static.constant("induction.reports.columns:TABLE_COLUMNS").get(args.command)
+    if available is None:
+        raise CLIError(f"induction {args.command}: error: --columns: this command prints no table")
+    by_header = static.constant("induction.reports.columns:HEADERS")
+    known = {**{by_header.get(c, c): c for c in available}, **{c: c for c in available}}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise CLIError(f"induction {args.command}: error: --columns: unknown column {(unknown or [text])[0]!r}; "
+                       f"choose from all, {', '.join(available)}")
+    args.columns = tuple(dict.fromkeys(known[n] for n in names))
 
 
 def _describe(exc: BaseException) -> str:
@@ -200,7 +230,16 @@ def _fail(message: str) -> int:
 def emit(report: Any, args: argparse.Namespace) -> None:
     """Print the report in args.format, or write it to args.out (`induction.common.fileio.output_file`:
     atomically to a regular file or a link's target, in place to -, /dev/stdout or a device)."""
-    text = format_report(report, args.format)
+    from induction.reports.base import format_report, shown_columns
+
+    text = format_report(report, args.format, columns=getattr(args, "columns", None))
+    if args.format == "table" and getattr(args, "columns", None) is None:
+        hidden = [c for c in report.columns if c not in shown_columns(report)]
+        if hidden:
+            import textwrap
+
+            text += textwrap.fill(f"not shown: {', '.join(hidden)} (--columns all, or --columns NAME,...; JSON and CSV "
+                                  "have every field)", width=100) + "\n"
     if args.out:
         from induction.common.fileio import write_output
 
@@ -233,9 +272,9 @@ def check_plot_path(args: argparse.Namespace) -> None:
 def save_plot(fig_fn: Callable[[], Any], args: argparse.Namespace) -> None:
     if not getattr(args, "plot", None):
         return
-    from induction.plots import save_figure
+    from induction.plots import apply_style, save_figure
 
-    save_figure(fig_fn(), args.plot)
+    save_figure(apply_style(fig_fn(), getattr(args, "style", None)), args.plot)
     if not args.quiet:
         print(f"wrote {args.plot}", file=sys.stderr)
 
@@ -297,12 +336,12 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """--device and --dtype (`induction.loading.devices`), for every subcommand that runs a model."""
-    from induction.loading.devices import DEVICES, DTYPES
-
+    devices = static.constant("induction.loading.devices:DEVICES")
+    dtypes = tuple(static.constant("induction.loading.devices:DTYPES"))
     g = parser.add_argument_group("hardware")
-    g.add_argument("--device", default="auto", help=f"{'|'.join(DEVICES)}: where the model runs "
+    g.add_argument("--device", default="auto", help=f"{'|'.join(devices)}: where the model runs "
                                                    "(default: auto, CUDA when available)")
-    g.add_argument("--dtype", default="float32", choices=tuple(DTYPES),
+    g.add_argument("--dtype", default="float32", choices=dtypes,
                    help="parameter precision; scores accumulate in float32 (default: float32)")
 
 
@@ -395,88 +434,6 @@ def model_ref(args: argparse.Namespace):
 
     return ModelRef(args.model, checkpoint=args.checkpoint, revision=args.revision, device=args.device,
                     dtype=args.dtype, offline=args.offline, allow_pickle=args.allow_pickle, progress=not args.quiet)
-
-
-# ---- options generated from a Config -------------------------------------------------------------
-# An option that sets a Config field takes its default from the dataclass and its help from the
-# field's entry in the class docstring ("Attributes:"), so the CLI restates neither.
-
-Flags = Mapping[str, "str | tuple[str, dict[str, Any]]"]
-"""field name -> flag, or (flag, extra `add_argument` keywords such as `type`, `choices`, `metavar`)."""
-
-
-def config_default(cls: type, name: str) -> Any:
-    """The default of dataclass `cls`'s field `name` (what an option left out means)."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            if f.default is not dataclasses.MISSING:
-                return f.default
-            if f.default_factory is not dataclasses.MISSING:
-                return f.default_factory()
-            raise KeyError(f"{cls.__name__}.{name} has no default")
-    raise KeyError(f"{cls.__name__} has no field {name}")
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Each field's description in `cls`'s Google-style docstring ("Attributes:" section), first sentence."""
-    docs: dict[str, str] = {}
-    current = None
-    in_section = False
-    for line in (inspect.getdoc(cls) or "").splitlines():
-        if line.strip() == "Attributes:":
-            in_section = True
-            continue
-        if not in_section:
-            continue
-        match = re.match(r"^    (\w+)(?:, \w+)*: (.*)$", line)
-        if match:
-            current = match.group(1)
-            docs[current] = match.group(2)
-        elif line.startswith("        ") and current:
-            docs[current] += " " + line.strip()
-        elif line.strip():
-            in_section = False
-    return {name: re.split(r"(?<=[a-z0-9)])\. ", text, maxsplit=1)[0].rstrip(".") for name, text in docs.items()}
-
-
-def _scalar_type(cls: type, name: str) -> Callable[[str], Any]:
-    annotation = str(next(f.type for f in dataclasses.fields(cls) if f.name == name))
-    for text, kind in (("bool", str), ("int", int), ("float", float)):
-        if re.search(rf"\b{text}\b", annotation):
-            return kind
-    return str
-
-
-def add_options(group: Any, cls: type, flags: Flags) -> None:
-    """One option per field in `flags` (defaults and help from `cls`; see the note above); the command
-    remembers which flag sets which field (`args.field_flags`), to say errors in flags (`as_flags`)."""
-    known = dict(group._defaults.get("field_flags", {}))  # a group shares its parser's defaults
-    for name, spec in flags.items():  # the command's main config comes first and keeps its names
-        known.setdefault(name, spec if isinstance(spec, str) else spec[0])
-    group.set_defaults(field_flags=known)
-    docs = field_docs(cls)
-    for name, spec in flags.items():
-        flag, extra = (spec, {}) if isinstance(spec, str) else spec
-        shown = config_default(cls, name)
-        if isinstance(shown, (list, tuple)):
-            shown = ",".join(str(v) for v in shown)
-        kwargs = {"type": _scalar_type(cls, name), **extra}
-        if "choices" in kwargs:
-            kwargs.pop("type")
-        help_text = kwargs.pop("help", None) or docs.get(name) or name.replace("_", " ")
-        help_text = help_text.replace(f" ({shown})", "")  # the docstring's own note of the default
-        group.add_argument(flag, default=None, help=f"{help_text} (default: {shown})", **kwargs)
-
-
-def given(args: argparse.Namespace, flags: Flags) -> dict[str, Any]:
-    """{field: value} for the options of `flags` that were given on the command line."""
-    out = {}
-    for name, spec in flags.items():
-        flag = spec if isinstance(spec, str) else spec[0]
-        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
-        if value is not None:
-            out[name] = value
-    return out
 
 
 if __name__ == "__main__":

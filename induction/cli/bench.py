@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from induction.cli import add_device_arguments, add_options, comma_list, config_from, run_job
+from induction.cli import add_device_arguments, add_options, comma_list, config_from, run_job, static
 
 BENCH = {"prompts": "--prompts", "sequences": "--sequences", "name_fraction": "--name-fraction"}
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.bench.suite import SUITE
-    from induction.jobs.bench import BenchConfig
-    from induction.measures.metrics import STREAM_METRICS
-
+    suite = tuple(static.constant("induction.bench.suite:SUITE"))
+    stream_metrics = static.constant("induction.measures.metrics:STREAM_METRICS")
     p = sub.add_parser("bench", parents=[common], help="every method scored against hand-built models",
                        description="Build hand-built models whose heads are known (attention-only and LayerNorm + MLP, "
                                    "two sizes) and score every method against the truth: the detector's is_induction "
                                    "and is_shifted_induction flags, zero/mean/resample/pattern ablation, exact and "
                                    "attribution patching, and a random control: precision, recall and the rank of "
                                    "the true heads.")
-    add_options(p, BenchConfig, {
-        "models": ("--models", {"type": comma_list("bench model", tuple(SUITE)), "metavar": "NAME,..."}),
+    add_options(p, "induction.bench.suite:BenchConfig", {
+        "models": ("--models", {"type": comma_list("bench model", suite), "metavar": "NAME,..."}),
         **BENCH,
-        "metric": ("--metric", {"choices": STREAM_METRICS}),
+        "metric": ("--metric", {"choices": stream_metrics}),
     })
     add_device_arguments(p)
     p.add_argument("--plot", metavar="FILE", help="write the method x model recall/precision heatmaps")

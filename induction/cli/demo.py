@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; the demo writes a directory")
     result = run_demo(DemoConfig(out_dir=out, seed=args.seed, parallel=not args.serial, fewshot=not args.no_fewshot,
-                                 draws=args.draws, progress=not args.quiet, device=args.device, dtype=args.dtype))
+                                 draws=args.draws, progress=not args.quiet, device=args.device, dtype=args.dtype,
+                                 style=args.style))
     if args.format == "json":
         import json
 

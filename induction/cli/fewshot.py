@@ -22,22 +22,22 @@ from induction.cli import (
     model_ref,
     one_of,
     run_job,
+    static,
 )
 
 
 def _options() -> tuple[dict, dict]:
-    from induction.inputs.tasks import TASKS
-    from induction.measures.effects import ABLATION_METHODS
-    from induction.measures.fewshot.labels import LABEL_VARIANTS
-
+    tasks = static.constant("induction.inputs.tasks:TASKS")
+    methods = static.constant("induction.measures.effects:ABLATION_METHODS")
+    labels = static.constant("induction.measures.fewshot.labels:LABEL_VARIANTS")
     return {
-        "task": ("--task", {"type": one_of("task", TASKS), "metavar": "NAME"}),
-        "labels": ("--labels", {"type": comma_list("label variant", LABEL_VARIANTS), "metavar": "L[,L...]"}),
+        "task": ("--task", {"type": one_of("task", tasks), "metavar": "NAME"}),
+        "labels": ("--labels", {"type": comma_list("label variant", labels), "metavar": "L[,L...]"}),
         "shots": ("--shots", {"type": comma_list("--shots", item=int, minimum=0, sort=True), "metavar": "K[,K...]"}),
         "n_prompts": "--prompts", "orders": "--orders", "batch_size": "--batch-size", "n_bootstrap": "--bootstrap",
     }, {
         "ablate_top_k": ("--ablate", {"metavar": "N"}), "ablate_shots": ("--ablate-shots", {"metavar": "K"}),
-        "ablate_draws": "--ablate-draws", "ablate_method": ("--ablate-method", {"choices": ABLATION_METHODS}),
+        "ablate_draws": "--ablate-draws", "ablate_method": ("--ablate-method", {"choices": methods}),
         "attribute": ("--attribute", {"metavar": "N"}),
     }
 
@@ -48,10 +48,11 @@ PLOT_KINDS = {"shots": None, "tasks": None, "ablation": ("ablating", "--ablate N
               "attribution": ("attribute", "--attribute N"), "vectors": ("function_vectors", "--function-vectors")}
 
 
-def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.jobs import FewShotConfig
-    from induction.measures.fewshot.vectors import FunctionVectorConfig
+FEWSHOT_CONFIG = "induction.jobs:FewShotConfig"
+VECTOR_CONFIG = "induction.measures.fewshot.vectors:FunctionVectorConfig"
 
+
+def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "fewshot", parents=[common], help="few-shot accuracy by number of demonstrations",
         description="Score a model on few-shot prompts (k demonstrations, then a query) for each k and label "
@@ -63,18 +64,18 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     )
     add_model_arguments(p)
     prompts, ablation = _options()
-    add_options(p, FewShotConfig, prompts)
+    add_options(p, FEWSHOT_CONFIG, prompts)
     query = p.add_mutually_exclusive_group()
     query.add_argument("--query-in-context", dest="query_in_context", action="store_const", const=True,
                        help="show the query's input (class) in a demonstration (default for rule, prior, classification)")
     query.add_argument("--query-not-in-context", dest="query_in_context", action="store_const", const=False,
                        help="never show it (default for the tasks-stream tasks)")
-    add_options(p.add_argument_group("which heads carry it"), FewShotConfig, ablation)
+    add_options(p.add_argument_group("which heads carry it"), FEWSHOT_CONFIG, ablation)
     g = p.add_argument_group("function vectors (Todd et al. 2024)")
     g.add_argument("--function-vectors", action="store_true",
                    help="per task: each head's indirect effect, the function vector of the top heads, and zero-shot "
                         "accuracy with and without it (every task of a tasks-stream model)")
-    add_options(g, FunctionVectorConfig, VECTOR_FLAGS)
+    add_options(g, VECTOR_CONFIG, VECTOR_FLAGS)
     p.add_argument("--plot", metavar="FILE", help="write a figure (.html, .png, .svg, .pdf); --plot-kind says which")
     p.add_argument("--plot-kind", choices=tuple(PLOT_KINDS), default="shots",
                    help="shots (default: accuracy vs k per label variant), tasks (probability of each task's answer "

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from induction.cli import CLIError, add_model_arguments, add_options, comma_list, config_from, model_ref, run_job
+from induction.cli import (
+    CLIError,
+    add_model_arguments,
+    add_options,
+    comma_list,
+    config_from,
+    model_ref,
+    run_job,
+    static,
+)
 from induction.cli.ablate import add_metric_arguments, metric_spec_from_args
 
 PATHS = {"name_fraction": ("--name-fraction", {"metavar": "F"})}
@@ -25,9 +34,7 @@ parse_head.__name__ = "head"
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.jobs import PatchConfig
-    from induction.measures.effects import PATCH_METHODS
-
+    methods = static.constant("induction.measures.effects:PATCH_METHODS")
     p = sub.add_parser("patch", parents=[common], help="each head's effect when patched from clean into corrupted",
                        description="Patch each head's output from the clean run (repeats) into a corrupted run (fresh "
                                    "random tokens) and report the metric against the clean labels. exact: activation "
@@ -37,7 +44,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                                    "query, key or value only (noising: the clean run, each path carrying the sender's "
                                    "output from the corrupted run).")
     add_model_arguments(p)
-    add_options(p, PatchConfig, {"method": ("--method", {"choices": PATCH_METHODS})})
+    add_options(p, "induction.jobs:PatchConfig", {"method": ("--method", {"choices": methods})})
     add_metric_arguments(p)
     g = p.add_argument_group("path patching")
     g.add_argument("--paths", action="store_true", help="each (sender, receiver, q|k|v) path's effect")
@@ -45,7 +52,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                    help="the paths' sender heads (default: every head below a receiver)")
     g.add_argument("--receivers", type=comma_list("receivers", item=parse_head), metavar="L1H0,...",
                    help="the paths' receiver heads (default: every head of layer 1 and above)")
-    add_options(g, PatchConfig, PATHS)
+    add_options(g, "induction.jobs:PatchConfig", PATHS)
     p.add_argument("--plot", metavar="FILE", help="write the layer x head effect heatmap (with --paths: sender x "
                                                   "receiver heatmaps for q, k and v)")
     p.set_defaults(func=run)

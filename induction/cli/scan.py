@@ -30,8 +30,6 @@ ICL = {"n_sequences": "--icl-sequences", "text": ("--text", {"metavar": "FILE"})
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.heads.patterns import PatternConfig
-
     p = sub.add_parser("scan", parents=[common], help="per-head induction scores of a model",
                        description="Score every attention head for prefix-matching, copying, previous-token "
                                    "and duplicate-token behaviour on repeated random tokens, and name the induction heads "
@@ -46,23 +44,19 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                    help="keep these heads' attention patterns on the detector's prompts (or 'induction': the detected "
                         "induction heads; 'all': every head): their attention on the induction stripe in the report, "
                         "and with --plot FILE.html the heatmap linked to a pattern viewer")
-    add_options(g, PatternConfig, PATTERNS)
+    add_options(g, "induction.heads.patterns:PatternConfig", PATTERNS)
     p.set_defaults(func=run)
 
 
 def add_scan_arguments(p: argparse.ArgumentParser) -> None:
     """Detector and ICL options, shared with the commands that scan checkpoints (track)."""
-    from induction.heads.config import ScoreConfig
-    from induction.inputs.prompts import RepeatedTokensConfig
-    from induction.measures.icl import ICLConfig
-
     g = p.add_argument_group("detector")
-    add_options(g, RepeatedTokensConfig, PROMPTS)
-    add_options(g, ScoreConfig, DETECTOR)
+    add_options(g, "induction.inputs.prompts:RepeatedTokensConfig", PROMPTS)
+    add_options(g, "induction.heads.config:ScoreConfig", DETECTOR)
     g.add_argument("--freqs", metavar="FILE", help="token frequency table (JSON list, one count per token id) "
                                                    "for --exclude-top/--exclude-bottom")
     g = p.add_argument_group("ICL score")
-    add_options(g, ICLConfig, ICL)
+    add_options(g, "induction.measures.icl:ICLConfig", ICL)
     g.add_argument("--no-icl", action="store_true", help="skip the ICL score")
 
 

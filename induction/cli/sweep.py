@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from functools import partial
 
-from induction.cli import add_device_arguments, add_options, add_ray_argument, executor_from_args, run_job
+from induction.cli import add_device_arguments, add_options, add_ray_argument, executor_from_args, run_job, static
 from induction.cli.scan import add_scan_arguments
 from induction.cli.track import (
     TRACK,
@@ -18,9 +18,6 @@ from induction.cli.track import (
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.jobs.sweep import JOBS
-    from induction.jobs.track import TrackConfig
-
     p = sub.add_parser(
         "sweep", parents=[common], help="many models or runs x scan/track, one report",
         description="Scan or track many models, runs or revisions with the same settings, sequentially or as Ray "
@@ -31,14 +28,15 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                    help="comma-separated MODEL specs / run directories, or a .toml file with [[runs]] tables "
                         "(path, optional revisions (a list, or \"auto\") and label); hub names track their "
                         "published checkpoints")
-    p.add_argument("--job", choices=JOBS, help="track every checkpoint of each run, or scan each model once "
+    p.add_argument("--job", choices=static.constant("induction.jobs.sweep:JOBS"),
+                    help="track every checkpoint of each run, or scan each model once "
                                                "(default: the file's job, else track)")
     p.add_argument("--plot", metavar="FILE", help="write the comparison figure (.html, .png, .svg, .pdf)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the runs' track/ caches")
     add_keep_suspect(p)
     p.add_argument("--revisions", default=None, help=argparse.SUPPRESS)  # per target, in the TOML file
     add_scan_arguments(p)
-    add_options(p.add_argument_group("held-out loss and phase change"), TrackConfig, TRACK)
+    add_options(p.add_argument_group("held-out loss and phase change"), "induction.jobs.track.config:TrackConfig", TRACK)
     add_ablate_options(p)
     add_hub_options(p)
     add_device_arguments(p)

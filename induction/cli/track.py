@@ -31,30 +31,28 @@ from induction.cli import (
     executor_from_args,
     one_of,
     run_job,
+    static,
 )
 from induction.cli.scan import add_scan_arguments, scan_config_from_args
 
+TRACK_CONFIG = "induction.jobs.track.config:TrackConfig"
 TRACK = {"held_out_sequences": "--held-out-sequences", "phase_threshold": "--phase-threshold",
          "audit_tolerance": "--audit-tolerance"}
-ABLATE_CHOICES = ("zero", "mean")  # = induction.jobs.track.TRACK_ABLATIONS (not imported: the CLI loads lazily)
+ABLATE_CHOICES = static.constant("induction.jobs.track.config:TRACK_ABLATIONS")
 HUB = {"max_revisions": ("--max-revisions", {"metavar": "N"}), "tokens_per_step": ("--tokens-per-step", {"metavar": "N"})}
-X_AXES = ("step", "tokens")  # = induction.plots.axis.X_AXES (not imported: the CLI loads lazily)
-ABLATE = {"ablate": ("--ablate", {"type": one_of("ablation method", ABLATE_CHOICES), "metavar": "zero|mean"}),
+X_AXES = static.constant("induction.plots.axis:X_AXES")
+ABLATE = {"ablate": ("--ablate", {"type": one_of("ablation method", ABLATE_CHOICES), "metavar": "|".join(ABLATE_CHOICES)}),
           "ablate_draws": ("--ablate-draws", {"metavar": "N"})}
 
 
 def add_ablate_options(parser: argparse.ArgumentParser) -> None:
-    from induction.jobs import TrackConfig
-
-    add_options(parser.add_argument_group("ablation over training"), TrackConfig, ABLATE)
+    add_options(parser.add_argument_group("ablation over training"), TRACK_CONFIG, ABLATE)
 
 
 def add_hub_options(parser: argparse.ArgumentParser) -> None:
     """How a hub model's published checkpoints are fetched (`induction.loading.revisions.HubConfig`)."""
-    from induction.loading.revisions import HubConfig
-
     g = parser.add_argument_group("published checkpoints (hub models)")
-    add_options(g, HubConfig, HUB)
+    add_options(g, "induction.loading.revisions:HubConfig", HUB)
     g.add_argument("--keep-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="keep each downloaded revision in the Hugging Face cache; --no-keep-weights deletes it once "
                         "scored, so the disk holds one revision at a time (default: keep)")
@@ -86,8 +84,6 @@ def add_keep_suspect(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.jobs import TrackConfig
-
     p = sub.add_parser(
         "track", parents=[common], help="scores over every checkpoint of a run, and the phase change",
         description="Score every checkpoint of a training run (or the listed revisions of a Hugging Face model): "
@@ -107,7 +103,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     add_scan_arguments(p)  # the detector and ICL options of `induction scan`, with the same defaults
     add_device_arguments(p)
     add_ray_argument(p)
-    add_options(p.add_argument_group("held-out loss and phase change"), TrackConfig, TRACK)
+    add_options(p.add_argument_group("held-out loss and phase change"), TRACK_CONFIG, TRACK)
     add_ablate_options(p)
     add_hub_options(p)
     p.add_argument("--paths", action="store_true",

@@ -20,19 +20,15 @@ DATA = {"min_segment": "--min-segment", "max_segment": "--max-segment"}
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
-    from induction.cli import add_device_arguments, add_options
-    from induction.inputs.repeated import ToyDataConfig
-    from induction.inputs.streams import DATA_STREAMS
-    from induction.training.config import (
-        DATA_RECIPES,
-        DEFAULT_BATCH,
-        DEFAULT_LR,
-        DEFAULT_MIN_SEGMENT,
-        DEFAULT_WARMUP,
-        ModelConfig,
-        OptimConfig,
-        ScheduleConfig,
-    )
+    from induction.cli import add_device_arguments, add_options, static
+
+    train = "induction.training.config"
+    DATA_RECIPES, DEFAULT_BATCH, DEFAULT_LR, DEFAULT_MIN_SEGMENT, DEFAULT_WARMUP = (
+        static.constant(f"{train}:{name}")
+        for name in ("DATA_RECIPES", "DEFAULT_BATCH", "DEFAULT_LR", "DEFAULT_MIN_SEGMENT", "DEFAULT_WARMUP"))
+    ModelConfig, OptimConfig, ScheduleConfig = (f"{train}:{name}" for name in ("ModelConfig", "OptimConfig", "ScheduleConfig"))
+    ToyDataConfig = "induction.inputs.repeated:ToyDataConfig"
+    DATA_STREAMS = static.constant("induction.inputs.streams:DATA_STREAMS")
 
     p = sub.add_parser(
         "train", parents=[common], help="train a toy model with checkpoints (a run directory)",
@@ -184,5 +180,5 @@ def run(args: argparse.Namespace) -> int:
     saved = manifest.get("train_config") if manifest.get("checkpoints") else None
     cfg = config_from_args(args, saved)
     report = train(out, cfg, resume=args.resume, device=args.device, dtype=args.dtype, progress=not args.quiet)
-    sys.stdout.write(format_report(report, args.format))
+    sys.stdout.write(format_report(report, args.format, columns=args.columns))
     return 0

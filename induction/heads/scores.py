@@ -58,10 +58,10 @@ from typing import Sequence
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuits.hooks import UNEMBED_IN, pattern_name, resid_post_name, v_name
+from circuits.progress import progress_bar
 from induction.common.stats import bootstrap_ci
 from induction.heads.config import ScoreConfig
 from induction.heads.copying import (
@@ -120,7 +120,7 @@ def score_heads(
     drawn: list[SourceDraws] = []
     n = prompts.tokens.shape[0]
     batches = range(0, n, cfg.batch_size)
-    for start in tqdm(batches, desc="scoring heads", disable=not progress, leave=False):
+    for start in progress_bar(batches, desc="scoring heads", enabled=progress, stage=True, leave=False):
         tokens = prompts.tokens[start : start + cfg.batch_size].to(device)
         scores, draws = _PromptBatch(model, tokens, prompts.first_content_pos, copying, sources, gen, cfg.offsets).run()
         for name, value in scores.items():

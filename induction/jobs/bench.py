@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from circuits.progress import progress_bar
 from induction.bench.suite import BenchConfig, bench_model, suite_model
 from induction.common.provenance import provenance
 from induction.loading.devices import place, placement, resolve_device
@@ -31,7 +32,7 @@ def bench(cfg: BenchConfig | None = None, *, progress: bool = False) -> BenchRep
     try:
         if resolve_device(cfg.device).type == "cpu":
             torch.set_num_threads(1)
-        for name in cfg.models:
+        for name in progress_bar(cfg.models, desc="benchmarking", unit="model", stage=True, enabled=progress):
             model, truth = suite_model(name)
             place(model, cfg.device, cfg.dtype)
             seq = int(model.cfg.n_ctx)

@@ -38,6 +38,8 @@ class DemoConfig:
         progress: progress lines on stderr.
         device, dtype: where and in what precision the models are measured (`induction.loading.devices`;
             None: auto, float32). The default models are trained on the CPU either way.
+        style: the style of the static figures (figures/*.svg): screen, or paper (`induction.plots.FigureStyle`);
+            index.html always shows the screen style.
     """
 
     out_dir: Path
@@ -48,9 +50,12 @@ class DemoConfig:
     progress: bool = True
     device: str | None = None
     dtype: str | None = None
+    style: str = "screen"
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
+        if self.style not in ("screen", "paper"):
+            raise ValueError(f"style must be screen or paper, got {self.style!r}")
         if self.draws < 1:
             raise ValueError(f"draws must be >= 1, got {self.draws}")
         from induction.loading.devices import resolve_device, resolve_dtype
@@ -176,7 +181,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     figures = _figures(reports)
     for name, report in reports.items():
         write_json_atomic(cfg.out_dir / f"{name}.json", report.to_json())
-    result.static_problems = plots.save_figures(figures, cfg.out_dir / "figures")
+    import plotly.graph_objects as go
+
+    static = {name: plots.apply_style(go.Figure(fig), cfg.style) for name, fig in figures.items()}  # copies: HTML unchanged
+    result.static_problems = plots.save_figures(static, cfg.out_dir / "figures")
     result.key_numbers = key_numbers(reports)
     result.runtime_s = time.perf_counter() - start
     write_json_atomic(cfg.out_dir / "demo.json", {

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from typing import Any, Callable, Iterator, Sequence, Union
 
-from tqdm.auto import tqdm
+from circuits.progress import progress_bar
 
 RAY_INSTALL = "pip install 'induction-toolkit[ray]' (or: pip install 'ray==2.60.0')"
 
@@ -51,9 +51,9 @@ class LocalExecutor:
         return {"executor": "local", "workers": 1}
 
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple], progress: bool = False, desc: str = "tasks",
-            on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+            on_result: Callable[[int, Any], None] | None = None, unit: str = "task") -> list[Any]:
         out = []
-        for i, args in enumerate(tqdm(tasks, desc=desc, disable=not progress, file=sys.stderr)):
+        for i, args in enumerate(progress_bar(tasks, desc=desc, enabled=progress, stage=True, unit=unit)):
             out.append(fn(*args))
             if on_result is not None:
                 on_result(i, out[-1])
@@ -115,7 +115,7 @@ class RayExecutor:
     # -- the work ------------------------------------------------------------------------------------
 
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple], progress: bool = False, desc: str = "tasks",
-            on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+            on_result: Callable[[int, Any], None] | None = None, unit: str = "task") -> list[Any]:
         """`[fn(*args) for args in tasks]`, each a Ray task; results in task order; one progress bar."""
         import ray
 
@@ -123,7 +123,7 @@ class RayExecutor:
                                         retry_exceptions=[OSError])
         pending = {remote.remote(*args): i for i, args in enumerate(tasks)}
         results: dict[int, Any] = {}
-        bar = tqdm(total=len(tasks), desc=f"{desc} (ray)", disable=not progress, file=sys.stderr)
+        bar = progress_bar(total=len(tasks), desc=f"{desc} (ray)", enabled=progress, stage=True, unit=unit)
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 while pending:

@@ -223,7 +223,7 @@ def sweep(targets: Sequence[SweepTarget], cfg: SweepConfig | None = None, *, pro
         refs = [ModelRef(t.path, revision=(t.revisions or (None,))[0], device=device, dtype=dtype,
                          offline=cfg.offline, allow_pickle=cfg.allow_pickle) for t in targets]
         tasks = [(ref, cfg.scan, torch.get_num_threads()) for ref in refs]
-        scans = executor.map(scan_target, tasks, progress=progress, desc="scanning models")
+        scans = executor.map(scan_target, tasks, progress=progress, desc="scanning models", unit="model")
     settings = {**cfg.settings(),
                 "targets": [{"path": t.path, "revisions": list(t.revisions or []), "label": t.label} for t in targets]}
     seed = (cfg.track.scan if cfg.job == "track" else cfg.scan).seed

@@ -99,8 +99,11 @@ def load_model(
         ModelLoadError: one line naming what is missing or wrong.
         DeviceError: a device or dtype this machine cannot provide (one line).
     """
+    from induction.loading.quiet import quiet_third_parties
+
     target, precision = resolve_device(device), resolve_dtype(dtype)
-    model = load_spec(spec, checkpoint, revision, offline=offline, allow_pickle=allow_pickle, progress=progress)
+    with quiet_third_parties():  # every kind of model, every check: stderr is the toolkit's (`loading.quiet`)
+        model = load_spec(spec, checkpoint, revision, offline=offline, allow_pickle=allow_pickle, progress=progress)
     place(model, target, precision)
     return model.eval()
 
@@ -237,13 +240,16 @@ def _quiet_transformers() -> Iterator[None]:
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
     from transformers.utils import logging as hf_logging
 
+    from induction.loading.quiet import quiet_third_parties
+
     enabled = hf_logging.is_progress_bar_enabled()
     hub_off = are_progress_bars_disabled()
     verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # its multi-line load report too: what it says is checked and said in one line
     try:
-        yield
+        with quiet_third_parties():  # the offline kernel-hub notices (`induction.loading.quiet`)
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if enabled:

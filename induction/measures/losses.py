@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuits.hooks import UNEMBED_IN
+from circuits.progress import progress_bar
 from induction.loading.devices import model_device, model_dtype
 from induction.loading.memory import sequences_per_budget, shape_of_model
 
@@ -57,7 +57,8 @@ def per_token_loss(
     device = model_device(model)
     batch_size = batch_size or sequences_per_forward(model, tokens.shape[1], tokens.shape[1])
     out = []
-    for start in tqdm(range(0, tokens.shape[0], batch_size), desc="loss", disable=not progress, leave=False):
+    for start in progress_bar(range(0, tokens.shape[0], batch_size), desc="loss", enabled=progress, stage=True,
+                              leave=False):
         chunk = tokens[start : start + batch_size].to(device)
         out.append(token_losses(model(chunk), chunk).cpu())
     return torch.cat(out)
@@ -90,7 +91,8 @@ def losses_at(
         return resid[:, before]
 
     out = []
-    for start in tqdm(range(0, tokens.shape[0], batch_size), desc="loss", disable=not progress, leave=False):
+    for start in progress_bar(range(0, tokens.shape[0], batch_size), desc="loss", enabled=progress, stage=True,
+                              leave=False):
         chunk = tokens[start : start + batch_size].to(device)
         with model.hooks(fwd_hooks=[(UNEMBED_IN, unembed_only_needed)]):
             logits = model(chunk[:, :end])  # [batch, n_positions, d_vocab]

@@ -98,7 +98,9 @@ def save_figures(figures: dict[str, go.Figure], directory: str | os.PathLike[str
     jobs = [(name, fig, fmt) for name, fig in figures.items() for fmt in formats]
     tmps = [directory / f".{name}.tmp{fmt}" for name, _, fmt in jobs]
     try:
-        pio.write_images([fig for _, fig, _ in jobs], [str(t) for t in tmps], format=[f.lstrip(".") for *_, f in jobs])
+        # Sizes passed explicitly: write_images draws every figure at kaleido's 700 x 500 default otherwise.
+        pio.write_images([fig for _, fig, _ in jobs], [str(t) for t in tmps], format=[f.lstrip(".") for *_, f in jobs],
+                         width=[fig.layout.width for _, fig, _ in jobs], height=[fig.layout.height for _, fig, _ in jobs])
         for (name, _, fmt), tmp in zip(jobs, tmps):
             os.replace(tmp, directory / f"{name}{fmt}")
     except Exception as exc:  # kaleido/choreographer raise assorted errors when Chrome fails

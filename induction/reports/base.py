@@ -17,6 +17,7 @@ import sys
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from induction.common.fileio import json_default
+from induction.reports import columns as table_columns
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -56,8 +57,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def format_report(report: Report, fmt: str = "table", width: int | None = None) -> str:
-    """Render a report as table (rich), json, csv or markdown."""
+def format_report(report: Report, fmt: str = "table", width: int | None = None,
+                  columns: str | Sequence[str] | None = None) -> str:
+    """Render a report as table (rich), json, csv or markdown.
+
+    Args:
+        report: any report (`Report`).
+        fmt: one of `FORMATS`.
+        width: the table's width in characters (default: the terminal's, 100 when stdout is not one).
+        columns: the table's and markdown's columns: None (a table shows the report's
+            `default_columns`, short headers and a legend, fitting 100 characters; markdown shows
+            every column), "all", or names (full or short). JSON and CSV always keep every field
+            under its full name.
+    """
     if fmt == "json":  # strict JSON: a number that is not finite (unmeasured, diverged) is null
         return json.dumps(_finite_json(report.to_json()), indent=2, default=json_default, allow_nan=False) + "\n"
     rows = report.rows()
@@ -70,14 +82,28 @@ def format_report(report: Report, fmt: str = "table", width: int | None = None) 
             writer.writerow({k: row.get(k) for k in cols})
         return buf.getvalue()
     if fmt == "markdown":
+        cols = shown_columns(report, columns if columns is not None else "all")
         lines = [f"## {report.title}", ""] + [f"- {line}" for line in report.summary()] + [""]
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "|".join("---" for _ in cols) + "|")
         lines += ["| " + " | ".join(_cell(row.get(c)) for c in cols) + " |" for row in rows]
         return "\n".join(lines) + "\n"
     if fmt == "table":
-        return _rich_table(report, rows, cols, width)
+        return _rich_table(report, rows, shown_columns(report, columns), width, fit=columns is None)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def shown_columns(report: Report, columns: str | Sequence[str] | None = None) -> list[str]:
+    """The columns a table of `report` shows: its `default_columns` (those it has) unless `columns`
+    is "all" or names them (full names or short headers, `induction.reports.columns.HEADERS`)."""
+    available = tuple(report.columns)
+    if columns == "all":
+        return list(available)
+    if columns is None:
+        default = getattr(report, "default_columns", None) or available
+        return [c for c in default if c in available]
+    names = [columns] if isinstance(columns, str) else list(columns)
+    return list(table_columns.resolve(names, available))
 
 
 def _finite_json(obj: Any) -> Any:
@@ -93,23 +119,40 @@ def _finite_json(obj: Any) -> Any:
     return obj
 
 
-def _rich_table(report: Report, rows: list[dict[str, Any]], cols: list[str], width: int | None) -> str:
+def _rich_table(report: Report, rows: list[dict[str, Any]], cols: list[str], width: int | None, fit: bool) -> str:
+    import shutil
+
     from rich.console import Console
     from rich.table import Table
 
+    tty = sys.stdout.isatty()  # colour (induction heads bold green, shifted ones bold yellow) only on a terminal
+    if width is None:
+        width = shutil.get_terminal_size((100, 24)).columns if tty else 100
     table = Table(title=report.title, title_justify="left")
     for c in cols:
-        table.add_column(c, justify="left" if c in ("layer", "head", "is_induction", "is_shifted_induction", "method") else "right")
+        name = table_columns.header(c)
+        table.add_column(name, justify="left" if c in _LEFT else "right", min_width=len(name), overflow="fold")
     for row in rows:
         style = "bold green" if row.get("is_induction") else ("bold yellow" if row.get("is_shifted_induction") else None)
         table.add_row(*(_cell(row.get(c)) for c in cols), style=style)
     buf = io.StringIO()
-    tty = sys.stdout.isatty()  # colour (induction heads bold green, shifted ones bold yellow) only on a terminal
-    console = Console(file=buf, width=width or 160, force_terminal=tty, color_system="standard" if tty else None)
+    console = Console(file=buf, width=width, force_terminal=tty, color_system="standard" if tty else None)
+    natural = console.measure(table).maximum
+    if natural > width and not fit:
+        # Columns asked for by name are shown whole: the table is as wide as it needs to be.
+        console = Console(file=buf, width=natural, force_terminal=tty, color_system="standard" if tty else None)
     console.print(table)
+    text_console = Console(file=buf, width=width, force_terminal=tty, color_system="standard" if tty else None)
+    legend = table_columns.legend(cols)
+    if legend:
+        text_console.print(f"legend: {legend}", highlight=False)
     for line in report.summary():
-        console.print(line, highlight=False, soft_wrap=True)
-    return buf.getvalue()
+        text_console.print(line, highlight=False)
+    return "".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines())  # no padding to the width
+
+
+_LEFT = ("layer", "head", "is_induction", "is_shifted_induction", "method", "model", "truth", "run", "labels",
+         "best_head", "path", "task_probs")
 
 
 def _fmt_ci(ci: Sequence[float] | None) -> str:

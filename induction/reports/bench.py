@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from induction.bench.suite import ModelBench
+from induction.reports import columns as cols
 from induction.reports.base import to_dataframe
 
 
@@ -26,8 +27,8 @@ class BenchReport:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     title = "Methods against hand-built models with known heads"
-    columns = ("model", "method", "truth", "n_true", "n_named", "precision", "recall", "true_head_rank",
-               "spearman_vs_exact", "runtime_s")
+    columns = cols.BENCH
+    default_columns = cols.DEFAULT_COLUMNS["bench"]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,9 +69,9 @@ class BenchReport:
     def to_dataframe(self):
         return to_dataframe(self)
 
-    def plot(self):
+    def plot(self, style=None):
         """Method x model heatmaps of recall and precision (the rank of the last true head as text)."""
         from induction import plots
 
-        return plots.plot_bench(self.models, title=f"Methods against hand-built models ({self.metric}); "
-                                                   "[rank of the last true head / true heads]")
+        return plots.apply_style(plots.plot_bench(self.models, title=f"Methods against hand-built models ({self.metric}); "
+                                                   "[rank of the last true head / true heads]"), style)

@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from induction.measures.effects import HeadSetAblation
+from induction.reports import columns as cols
 from induction.reports.base import to_dataframe
 
 
@@ -36,7 +37,7 @@ class HeadEffectReport:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return ("layer", "head", "value", "effect", *(self.head_details or {}))
+        return (*cols.EFFECTS, *(self.head_details or {}))
 
     @property
     def title(self) -> str:
@@ -106,9 +107,9 @@ class HeadEffectReport:
     def to_dataframe(self):
         return to_dataframe(self)
 
-    def plot(self):
+    def plot(self, style=None):
         """The layer x head heatmap of each head's effect."""
         from induction import plots
 
         what = "ablating" if self.command == "ablate" else "patching"
-        return plots.plot_effects(self.effects, self.metric, title=f"Effect of {what} each head on {self.metric} ({self.method})")
+        return plots.apply_style(plots.plot_effects(self.effects, self.metric, title=f"Effect of {what} each head on {self.metric} ({self.method})"), style)

@@ -8,6 +8,7 @@ from typing import Any
 from induction.measures.fewshot.ablation import FewShotAblation, HeadAttribution
 from induction.measures.fewshot.evaluate import ShotResult
 from induction.measures.fewshot.vectors import FunctionVectors
+from induction.reports import columns as cols
 from induction.reports.base import _fmt_ci, _heads, display_name, to_dataframe
 
 
@@ -38,12 +39,12 @@ class FewShotReport:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     title = "Few-shot accuracy"
-    base_columns = ("labels", "k", "accuracy", "ci_low", "ci_high", "accuracy_gold", "mean_logprob", "mean_logprob_gold",
-                    "n_prompts")
+    base_columns = cols.FEWSHOT
+    default_columns = cols.DEFAULT_COLUMNS["fewshot"]
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return self.base_columns + (("task_probs",) if any(s.task_probs for s in self.shots) else ())
+        return self.base_columns + (cols.FEWSHOT_TASKS if any(s.task_probs for s in self.shots) else ())
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -106,7 +107,7 @@ class FewShotReport:
     def to_dataframe(self):
         return to_dataframe(self)
 
-    def plot(self, kind: str = "shots"):
+    def plot(self, kind: str = "shots", style=None):
         """``shots``: accuracy vs k per label variant; ``ablation``: the head-ablation comparison;
         ``attribution``: heads per label variant; ``vectors``: the function vectors; ``tasks``: the
         probability of each task's answer vs k (tasks-stream models)."""
@@ -114,9 +115,9 @@ class FewShotReport:
 
         name = display_name(self.model)
         if kind == "shots":
-            return plots.plot_fewshot(self.shots, self.labels, title=f"Few-shot {self.task} — {name}")
+            return plots.apply_style(plots.plot_fewshot(self.shots, self.labels, title=f"Few-shot {self.task} — {name}"), style)
         if kind == "tasks":
-            return plots.plot_task_probs(self.shots, self.task, title=f"Task inference on {self.task} prompts — {name}")
+            return plots.apply_style(plots.plot_task_probs(self.shots, self.task, title=f"Task inference on {self.task} prompts — {name}"), style)
         parts = {"ablation": (self.ablation, "ablate > 0"), "attribution": (self.attribution, "attribute > 0"),
                  "vectors": (self.function_vectors, "function_vectors")}
         if kind not in parts:
@@ -125,10 +126,10 @@ class FewShotReport:
         if part is None:
             raise ValueError(f"this report has no {kind} (run with {option})")
         if kind == "ablation":
-            return plots.plot_fewshot_ablation(part)
+            return plots.apply_style(plots.plot_fewshot_ablation(part), style)
         if kind == "attribution":
-            return plots.plot_head_attribution(part, title=f"Heads per label variant: {self.task} — {name}")
-        return plots.plot_function_vectors(part, title=f"Function vectors — {name}")
+            return plots.apply_style(plots.plot_head_attribution(part, title=f"Heads per label variant: {self.task} — {name}"), style)
+        return plots.apply_style(plots.plot_function_vectors(part, title=f"Function vectors — {name}"), style)
 
 
 def _attribution_summary(attr: HeadAttribution) -> list[str]:

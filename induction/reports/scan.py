@@ -8,8 +8,9 @@ from typing import Any
 from induction.heads.implied import ImpliedCircuit
 from induction.heads.offsets import MIN_SHIFT
 from induction.heads.patterns import HeadPatterns
-from induction.heads.records import SCORE_NAMES, HeadScores, HeadTable
+from induction.heads.records import HeadScores, HeadTable
 from induction.measures.icl import ICLScore
+from induction.reports import columns as cols
 from induction.reports.base import _flat, display_name, head_sort_key, to_dataframe
 
 
@@ -31,8 +32,8 @@ class ScanReport:
     patterns: HeadPatterns | None = None
 
     title = "Head scores"
-    columns = ("layer", "head", *SCORE_NAMES, "is_induction", "induction_offset", "offset_prefix_matching",
-               "offset_copying", "is_shifted_induction")
+    columns = cols.SCAN  # the head record's fields: "layer", "head", *SCORE_NAMES, then the flags and offsets
+    default_columns = cols.DEFAULT_COLUMNS["scan"]
 
     def heads(self) -> HeadTable:
         return self.scores.table()
@@ -116,13 +117,15 @@ class ScanReport:
             raise ValueError("patterns: this scan kept no attention patterns; name heads in ScanConfig.patterns")
         return PatternView(self.patterns, title if title is not None else f"Attention patterns — {display_name(self.model)}")
 
-    def plot(self, kind: str = "heatmap"):
-        """``heatmap`` (prefix-matching and copying), ``scatter`` (Olsson et al.), or one score's name."""
+    def plot(self, kind: str = "heatmap", style=None):
+        """``heatmap`` (prefix-matching and copying), ``scatter`` (Olsson et al.), or one score's name.
+        `style`: "paper" for a paper's column width and type (`induction.plots.FigureStyle`)."""
         from induction import plots
 
         cfg = self.scores.config
-        return plots.plot_scan(self.heads(), name=display_name(self.model), kind=kind,
-                               prefix_threshold=cfg.prefix_threshold, copying_threshold=cfg.copying_threshold)
+        fig = plots.plot_scan(self.heads(), name=display_name(self.model), kind=kind,
+                              prefix_threshold=cfg.prefix_threshold, copying_threshold=cfg.copying_threshold)
+        return plots.apply_style(fig, style)
 
 
 def circuit_text(c: ImpliedCircuit) -> str:

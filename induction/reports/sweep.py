@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from induction.reports import columns as cols
 from induction.reports.base import to_dataframe
 from induction.reports.scan import ScanReport
 from induction.reports.track import TrackReport
@@ -25,14 +26,14 @@ class SweepReport:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     title = "Sweep"
+    default_columns = cols.DEFAULT_COLUMNS["sweep"]
 
     @property
     def columns(self) -> tuple[str, ...]:
         if self.job == "track":
             ablated = any(t.ablation is not None for t in self.tracks)
-            return ("run", "step", "best_prefix_matching", "best_copying", "icl_score", "held_out_loss",
-                    "n_induction_heads") + (TrackReport.ABLATION_COLUMNS if ablated else ())
-        return ("run", "icl_score", "best_head", "best_prefix_matching", "best_copying", "n_induction_heads")
+            return cols.SWEEP_TRACK + (cols.TRACK_ABLATION if ablated else ())
+        return cols.SWEEP_SCAN
 
     def reports(self) -> list[TrackReport] | list[ScanReport]:
         return self.tracks if self.job == "track" else self.scans
@@ -77,13 +78,16 @@ class SweepReport:
     def to_dataframe(self):
         return to_dataframe(self)
 
-    def plot(self, x_axis: str = "step"):
+    def plot(self, x_axis: str = "step", style=None):
         """Best prefix-matching and ICL score against step (or ``tokens`` seen) for every run, and the
-        phase changes side by side (track); or each model's ICL score and best prefix-matching (scan)."""
+        phase changes side by side (track); or each model's ICL score and best prefix-matching (scan).
+        `style`: "paper" for a paper's column width and type (`induction.plots.FigureStyle`)."""
         from induction import plots
 
         if self.job == "track":
-            return plots.plot_sweep_tracks(self.labels, [t.checkpoints for t in self.tracks],
-                                           [t.phase_change for t in self.tracks], x_axis=x_axis)
-        return plots.plot_sweep_scans(self.labels, [s.heads() for s in self.scans],
-                                      [None if s.icl is None else s.icl.score for s in self.scans])
+            fig = plots.plot_sweep_tracks(self.labels, [t.checkpoints for t in self.tracks],
+                                          [t.phase_change for t in self.tracks], x_axis=x_axis)
+        else:
+            fig = plots.plot_sweep_scans(self.labels, [s.heads() for s in self.scans],
+                                         [None if s.icl is None else s.icl.score for s in self.scans])
+        return plots.apply_style(fig, style)

@@ -9,6 +9,7 @@ from induction.measures.audit import CheckpointAudit
 from induction.measures.formation import CheckpointScores, PhaseChange
 from induction.measures.paths import key_path_formation
 from induction.measures.transience import Transience
+from induction.reports import columns as cols
 from induction.reports.base import _heads, display_name
 from induction.reports.scan import copying_method_line
 from induction.training.interventions import describe
@@ -50,17 +51,16 @@ class TrackReport:
     title = "Induction-head formation"
     # --ablate: the final induction heads' joint effect, their summed single-head effects, the random
     # control's mean effect and the joint effect's share of the ICL score (`induction_set_block`).
-    ABLATION_COLUMNS = ("joint_effect", "sum_single", "control", "share")
+    ABLATION_COLUMNS = cols.TRACK_ABLATION
+    default_columns = cols.DEFAULT_COLUMNS["track"]
 
     @property
     def columns(self) -> tuple[str, ...]:
-        base = ("step", "tokens_seen", "loss", "held_out_loss", "icl_score", "best_head",
-                "best_prefix_matching", "best_copying", "n_induction_heads")
-        return (base + (self.ABLATION_COLUMNS if self.ablation is not None else ())
-                + (self.PATH_COLUMNS if self.paths is not None else ()))
+        return (cols.TRACK + (self.ABLATION_COLUMNS if self.ablation is not None else ())
+                + (cols.TRACK_PATHS if self.paths is not None else ()))
 
     # --paths: the summed effect (nats of repeat loss) of the q, k and v paths into the final induction heads.
-    PATH_COLUMNS = ("q_paths", "k_paths", "v_paths")
+    PATH_COLUMNS = cols.TRACK_PATHS
 
     def path_formation(self) -> dict[str, Any] | None:
         """`--paths`: when the q, k and v paths formed (`induction.measures.paths.key_path_formation`)."""
@@ -218,19 +218,21 @@ class TrackReport:
                                 "held_out_loss": c.held_out_loss, **{k: v for k, v in h.items() if not k.endswith("_ci")}})
         return pd.DataFrame(records)
 
-    def plot(self, kind: str = "formation", x_axis: str = "step"):
+    def plot(self, kind: str = "formation", x_axis: str = "step", style=None):
         """``formation`` (curves over training, phase change shaded; against ``step`` or ``tokens``
-        seen) or ``mosaic`` (head heatmaps at checkpoints bracketing the phase change)."""
+        seen) or ``mosaic`` (head heatmaps at checkpoints bracketing the phase change). `style`:
+        "paper" for a paper's column width and type (`induction.plots.FigureStyle`)."""
         from induction import plots
 
         if kind == "formation":
-            return plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
-                                        ablation=self.ablation, x_axis=x_axis, transience=self.transience,
-                                        paths=None if self.paths is None else {**self.paths,
-                                                                               "formation": self.path_formation()},
-                                        audit=self.audit)
+            fig = plots.plot_formation(self.checkpoints, self.phase_change, name=display_name(self.run),
+                                       ablation=self.ablation, x_axis=x_axis, transience=self.transience,
+                                       paths=None if self.paths is None else {**self.paths,
+                                                                              "formation": self.path_formation()},
+                                       audit=self.audit)
+            return plots.apply_style(fig, style)
         if kind == "mosaic":
-            return plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run))
+            return plots.apply_style(plots.plot_mosaic(self.checkpoints, self.phase_change, name=display_name(self.run)), style)
         raise ValueError(f"unknown track plot {kind!r}; choose formation or mosaic")
 
 

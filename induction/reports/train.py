@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from induction.reports import columns as cols
 from induction.reports.base import to_dataframe
 from induction.training.interventions import describe
 
@@ -22,7 +23,7 @@ class TrainReport:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     title = "Training run"
-    columns = ("step", "tokens_seen", "loss", "path")
+    columns = cols.TRAIN
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest

@@ -31,17 +31,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuits.memory import backward_bytes
+from circuits.progress import progress_bar
 from induction.common.checks import check_memory
 from induction.common.fileio import json_default, write_json_atomic
 from induction.common.provenance import package_versions
@@ -107,7 +106,7 @@ def train(
         out_dir: the run directory; it must not exist, or be empty, unless `resume`.
         resume: continue the run in `out_dir` from its last checkpoint (start afresh if it has
             none). Its saved train_config must equal `cfg`.
-        progress: show a tqdm bar with the smoothed loss on stderr.
+        progress: show a tqdm bar with the smoothed loss on stderr (on a terminal; else one line at the end).
         stop_after: stop once this many steps are done, without a final checkpoint, as if the
             process were killed there (for tests of `resume`, and for training in slices).
         device: where to train (`induction.loading.devices`; "auto": CUDA when available). The default is
@@ -181,8 +180,8 @@ def _train_loop(cfg: TrainConfig, out_dir: Path, state, start: int, progress: bo
     pending = [s for s in schedule if s > start]
     end = cfg.steps if stop_after is None else min(cfg.steps, max(start, stop_after))
     model.train()
-    bar = tqdm(total=cfg.steps, initial=start, desc="training", unit="step", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=cfg.steps, initial=start, desc="training", unit="step", enabled=progress, stage=True,
+                       dynamic_ncols=True)
     try:
         for step in range(start, end):
             for group in optimizer.param_groups:

@@ -97,7 +97,8 @@ def run_plans(plans: Sequence[TrackPlan], executor: Executor, start: float, prog
               desc: str = "tracking") -> list[TrackReport]:
     """Score the missing checkpoints of every plan in one `executor.map`, then (for plans with
     `ablate`) ablate each run's final induction heads at every checkpoint in a second one."""
-    computed = executor.map(score_task, [t for plan in plans for t in plan.tasks], progress=progress, desc=desc)
+    computed = executor.map(score_task, [t for plan in plans for t in plan.tasks], progress=progress, desc=desc,
+                            unit="checkpoint")
     release_reference()  # the audit's copy of the first checkpoint (this process's; Ray workers drop theirs on exit)
     per_plan = []
     for plan in plans:

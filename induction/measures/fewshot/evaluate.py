@@ -24,9 +24,9 @@ from typing import Any, Callable, Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from circuits.progress import progress_bar
 from induction.common.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
 from induction.inputs.task_inference import TaskError, TasksVocab
 from induction.inputs.tasks import FunctionTask
@@ -296,6 +296,6 @@ def evaluate_fewshot(
         check.check_shots(cfg.k)
         render(model, check, sample_episodes(check, replace(cfg, n_prompts=1)), cfg)  # context / label checks
     out = []
-    for cfg in tqdm(configs, desc="few-shot", disable=not progress, leave=False):
+    for cfg in progress_bar(configs, desc="few-shot", enabled=progress, stage=True, leave=False):
         out.append(evaluate_shots(model, cfg, n_orders, batch_size, n_bootstrap)[0])
     return out
