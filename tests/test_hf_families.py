@@ -21,7 +21,6 @@ from test_circuits_families import naive_ablation
 from test_cli import run_cli
 from transformer_lens import patching as tl_patching
 
-import induction.loading.models
 from circuits.hooks import pattern_name, z_name
 from induction.loading.models import load_model
 
@@ -114,22 +113,32 @@ def test_scan_with_text_on_every_family(hf_dirs, tmp_path, family, capsys):
 
 
 def test_track_revisions_on_every_family(hf_dirs, tmp_path, family, monkeypatch, capsys):
-    """Each revision (a local directory standing in for the hub's) is loaded and scored in turn:
-    its heads are what `scan` gives that directory."""
+    """Each revision of a hub model (served on 127.0.0.1 by `tests/hub_server.py`, downloaded the
+    real way) is scored in turn: its heads are what `scan` gives the directory it was made from."""
+    from hub_server import LocalHub
+    from huggingface_hub import constants
+
     revisions = {"step0": hf_dirs[family], "step100": tmp_path / "step100"}
     build_hf_model(family, revisions["step100"], seed=1)
-    loaded = []
-
-    def fake_load_model(spec, checkpoint=None, revision=None, **placement):
-        loaded.append(revision)
-        return load_model(revisions[revision], **placement)
-
-    monkeypatch.setattr(induction.loading.models, "load_model", fake_load_model)
-    small = ("--prompts", "8", "--bootstrap", "0", "--icl-sequences", "4", "--held-out-sequences", "4")
-    report = cli_json(capsys, "track", "org/model", "--revisions", "step100,step0", "--no-cache", *small)
-    assert loaded == ["step100", "step0"]
+    hub = LocalHub()
+    for name, folder in revisions.items():
+        hub.add("org/model", name, folder)
+    hub.start()
+    try:
+        for key, value in {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0",
+                           "HF_HUB_DISABLE_TELEMETRY": "1", "DISABLE_SAFETENSORS_CONVERSION": "1",
+                           "INDUCTION_CACHE": str(tmp_path / "induction")}.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+        small = ("--prompts", "8", "--bootstrap", "0", "--icl-sequences", "4", "--held-out-sequences", "4")
+        report = cli_json(capsys, "track", "org/model", "--revisions", "step100,step0", "--no-cache", *small)
+    finally:
+        hub.stop()
     assert [c["step"] for c in report["checkpoints"]] == [100, 0]
-    monkeypatch.undo()
+    assert [c["revision"] for c in report["checkpoints"]] == ["step100", "step0"]
     scanned = cli_json(capsys, "scan", revisions["step100"], "--prompts", "8", "--bootstrap", "0", "--no-icl")
     by_head = {(h["layer"], h["head"]): h for h in scanned["heads"]}
     for head in report["checkpoints"][0]["heads"]:
