@@ -275,3 +275,20 @@ class CallCounter:
         if self.fail_on is not None and self.calls == self.fail_on:
             raise KeyboardInterrupt
         return self.real(*args, **kwargs)
+
+
+def cli(capsys, *argv):
+    """Run the CLI in-process: (exit status, stdout, stderr)."""
+    from induction.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line(code, err, *needles):
+    """A failure said in one line on stderr (no traceback) that contains every needle."""
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]

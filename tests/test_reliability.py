@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_one_line, cli
 
-from induction.cli import main
 from induction.loading.cache import ResultCache, result_hash
 from induction.loading.models import load_model
 from induction.loading.runs import MANIFEST_FILE, RESUME_DIR, read_manifest, run_checkpoints, run_lock
@@ -43,17 +43,6 @@ def run_copy(tiny_run, tmp_path) -> Path:
     return tmp_path / "run"
 
 
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line(code, err, *needles):
-    lines = err.strip().splitlines()
-    assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 # ---- 1. one writer per run directory -------------------------------------------------------------

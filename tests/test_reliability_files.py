@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_one_line as one_line
+from helpers import cli
 from hf_models import build_hf_model
 from safetensors.torch import load_file, save_file
 
-from induction.cli import main
 from induction.jobs.scan import ScanConfig
 from induction.jobs.track import TrackConfig, track
 from induction.loading.cache import MAX_ENTRY_BYTES, result_hash
@@ -33,18 +34,10 @@ S = ["--prompts", "8", "--icl-sequences", "8", "--bootstrap", "0", "--held-out-s
 SCAN_S = [a for a in S if a not in ("--held-out-sequences", "4")]
 
 
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def assert_one_line(code, err, *needles):
-    lines = err.strip().splitlines()
-    assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "above report" not in lines[0]
+    """`helpers.assert_one_line`, and no third-party pointer ("look at the above report!") alone."""
+    one_line(code, err, *needles)
+    assert "above report" not in err
 
 
 @pytest.fixture(scope="module")

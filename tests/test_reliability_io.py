@@ -19,6 +19,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line, cli
 from hf_models import ENGLISH_TEXT, build_hf_model
 
 from induction.cli import main
@@ -31,17 +32,6 @@ from induction.training.train import TrainConfig, train
 SCAN = ["--prompts", "4", "--no-icl", "--bootstrap", "0", "-q", "--device", "cpu", "--format", "json"]
 
 
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line(code, err, *needles):
-    lines = err.strip().splitlines()
-    assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

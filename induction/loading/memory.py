@@ -370,9 +370,27 @@ def shape_for(model: Any) -> tuple[ModelShape | None, int | None]:
             verify_weights([directory / WEIGHTS_FILE], directory / "config.json", native["n_layers"], "n_layers",
                            lambda: native_expected(native), strict_names=True)
     try:
-        return shape_from_config(config), None
+        shape = shape_from_config(config)
     except (ValueError, KeyError, TypeError):
         return None, None
+    if "model_type" in config and not _layers_match(directory, shape.n_layers):
+        return None, None  # config and weights disagree: the loader's strict check says so, not a memory refusal
+    return shape, None
+
+
+def _layers_match(directory: Path, n_layers: int) -> bool:
+    """Whether the safetensors headers in `directory` hold `n_layers` layers (True when it has none:
+    nothing to compare; a hub name's snapshot is compared the same way)."""
+    from induction.loading.verify import layer_count, read_headers
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        return True
+    try:
+        held, _ = layer_count(read_headers(files))
+    except Exception:  # an unreadable header: loading says what is wrong with it
+        return False
+    return held == n_layers
 
 
 def check_job_memory(what: str, model: torch.nn.Module, host_bytes: int, batch: int, seq_len: int) -> None:
