@@ -28,9 +28,11 @@ Zero-shot prompts come in two forms, both scored on the same queries (`zero_shot
 
 The two can differ a lot. On the default tasks model (``induction train --data tasks``, seed 0)
 both lift every task (bare +0.58..+0.67, format +0.29..+0.96: its format-only prompts already
-favour ``succ``, 0.70). On the issue-14 research's 4-task model (``class`` included) the query at
-position 1 of a bare prompt, where the model has only seen a first demonstration's input, let
-the vector act far less (+0.22 mean) than the format-only prompt (+0.50).
+favour ``succ``, 0.70); that is one machine's seed-0 model, and the lift is seed-dependent (mean
+bare lift +0.04 / +0.41 / +0.01 / +0.10 at seeds 1-4; README). On the issue-14 research's 4-task
+model (``class`` included) the query at position 1 of a bare prompt, where the model has only seen
+a first demonstration's input, let the vector act far less (+0.22 mean) than the format-only prompt
+(+0.50).
 """
 
 from __future__ import annotations
