@@ -550,6 +550,12 @@ def trained_fewshot_model(tmp_path_factory):
     return load_model(run)
 
 
+# Over toy seeds 0-4 (pytest -m slow --toy-seed N) these two tests pass at seeds 0, 2 and 4 (lookup accuracy at
+# k = 1..8: 0.96-1.00, 0.95-0.98, 0.88-0.92; top-2 ablation drop over random heads, CI low end 0.145-0.71)
+# and FAIL at seeds 1 and 3, where the recipe's 1000 steps end before lookup forms (accuracy 0.21-0.48 at
+# k >= 1; seed 1's loss is still on its plateau at 1.85). That is the recipe, not these bounds: trained to 2000
+# steps, seeds 1 and 3 learn lookup by step 1250 (accuracy 0.94-1.00 at k = 1, 8; 0.88-1.00 after, 0.965-1.00
+# at step 2000). The fewshot recipe needs more steps (induction.train.DATA_RECIPES; "prior" and "tasks" have 2000).
 @pytest.mark.slow
 def test_trained_model_learns_the_tasks_in_context(trained_fewshot_model):
     res = evaluate_fewshot(trained_fewshot_model, "lookup", ["gold", "flipped"], shots=(0, 1, 4, 8), n_prompts=200)

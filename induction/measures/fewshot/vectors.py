@@ -27,7 +27,8 @@ Zero-shot prompts come in two forms, both scored on the same queries (`zero_shot
   Todd et al. also evaluate the vector in uninformative contexts (shuffled labels, natural text).
 
 The two can differ a lot: in a bare prompt the query sits at position 1, where the model has seen
-only a first demonstration's input (README, "Function vectors", has measured lifts).
+only a first demonstration's input. The lift depends on the trained model's seed (README,
+"Function vectors", has the measured lifts over seeds 0-4).
 """
 
 from __future__ import annotations
