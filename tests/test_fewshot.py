@@ -540,7 +540,7 @@ def test_train_cli_data_option(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def trained_fewshot_model(tmp_path_factory):
-    """`induction train --data fewshot` with every other default (the 2-layer model, 2000 steps), from the
+    """`induction train --data fewshot` with every other default (the 2-layer model, 1000 steps), from the
     default models' seed (`pytest --toy-seed N` trains it from seed N, as it does `default_run("fewshot")`)."""
     from induction.loading.models import load_model
     from induction.training.defaults import default_seed
@@ -555,7 +555,7 @@ def trained_fewshot_model(tmp_path_factory):
 # and FAIL at seeds 1 and 3, where the recipe's 1000 steps end before lookup forms (accuracy 0.21-0.48 at
 # k >= 1; seed 1's loss is still on its plateau at 1.85). That is the recipe, not these bounds: trained to 2000
 # steps, seeds 1 and 3 learn lookup by step 1250 (accuracy 0.94-1.00 at k = 1, 8; 0.88-1.00 after, 0.965-1.00
-# at step 2000). So the fewshot recipe now trains 2000 steps (DATA_RECIPES), as "prior" and "tasks" do.
+# at step 2000). The fewshot recipe needs more steps (induction.train.DATA_RECIPES; "prior" and "tasks" have 2000).
 @pytest.mark.slow
 def test_trained_model_learns_the_tasks_in_context(trained_fewshot_model):
     res = evaluate_fewshot(trained_fewshot_model, "lookup", ["gold", "flipped"], shots=(0, 1, 4, 8), n_prompts=200)

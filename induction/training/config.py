@@ -39,13 +39,11 @@ DEFAULT_MIN_SEGMENT = {"attn_only": 4, "mlp": 16}  # shortest repeated segment o
 
 
 # What each training stream changes from the defaults (`TrainConfig.for_data`, `induction train --data`):
-# - fewshot: 2000 steps, so that lookup forms at every seed tried (0-4), not only at most;
 # - prior: 2000 steps, so that the 2-layer attention-only model holds the prior at k = 0 and follows
 #   contradicting demonstrations from k = 1;
 # - tasks: a 2-layer model with MLPs (attention-only models have nothing after the heads that can apply
 #   a task to the input, so they carry no function vector). README, "Training recipes", has the numbers.
 DATA_RECIPES: dict[str, dict[str, Any]] = {
-    "fewshot": {"steps": 2000},  # at 1000 steps lookup had not formed at toy seeds 1 and 3 (it did by 1250)
     "prior": {"steps": 2000},
     "tasks": {"attn_only": False, "d_vocab": 64, "n_ctx": 64, "steps": 2000, "batch_size": 32},
 }

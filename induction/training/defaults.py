@@ -32,10 +32,17 @@ CACHE_ENV = "INDUCTION_CACHE"
 SEED_ENV = "INDUCTION_DEFAULT_SEED"
 
 
+def _fewshot_config() -> TrainConfig:
+    from induction.inputs.streams import training_data
+
+    model = ModelConfig()
+    return TrainConfig(model=model, data=training_data("fewshot", model.d_vocab, model.n_ctx))
+
+
 DEFAULTS: dict[str, Callable[[], TrainConfig]] = {
     "2l": TrainConfig,
     "1l": lambda: TrainConfig(model=ModelConfig(n_layers=1)),
-    "fewshot": lambda: TrainConfig.for_data("fewshot"),
+    "fewshot": _fewshot_config,
     "prior": lambda: TrainConfig.for_data("prior"),
     "tasks": lambda: TrainConfig.for_data("tasks"),
 }
