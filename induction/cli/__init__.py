@@ -27,17 +27,6 @@ FORMATS = static.constant("induction.reports.base:FORMATS")
 # In pipeline order; a module that is not there yet is simply not offered.
 COMMANDS = ("demo", "train", "scan", "track", "ablate", "patch", "fewshot", "bench", "sweep")
 EXIT_USAGE = 2
-# Library errors that name a loading setting (`induction.loading.hub`, `.pickled`, `.revisions`), as the flags that set it.
-FIELD_FLAGS = {"allow_pickle=True": "--allow-pickle", "offline=True": "--offline"}
-
-
-SETTING_FLAGS = {
-    "n_prompts": "--prompts", "batch_size": "--batch-size", "n_sequences": "--icl-sequences",
-    "held_out_sequences": "--held-out-sequences", "sequences": "--sequences", "seq_len": "--seq-len",
-    "dtype": "--dtype",
-}
-"""The config fields a memory plan may name as the one to lower (`induction.loading.memory`: its message
-leads with ``field = value``), as flags."""
 
 
 class CLIError(Exception):
@@ -106,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 COMMON_FLAGS = {"device": "--device", "dtype": "--dtype", "checkpoint": "--checkpoint", "revision": "--revision",
                 "revisions": "--revisions", "freqs": "--freqs", "text": "--text", "ray": "--ray", "job": "--job",
-                "resume": "--resume"}
+                "resume": "--resume", "offline": "--offline", "allow_pickle": "--allow-pickle"}
 """Fields that the options outside `add_options` set (the model and hardware arguments)."""
 
 
@@ -118,7 +107,7 @@ def as_flags(message: str, field: str | None, flags: Mapping[str, str]) -> str:
     for name, flag in flags.items():
         field_ = re.escape(name)
         message = re.sub(rf"\bleave {field_} = None\b", f"omit {flag}", message)  # an option not to give
-        message = re.sub(rf"(?<![\w.-]){field_} = True\b", flag, message)  # a switch
+        message = re.sub(rf"(?<![\w.-]){field_} ?= ?True\b", flag, message)  # a switch (allow_pickle=True too)
         message = re.sub(rf"(?<![\w.-]){field_} = ", f"{flag} ", message)
     if field in flags:
         message = re.sub(rf"^{re.escape(field)}\b", flags[field], message)
@@ -184,9 +173,6 @@ def _describe(exc: BaseException) -> str:
                 "--sequences, a lower --dtype, or --device cpu")
     if isinstance(exc, MemoryError):
         return "out of memory on this machine; use a smaller --batch-size, --prompts or --sequences"
-    field = getattr(exc, "field", None)  # a memory plan's refusal leads with "field = value": say its flag
-    if isinstance(field, str) and field in SETTING_FLAGS:
-        return re.sub(rf"(?<![\w.-]){re.escape(field)} = ", f"{SETTING_FLAGS[field]} ", message)
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or message}"
     if isinstance(exc, FileNotFoundError) and exc.filename:
@@ -195,9 +181,7 @@ def _describe(exc: BaseException) -> str:
         where = exc.filename or "a file"
         return f"cannot use {where}: {exc.strerror or message}; {_OS_HINTS[exc.errno]}"
     if isinstance(exc, (ModelLoadError, ValueError, FileNotFoundError, RuntimeError)):
-        for field_text, flag in FIELD_FLAGS.items():  # library errors name fields; the user typed flags
-            message = message.replace(field_text, flag)
-        return message
+        return message  # in terms of fields: `main` says them as this command's flags (`as_flags`)
     return f"{type(exc).__name__}: {message}"
 
 
