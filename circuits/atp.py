@@ -51,6 +51,7 @@ from circuits.engine import check_pattern_edits, default_runs_per_forward
 from circuits.hooks import (
     Metric,
     attn_out_name,
+    capture_z,
     check_metric_value,
     head_outputs,
     mlp_out_name,
@@ -173,15 +174,6 @@ def _gradients(
 
         return hook
 
-    def keep_z(layer: int) -> Callable:
-        def hook(value: Tensor, hook: object) -> Tensor:
-            if not value.requires_grad:
-                value = value.detach().requires_grad_(True)
-            z[layer] = value
-            return value
-
-        return hook
-
     def drop(layer: int) -> Callable:
         def hook(value: Tensor, hook: object) -> None:
             if value.requires_grad:
@@ -190,7 +182,7 @@ def _gradients(
         return hook
 
     fwd_hooks = [(pattern_name(l), leaf_pattern(l)) for l in range(n_layers)]
-    fwd_hooks += [(z_name(l), keep_z(l)) for l in range(n_layers)]
+    fwd_hooks += [(z_name(l), capture_z(z, l)) for l in range(n_layers)]
     fwd_hooks += [(name(l), drop(l)) for l in range(n_layers) for name in (attn_out_name, mlp_out_name)
                   if name(l) in model.hook_dict]
     out = []

@@ -7,7 +7,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from circuits.hooks import Metric, check_metric_value, n_layers_heads, require_eval, resid_pre_name, z_name
+from circuits.hooks import Metric, capture_z, check_metric_value, n_layers_heads, require_eval, resid_pre_name, z_name
 
 
 class _Stop(Exception):
@@ -84,22 +84,11 @@ def attribute_heads(
     return torch.stack(rows).float()
 
 
-def _capture_z(store: dict[int, Tensor], layer: int) -> Callable:
-    def hook(z: Tensor, hook: object) -> Tensor:
-        if not z.requires_grad:
-            # Nothing upstream needs a gradient (frozen weights): z itself becomes the leaf.
-            z = z.detach().requires_grad_(True)
-        store[layer] = z
-        return z
-
-    return hook
-
-
 def _whole_graph_gradients(model: TransformerBridge, tokens: Tensor, metric: Metric,
                            n_layers: int) -> tuple[dict[int, Tensor], dict[int, Tensor | None]]:
     """(z, d metric / d z) of every layer on the corrupted run, from one backward."""
     corrupted_z: dict[int, Tensor] = {}
-    fwd_hooks = [(z_name(layer), _capture_z(corrupted_z, layer)) for layer in range(n_layers)]
+    fwd_hooks = [(z_name(layer), capture_z(corrupted_z, layer)) for layer in range(n_layers)]
     with torch.enable_grad(), model.hooks(fwd_hooks=fwd_hooks):
         value = check_metric_value(metric(model(tokens)))
         layers = list(range(n_layers))

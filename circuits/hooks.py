@@ -156,3 +156,16 @@ def kv_head_index(n_heads: int, n_kv_heads: int, device: torch.device | str = "c
 def per_query_head(x: Tensor, n_heads: int, dim: int) -> Tensor:
     """`x` with its key/value-head axis `dim` expanded to one entry per query head (`kv_head_index`)."""
     return x if x.shape[dim] == n_heads else x.index_select(dim, kv_head_index(n_heads, x.shape[dim], x.device))
+
+
+def capture_z(store: dict[int, Tensor], layer: int) -> Callable[[Tensor, object], Tensor]:
+    """A `hook_z` hook that keeps layer `layer`'s z in `store`, as a tensor gradients reach: when
+    nothing upstream needs a gradient (frozen weights), z itself becomes the leaf."""
+
+    def hook(z: Tensor, hook: object) -> Tensor:
+        if not z.requires_grad:
+            z = z.detach().requires_grad_(True)
+        store[layer] = z
+        return z
+
+    return hook
